@@ -1,0 +1,44 @@
+# fleet developer and CI entry points. Every tool runs from .venv/bin explicitly.
+# `make test` is what CI runs (through .ci/run): setup, lint, typecheck, then pytest.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fleet-installed
+CODE   := $(wildcard fleet tests examples bench)
+
+.PHONY: setup venv lint typecheck test demo bench clean
+
+setup:
+	bash scripts/setup.sh
+	$(MAKE) --no-print-directory venv
+
+venv: $(STAMP)
+
+# Reinstalled whenever pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo]'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+
+typecheck: venv
+	$(BIN)/mypy --strict fleet
+
+test: setup lint typecheck
+	$(BIN)/pytest -n auto -p no:cacheprovider
+
+demo:
+	bash scripts/setup.sh demo
+	$(MAKE) --no-print-directory venv
+	$(BIN)/python -m examples.reports
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

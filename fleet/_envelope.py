@@ -1,0 +1,149 @@
+"""Wire formats of fleet's own messages: task envelopes and notifications.
+
+Job: turn an invocation into the bytes a broker carries and back, and the same for the
+small push notifications that tell waiters an invocation finished (and tell workers to
+cancel one). Contract: always msgpack, versioned, independent of the argument codec
+(the arguments travel as opaque bytes encoded by it). `unpack` raises
+`SerializationError` with a reason fit for a dead-letter header on anything malformed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from fleet.errors import SerializationError
+from fleet.state import ErrorInfo, InvocationRecord
+from fleet.status import Status
+
+VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One invocation as a message body."""
+
+    id: str
+    task: str
+    args: bytes
+    codec: str
+    reply_to: str = ""
+    parent: str = ""
+    module: str = ""
+    """Module that defines the task (imported on demand by workers)."""
+    attempt: int = 0
+    """Attempts started before this delivery (retries and recovered runs)."""
+
+
+def pack(env: Envelope) -> bytes:
+    packed: bytes = msgpack.packb(
+        [
+            VERSION,
+            env.id,
+            env.task,
+            env.args,
+            env.codec,
+            env.reply_to,
+            env.parent,
+            env.module,
+            env.attempt,
+        ],
+        use_bin_type=True,
+    )
+    return packed
+
+
+def unpack(body: bytes) -> Envelope:
+    try:
+        data = msgpack.unpackb(body, raw=False, use_list=True)
+    except Exception as exc:
+        raise SerializationError(f"message body is not a fleet envelope: {exc}") from exc
+    if not isinstance(data, list) or not data or data[0] != VERSION or len(data) != 9:
+        raise SerializationError(f"message body is not a fleet envelope v{VERSION}")
+    _, id_, task, args, codec, reply_to, parent, module, attempt = data
+    if not (isinstance(id_, str) and id_ and isinstance(task, str) and task):
+        raise SerializationError("message body lacks an invocation id or task name")
+    if not isinstance(args, bytes) or not isinstance(codec, str) or not isinstance(attempt, int):
+        raise SerializationError("message body has malformed arguments")
+    return Envelope(id_, task, args, codec, str(reply_to), str(parent), str(module), attempt)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an invocation ended, as a waiter learns it."""
+
+    id: str
+    status: Status
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    complete: bool = True
+    """False when the notification left the value out (too large): read the store."""
+
+
+_RESULT, _CANCEL = "r", "c"
+MAX_INLINE = 48 * 1024
+"""Results larger than this are not carried in notifications."""
+
+
+def pack_outcome(outcome: Outcome) -> bytes:
+    error = outcome.error
+    err = None if error is None else [error.type, error.message, error.traceback, error.args]
+    result = outcome.result
+    complete = outcome.complete
+    size = len(result or b"") + (len(error.traceback) if error else 0)
+    if size > MAX_INLINE:
+        result, err, complete = None, None, False
+    return msgpack.packb(  # type: ignore[no-any-return]
+        [_RESULT, outcome.id, outcome.status.value, result, err, complete], use_bin_type=True
+    )
+
+
+def pack_cancel(invocation_id: str) -> bytes:
+    return msgpack.packb([_CANCEL, invocation_id], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack_notes(payload: bytes) -> list[Outcome | str]:
+    """The notes in a payload (one or several joined by `join_notes`): outcomes, and ids
+    of invocations to cancel. Noise is skipped."""
+    notes: list[Outcome | str] = []
+    unpacker = msgpack.Unpacker(raw=False, use_list=True)
+    unpacker.feed(payload)
+    try:
+        for data in unpacker:
+            if data[0] == _CANCEL:
+                notes.append(str(data[1]))
+                continue
+            _, id_, status, result, err, complete = data
+            error = None if err is None else ErrorInfo(err[0], err[1], err[2], err[3])
+            notes.append(Outcome(id_, Status(status), result, error, bool(complete)))
+    except Exception:
+        return notes
+    return notes
+
+
+def join_notes(notes: list[tuple[str, bytes]], limit: int = 60 * 1024) -> list[tuple[str, bytes]]:
+    """Merge notes to the same address into as few payloads of at most `limit` bytes as
+    possible (one datagram or message per address instead of one per outcome)."""
+    merged: dict[str, list[bytes]] = {}
+    for address, payload in notes:
+        parts = merged.setdefault(address, [])
+        if parts and len(parts[-1]) + len(payload) <= limit:
+            parts[-1] += payload
+        else:
+            parts.append(payload)
+    return [(address, payload) for address, parts in merged.items() for payload in parts]
+
+
+def from_record(record: InvocationRecord) -> Envelope:
+    """The envelope that (re)publishes a stored invocation."""
+    return Envelope(
+        record.id,
+        record.task,
+        record.args,
+        record.codec,
+        record.reply_to,
+        record.parent,
+        "",
+        record.attempt,
+    )

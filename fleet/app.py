@@ -1,0 +1,347 @@
+"""The `Fleet` app: settings, the task registry, and the producer side of the hot path.
+
+Job: turn decorated functions into tasks, and a call of a task into a registered,
+published invocation (or, in inline mode, a plain call in this thread).
+
+Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
+call site before anything is written; then the invocation records are registered in the
+state store in one batch, then the messages are published in one confirmed batch. If
+the publish is not confirmed, the invocations are marked FAILED with the reason and the
+caller gets `PublishError`: an invocation is never left behind silently. Connections are
+opened lazily, once per process (a forked child opens its own).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from fleet import _context, _values
+from fleet._envelope import Envelope, Outcome, pack, pack_cancel, pack_outcome
+from fleet._exceptions import rebuild
+from fleet._waiter import Waiter, outcome_of
+from fleet.broker import URGENT, Broker, Message, open_broker
+from fleet.codec import Codec, call_key, encode_call, get_codec
+from fleet.config import LoadedSettings, Settings, load_settings
+from fleet.errors import CancelledError, InvocationNotFoundError, PublishError, TaskDefinitionError
+from fleet.invocation import Invocation
+from fleet.queues import QueueTable, load_queues
+from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore, open_state
+from fleet.status import HistoryEntry, Status
+from fleet.task import DirectTask, Task
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def new_id() -> str:
+    """A unique, time-ordered invocation id (32 hex digits)."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+class Runtime:
+    """The connections one process uses on behalf of one app."""
+
+    def __init__(self, settings: Settings, queues: QueueTable) -> None:
+        self.pid = os.getpid()
+        self.broker: Broker = open_broker(settings.broker_url)
+        self.state: StateStore = open_state(settings.state_url)
+        self.waiter = Waiter(self.broker, self.state)
+        self._queues = queues
+        self._declared: set[str] = set()
+        self._lock = threading.Lock()
+
+    def declare(self, names: Sequence[str]) -> None:
+        missing = [n for n in names if n not in self._declared]
+        if missing:
+            with self._lock:
+                self.broker.declare([self._queues.get(n) for n in missing])
+                self._declared.update(missing)
+
+    def close(self) -> None:
+        self.waiter.close()
+        self.broker.close()
+        self.state.close()
+
+
+class Fleet:
+    """A fleet application: decorate functions with `task` or `direct_task`.
+
+    Args:
+        name: application name (the setting `name`).
+        **settings: keyword settings, the highest-priority source (see `fleet.config`).
+    """
+
+    def __init__(self, name: str | None = None, **settings: Any) -> None:
+        if name is not None:
+            settings["name"] = name
+        self.loaded: LoadedSettings = load_settings(settings)
+        self.settings: Settings = self.loaded.settings
+        self.codec: Codec = get_codec(self.settings.codec, allow_pickle=self.settings.allow_pickle)
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self._queues: QueueTable | None = None
+        self._runtime: Runtime | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<Fleet {self.settings.name!r} tasks={len(self.tasks)}>"
+
+    # -- decorators -------------------------------------------------------------------
+
+    @overload
+    def task(self, func: Callable[P, R], /) -> Task[P, R]: ...
+    @overload
+    def task(self, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    def task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Make `func` a task: calling it returns an `Invocation` (see `Task`)."""
+        return self._decorate(Task, func, options)
+
+    @overload
+    def direct_task(self, func: Callable[P, R], /) -> DirectTask[P, R]: ...
+    @overload
+    def direct_task(self, /, **options: Any) -> Callable[[Callable[P, R]], DirectTask[P, R]]: ...
+    def direct_task(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Make `func` a task whose call blocks and returns the value (see `DirectTask`)."""
+        return self._decorate(DirectTask, func, options)
+
+    def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
+        if cls is Task and ("parallel_func" in options or "aggregate_func" in options):
+            raise TaskDefinitionError("parallel_func/aggregate_func are options of direct_task")
+
+        def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
+            if not callable(f) or inspect.isclass(f):
+                raise TaskDefinitionError(f"@task needs a function, got {f!r}")
+            if inspect.iscoroutinefunction(f):
+                raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
+            task = cls(self, f, options)
+            existing = self.tasks.get(task.name)
+            if existing is not None and existing.func is not f:
+                log.debug("task %s redefined", task.name)
+            self.tasks[task.name] = task
+            return task
+
+        return wrap if func is None else wrap(func)
+
+    # -- connections ------------------------------------------------------------------
+
+    @property
+    def queues(self) -> QueueTable:
+        if self._queues is None:
+            path = self.settings.queues_file
+            default = self.settings.default_queue
+            self._queues = load_queues(path, default) if path else QueueTable((), default)
+        return self._queues
+
+    def runtime(self) -> Runtime:
+        """This process's connections, opened on first use."""
+        runtime = self._runtime
+        if runtime is None or runtime.pid != os.getpid():
+            with self._lock:
+                runtime = self._runtime
+                if runtime is None or runtime.pid != os.getpid():
+                    runtime = self._runtime = Runtime(self.settings, self.queues)
+        return runtime
+
+    def close(self) -> None:
+        """Close this process's connections (they reopen on next use)."""
+        with self._lock:
+            runtime, self._runtime = self._runtime, None
+        if runtime is not None and runtime.pid == os.getpid():
+            runtime.close()
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- submitting -------------------------------------------------------------------
+
+    def submit(
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        due: float | None = None,
+    ) -> list[Invocation[Any]]:
+        """Register and publish one invocation per bound call; see the module docstring."""
+        if self.settings.inline:
+            return [self._run_inline(task, b) for b in bounds]
+        encoded = [
+            encode_call(self.codec, task.name, b.args, b.kwargs, task.params) for b in bounds
+        ]
+        runtime = self.runtime()
+        queue = self.queues.route(task.name, task.options.queue)
+        execution = _context.current()
+        parent = execution.invocation_id if execution else ""
+        # A child of a running task is probably awaited by it: serve it before new work.
+        priority = URGENT if execution else 0
+        now = time.time()
+        status = Status.PENDING if due is None else Status.SCHEDULED
+        next_check = now + self.settings.pending_timeout if due is None else due
+        threshold = self.settings.large_value_threshold
+        records, messages = [], []
+        for data in encoded:
+            invocation_id = new_id()
+            args = _values.externalize(runtime.state, data, threshold)
+            records.append(
+                InvocationRecord(
+                    id=invocation_id,
+                    task=task.name,
+                    queue=queue,
+                    args=args,
+                    codec=self.codec.name,
+                    status=status,
+                    call_key=call_key(task.name, data),
+                    history=(HistoryEntry(status, now, "", "submitted"),),
+                    due=next_check,
+                    parent=parent,
+                    reply_to=runtime.waiter.address,
+                    created=now,
+                    updated=now,
+                )
+            )
+            body = pack(
+                Envelope(
+                    invocation_id,
+                    task.name,
+                    args,
+                    self.codec.name,
+                    runtime.waiter.address,
+                    parent,
+                    task.module,
+                )
+            )
+            messages.append(Message(queue, body, invocation_id, priority))
+        ids = [r.id for r in records]
+        runtime.waiter.watch(ids)
+        runtime.state.register(records)
+        if due is None:
+            self.publish(messages)
+        if execution is not None:
+            execution.children.extend(ids)
+        return [Invocation(self, i, task.name, watched=True) for i in ids]
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        """Publish invocation messages; on failure mark them FAILED and re-raise."""
+        runtime = self.runtime()
+        runtime.declare(sorted({m.queue for m in messages}))
+        try:
+            runtime.broker.publish(messages)
+        except PublishError as exc:
+            error = ErrorInfo("fleet.errors.PublishError", str(exc))
+            runtime.state.apply(
+                [
+                    Change(
+                        m.invocation_id,
+                        Status.FAILED,
+                        frozenset({Status.PENDING}),
+                        note="publish not confirmed",
+                        error=error,
+                    )
+                    for m in messages
+                ]
+            )
+            raise
+
+    def _run_inline(self, task: Task[Any, Any], bound: inspect.BoundArguments) -> Invocation[Any]:
+        invocation_id = new_id()
+        try:
+            value = task.func(*bound.args, **bound.kwargs)
+        except Exception as exc:
+            return Invocation.inline(self, task.name, invocation_id, error=exc)
+        return Invocation.inline(self, task.name, invocation_id, value=value)
+
+    # -- results ----------------------------------------------------------------------
+
+    def outcomes(self, ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
+        """Block until every id is final; inside a task this pauses the invocation."""
+        runtime = self.runtime()
+        execution = _context.current()
+        if execution is not None and ids:
+            found = execution.pauser.pause_for(execution, ids, timeout)
+        else:
+            found = runtime.waiter.wait(ids, timeout)
+        incomplete = [i for i, o in found.items() if not o.complete]
+        for record in runtime.state.get(incomplete) if incomplete else ():
+            outcome = outcome_of(record)
+            if outcome is not None:
+                found[record.id] = outcome
+        return found
+
+    def outcomes_any(self, ids: Sequence[str], timeout: float | None = None) -> list[Outcome]:
+        """Block until at least one id is final; return the final ones."""
+        found = self.runtime().waiter.wait_any(ids, timeout)
+        return list(self.outcomes([o.id for o in found], 0).values()) if found else []
+
+    def unwrap(self, task: str, outcome: Outcome) -> Any:
+        """The value of a finished invocation, or raise its error."""
+        if outcome.status is Status.SUCCESS:
+            data = outcome.result or b""
+            if _values.is_reference(data):
+                data = _values.resolve(self.runtime().state, data)
+            return self.codec.decode(data)
+        if outcome.status is Status.CANCELLED:
+            raise CancelledError(f"invocation {outcome.id} of {task} was cancelled")
+        if outcome.error is not None:
+            raise rebuild(outcome.error)
+        raise InvocationNotFoundError(f"invocation {outcome.id} ended {outcome.status.value}")
+
+    def forget(self, invocation_id: str) -> None:
+        runtime = self._runtime
+        if runtime is not None and runtime.pid == os.getpid():
+            runtime.waiter.forget(invocation_id)
+
+    def record(self, invocation_id: str) -> InvocationRecord:
+        found = self.runtime().state.get([invocation_id])
+        if not found:
+            raise InvocationNotFoundError(f"no invocation {invocation_id!r} in the state store")
+        return found[0]
+
+    def current_invocation(self) -> Invocation[Any] | None:
+        """Inside a running task: a handle on its own invocation; else None."""
+        execution = _context.current()
+        if execution is None:
+            return None
+        return Invocation(self, execution.invocation_id, execution.task)
+
+    def invocation(self, invocation_id: str) -> Invocation[Any]:
+        """A handle on an existing invocation, by id."""
+        return Invocation(self, invocation_id, self.record(invocation_id).task)
+
+    def cancel(self, invocation_id: str, by: str = "cancel") -> bool:
+        """Cancel an invocation (see `Invocation.cancel`)."""
+        runtime = self.runtime()
+        for _ in range(10):
+            record = self.record(invocation_id)
+            if record.status.final:
+                return False
+            change = Change(
+                invocation_id,
+                Status.CANCELLED,
+                frozenset({record.status}),
+                by=by,
+                expect_owner=record.owner or None,
+                note="cancelled",
+            )
+            if runtime.state.apply([change])[0]:
+                break
+        else:  # pragma: no cover - ten concurrent changes in a row
+            return False
+        notes = []
+        if record.owner:
+            for runner in runtime.state.runners():
+                address = runner.info.get("address")
+                if runner.id == record.owner and isinstance(address, str):
+                    notes.append((address, pack_cancel(invocation_id)))
+        if record.reply_to:
+            notes.append((record.reply_to, pack_outcome(Outcome(invocation_id, Status.CANCELLED))))
+        if notes:
+            runtime.broker.notify(notes)
+        return True

@@ -1,0 +1,46 @@
+"""`fleet queues declare|status`: create the configured queues, show their depth."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from fleet.cli import add_app_option
+
+    parser = sub.add_parser("queues", help="declare queues or show their status")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="action")
+    declare = actions.add_parser("declare", help="create every configured queue (idempotent)")
+    add_app_option(declare)
+    declare.set_defaults(handler=declare_queues)
+    status = actions.add_parser("status", help="depth, consumers and dead letters per queue")
+    add_app_option(status)
+    status.set_defaults(handler=queue_status)
+
+
+def declare_queues(args: argparse.Namespace) -> int:
+    from fleet.cli import load
+
+    app = load(args.app)
+    specs = [app.queues.get(name) for name in app.queues.names()]
+    app.runtime().broker.declare(specs)
+    for spec in specs:
+        dead = f", dead letters to {spec.dead_letter_queue}" if spec.dead_letter else ""
+        print(f"declared {spec.name} ({spec.type}, delivery limit {spec.delivery_limit}{dead})")
+    app.close()
+    return 0
+
+
+def queue_status(args: argparse.Namespace) -> int:
+    from fleet.cli import load
+
+    app = load(args.app)
+    broker = app.runtime().broker
+    print(f"{'queue':<24} {'ready':>8} {'unacked':>8} {'consumers':>9} {'dead':>8}")
+    for name in app.queues.names():
+        stats = broker.stats(name)
+        print(
+            f"{name:<24} {stats.ready:>8} {stats.unacked:>8} {stats.consumers:>9} {stats.dead:>8}"
+        )
+    app.close()
+    return 0

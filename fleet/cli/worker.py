@@ -1,0 +1,44 @@
+"""`fleet worker`: run a supervisor with N worker processes of T threads each."""
+
+from __future__ import annotations
+
+import argparse
+
+from fleet._logging import setup_logging
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from fleet.cli import add_app_option
+
+    parser = sub.add_parser("worker", help="run worker processes for an app")
+    add_app_option(parser, required=True)
+    parser.add_argument("--queues", default="", help="comma-separated queues (default: all)")
+    parser.add_argument(
+        "--processes",
+        "-p",
+        type=int,
+        default=None,
+        help="worker processes (default: setting `processes`, 0 = CPUs)",
+    )
+    parser.add_argument(
+        "--threads",
+        "-t",
+        type=int,
+        default=None,
+        help="concurrent invocations per process (default: setting `threads`)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fleet.cli import load
+    from fleet.worker.supervisor import Supervisor
+
+    app = load(args.app)
+    settings = app.settings
+    setup_logging(settings.log_level, settings.log_format)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    processes = settings.processes if args.processes is None else args.processes
+    threads = settings.threads if args.threads is None else args.threads
+    supervisor = Supervisor(app, args.app, processes=processes, threads=threads, queues=queues)
+    return supervisor.run()

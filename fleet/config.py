@@ -1,0 +1,309 @@
+"""Settings: one typed object, loaded once from layered sources, each value traceable.
+
+Job: produce the `Settings` every component reads, and say where each value came from.
+
+Contract: sources apply lowest first: defaults, `[tool.fleet]` in `pyproject.toml` (the
+nearest one at or above the working directory), a YAML file (`FLEET__CONFIG=path` or the
+setting `config`), `FLEET__<KEY>` environment variables, keyword arguments to `Fleet(...)`.
+Every value is checked against the field's type; an unknown key or a wrong type raises
+`ConfigError` naming the key and its source. Per-task overrides live under `tasks`
+(`{task name: {option: value}}`) in the files and are validated when tasks are defined.
+`load_settings` reads the environment only when called, never at import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fleet.errors import ConfigError
+
+DEFAULT_DB = "sqlite:///.fleet/fleet.db"
+ENV_PREFIX = "FLEET__"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a fleet app. Field docs double as `fleet config show` help."""
+
+    name: str = "fleet"
+    """Application name; separates apps sharing one broker and store."""
+    broker_url: str = DEFAULT_DB
+    """Where messages travel: sqlite:///path, memory://name, amqp://, amqps://."""
+    state_url: str = DEFAULT_DB
+    """Where state lives: sqlite:///path, memory://name, mongodb://, mongodb+srv://."""
+    inline: bool = False
+    """Run every decorated call in the caller's thread (tests, migration)."""
+    codec: str = "msgpack"
+    """Argument and result encoding: msgpack, json, or pickle (with allow_pickle)."""
+    allow_pickle: bool = False
+    """Permit the pickle codec (decoding pickle runs arbitrary code)."""
+    config: str = ""
+    """YAML settings file (also FLEET__CONFIG)."""
+    queues_file: str = ""
+    """YAML queue definitions; default configs/queues.yaml when it exists."""
+    default_queue: str = "default"
+    """Queue for tasks with no route."""
+    publish_timeout: float = 10.0
+    """Seconds to wait for a publisher confirm."""
+    publish_retries: int = 3
+    """Attempts at an unconfirmed publish before raising PublishError."""
+    connect_timeout: float = 10.0
+    """Seconds to wait when connecting to a broker or state store."""
+    processes: int = 0
+    """Worker processes per supervisor; 0 means one per CPU."""
+    threads: int = 1
+    """Concurrent invocations per worker process."""
+    heartbeat_interval: float = 5.0
+    """Seconds between heartbeat writes of each runner."""
+    dead_after: float = 30.0
+    """Seconds without a heartbeat after which a runner is considered dead."""
+    recovery_interval: float = 10.0
+    """Seconds between the leader's checks for dead runners and due invocations."""
+    schedule_interval: float = 1.0
+    """Seconds between the leader's releases of due scheduled invocations and retries."""
+    max_recoveries: int = 3
+    """Runs lost to dead workers an invocation may have before it fails instead."""
+    lease_ttl: float = 15.0
+    """Seconds a leader lease lasts without renewal."""
+    pending_timeout: float = 1800.0
+    """Seconds a PENDING invocation may wait before recovery publishes it again."""
+    shutdown_grace: float = 30.0
+    """Seconds running tasks get to finish after SIGTERM."""
+    max_retries: int = 0
+    """Default retries of a failed invocation (see the task option)."""
+    retry_backoff: float = 1.0
+    """Base delay of the exponential retry backoff, in seconds."""
+    retry_backoff_max: float = 600.0
+    """Upper bound of one retry delay, in seconds."""
+    large_value_threshold: int = 1_000_000
+    """Encoded arguments or results above this many bytes are stored once, by hash."""
+    retention: float = 7 * 86400.0
+    """Seconds finished invocations are kept (where the store supports expiry)."""
+    max_tasks_per_child: int = 0
+    """Recycle a worker process after this many invocations; 0 never."""
+    max_memory_per_child: int = 0
+    """Recycle a worker process above this resident size in MiB; 0 never."""
+    log_format: str = "text"
+    """Worker log format: text or json."""
+    log_level: str = "INFO"
+    """Worker log level."""
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per-task option overrides, keyed by task name."""
+
+
+FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+_HINTS = typing.get_type_hints(Settings)
+_CHOICES = {
+    "codec": ("msgpack", "json", "pickle"),
+    "log_format": ("text", "json"),
+    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+}
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings plus the source of every value (for `fleet config show`)."""
+
+    settings: Settings
+    sources: Mapping[str, str]
+
+
+def coerce(key: str, value: Any, source: str) -> Any:
+    """Check `value` against the type of setting `key`; strings from env are parsed."""
+    if key not in FIELDS:
+        close = difflib.get_close_matches(key, FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown setting {key!r} (from {source}){hint}")
+    hint_type = _HINTS[key]
+    try:
+        value = _coerce(hint_type, value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting {key!r} (from {source}): expected {_type_name(hint_type)}, got {value!r}"
+        ) from exc
+    choices = _CHOICES.get(key)
+    if choices is not None:
+        if key == "log_level":
+            value = str(value).upper()
+        if value not in choices:
+            raise ConfigError(
+                f"setting {key!r} (from {source}): must be one of {choices}, got {value!r}"
+            )
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ConfigError(f"setting {key!r} (from {source}): must be >= 0, got {value!r}")
+    return value
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        raise TypeError(value)
+    if tp is int:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return int(value.strip().replace("_", ""))
+        raise TypeError(value)
+    if tp is float:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise TypeError(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError(value)
+    if origin in (Mapping, dict):
+        if isinstance(value, str):
+            value = yaml.safe_load(value)
+        if not isinstance(value, Mapping):
+            raise TypeError(value)
+        return {str(k): v for k, v in value.items()}
+    raise TypeError(f"unsupported setting type {tp!r}")  # pragma: no cover
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    if isinstance(tp, types.GenericAlias) or typing.get_origin(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def find_pyproject(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _from_pyproject(cwd: Path) -> tuple[dict[str, Any], str]:
+    path = find_pyproject(cwd)
+    if path is None:
+        return {}, ""
+    source = f"{path} [tool.fleet]"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read: {exc}") from exc
+    section = data.get("tool", {}).get("fleet", {})
+    if not isinstance(section, dict):
+        raise ConfigError(f"{source} must be a table")
+    return section, source
+
+
+def _from_yaml(path: str, origin: str) -> tuple[dict[str, Any], str]:
+    source = f"config file {path} ({origin})"
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{source} cannot be read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}, source
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
+    return data, source
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    found: dict[str, tuple[str, str]] = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower()
+            found[key] = (value, f"env {name}")
+    return found
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> LoadedSettings:
+    """Load settings from every source; see the module docstring for the order."""
+    environ = os.environ if environ is None else environ
+    cwd = Path.cwd() if cwd is None else cwd
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = dict.fromkeys(FIELDS, "default")
+
+    def layer(items: Mapping[str, Any], source: str) -> None:
+        for key, value in items.items():
+            if key == "tasks" and key in values:
+                values[key] = _merge_tasks(values[key], coerce(key, value, source))
+            else:
+                values[key] = coerce(key, value, source)
+            sources[key] = source
+
+    section, source = _from_pyproject(cwd)
+    layer(section, source)
+    env = _from_env(environ)
+    overrides = dict(overrides or {})
+    config_path, config_origin = values.get("config", ""), sources["config"]
+    if "config" in env:
+        config_path, config_origin = env["config"]
+    if "config" in overrides:
+        config_path, config_origin = str(overrides["config"]), "Fleet(config=...)"
+    if config_path:
+        path = Path(config_path)
+        if not path.is_absolute():
+            path = cwd / path
+        data, source = _from_yaml(str(path), config_origin)
+        layer(data, source)
+    for key, (value, origin) in env.items():
+        layer({key: value}, origin)
+    for key, value in overrides.items():
+        layer({key: value}, f"Fleet({key}=...)")
+    if not values.get("queues_file") and (cwd / "configs" / "queues.yaml").is_file():
+        values["queues_file"] = str(cwd / "configs" / "queues.yaml")
+        sources["queues_file"] = "default (configs/queues.yaml exists)"
+    return LoadedSettings(Settings(**values), sources)
+
+
+def _merge_tasks(
+    lower: Mapping[str, Mapping[str, Any]], upper: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    merged = {name: dict(opts) for name, opts in lower.items()}
+    for name, opts in upper.items():
+        merged.setdefault(name, {}).update(opts)
+    return merged
+
+
+def describe(loaded: LoadedSettings) -> str:
+    """Render the effective settings and their sources (`fleet config show`)."""
+    from fleet._urls import redact
+
+    width = max(len(k) for k in FIELDS)
+    lines = []
+    for key in FIELDS:
+        value = getattr(loaded.settings, key)
+        shown = redact(value) if key.endswith("_url") else value
+        shown = dict(shown) if isinstance(shown, Mapping) else shown
+        lines.append(f"{key:<{width}}  {shown!r:<40}  # {loaded.sources[key]}")
+    return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""The exception hierarchy of fleet.
+
+Every error fleet raises on its own account derives from `FleetError`, one branch per
+component, so callers can catch as broadly or as narrowly as they need. A task's own
+exception is never wrapped when it can be rebuilt on the caller's side: `.result()`
+raises the task's exception type with the remote traceback attached (see
+`fleet.invocation`). `RemoteError` stands in only when that type cannot be imported or
+constructed here.
+"""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    """Root of every error raised by fleet itself."""
+
+
+class ConfigError(FleetError):
+    """A setting is unknown, has the wrong type, or cannot be read."""
+
+
+class SerializationError(FleetError):
+    """A value cannot be encoded or decoded by the configured codec."""
+
+
+class TaskDefinitionError(FleetError):
+    """A decorated function or its options cannot be used as a task."""
+
+
+class UnknownTaskError(FleetError):
+    """A message names a task that this process does not know."""
+
+
+class BrokerError(FleetError):
+    """The message broker failed or refused an operation."""
+
+
+class PublishError(BrokerError):
+    """A publish was not confirmed by the broker; the message may not have been sent."""
+
+
+class QueueMismatchError(BrokerError):
+    """A queue exists with arguments other than the ones configured."""
+
+
+class StateError(FleetError):
+    """The state store failed or refused an operation."""
+
+
+class InvalidTransitionError(StateError):
+    """A status change that the state machine does not allow."""
+
+
+class InvocationNotFoundError(StateError):
+    """No invocation with the given id exists in the state store."""
+
+
+class TaskError(FleetError):
+    """Base of errors about one invocation's outcome."""
+
+
+class RemoteError(TaskError):
+    """A task failed with an exception type that cannot be rebuilt in this process.
+
+    Attributes:
+        type_name: the dotted name of the original exception type.
+        remote_traceback: the traceback text captured on the worker.
+    """
+
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.remote_traceback = remote_traceback
+
+
+class CancelledError(TaskError):
+    """The invocation was cancelled before it produced a result."""
+
+
+class WaitCycleError(TaskError):
+    """Invocations wait on each other in a cycle and can never finish."""
+
+
+class SoftTimeLimitExceeded(TaskError):
+    """Raised inside a task that ran past its soft time limit."""
+
+
+class HardTimeLimitExceeded(TaskError):
+    """The invocation was stopped after running past its hard time limit."""
+
+
+class WorkerLostError(TaskError):
+    """The worker running the invocation died and retries are exhausted."""

@@ -1,0 +1,224 @@
+"""The state store interface: where invocations, runners and leases are recorded.
+
+Job: keep the durable truth about every invocation (status, owner, history, arguments,
+outcome), the heartbeats of runners, leader leases and large values.
+
+Contract, for every implementation:
+- `register` inserts new invocation records; ids are unique.
+- `apply` performs each `Change` as one atomic compare-and-set: it succeeds only if the
+  record is in one of `change.expect` (and owned by `change.expect_owner` when given),
+  and in the same atomic step sets the new status, owner and fields and appends the
+  history entry. It returns one bool per change, in order. No read-then-write: two
+  claimers of one invocation can never both win, and the first commit of an outcome
+  wins over any later one.
+- History entries come back in the order they were applied.
+- `lease` acquires or renews a named lease for `holder` until now + ttl, atomically;
+  at most one holder has an unexpired lease at any time.
+- Methods are thread-safe and safe across processes sharing the store.
+
+Backends are chosen by the scheme of `state_url` through the explicit table `BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+from fleet.errors import ConfigError
+from fleet.status import OWNED, HistoryEntry, Status, check
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """An exception as it crosses processes."""
+
+    type: str
+    """Dotted name of the exception type, e.g. 'builtins.ValueError'."""
+    message: str
+    traceback: str = ""
+    args: bytes | None = None
+    """The exception's args, encoded with msgpack when they can be (to rebuild it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationRecord:
+    """Everything the store knows about one invocation."""
+
+    id: str
+    task: str
+    queue: str
+    args: bytes
+    """Encoded arguments (see `fleet.codec`)."""
+    codec: str
+    status: Status
+    call_key: str = ""
+    """Hash of task name and arguments: equal calls have equal keys."""
+    owner: str = ""
+    history: tuple[HistoryEntry, ...] = ()
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    attempt: int = 0
+    """Attempts started so far (claims)."""
+    due: float | None = None
+    """When a held invocation is released, or a pending one is checked by recovery."""
+    parent: str = ""
+    """The invocation that submitted this one, if any."""
+    reply_to: str = ""
+    """Notification address of the submitting process."""
+    waits_on: tuple[str, ...] = ()
+    """While PAUSED: the invocations it waits for."""
+    created: float = 0.0
+    updated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One compare-and-set status change; see `StateStore.apply`."""
+
+    id: str
+    to: Status
+    expect: frozenset[Status]
+    by: str = ""
+    """Who makes the change; becomes the owner when `to` is RUNNING or PAUSED."""
+    expect_owner: str | None = None
+    """Required current owner (None: any)."""
+    note: str = ""
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    due: float | None = None
+    waits_on: tuple[str, ...] = ()
+    count_attempt: bool = False
+    """Increment `attempt` (a claim that starts a new attempt)."""
+
+    def __post_init__(self) -> None:
+        for src in self.expect:
+            check(src, self.to)
+        if self.to in OWNED and not self.by:
+            raise ValueError(f"a change to {self.to.value} needs `by` (the new owner)")
+
+    @property
+    def owner(self) -> str:
+        """The owner after the change."""
+        return self.by if self.to in OWNED else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A selection of invocations; every given field must match."""
+
+    statuses: Collection[Status] = ()
+    owners: Collection[str] | None = None
+    not_owners: Collection[str] | None = None
+    due_before: float | None = None
+    updated_before: float | None = None
+    task: str | None = None
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerRecord:
+    """A heartbeat: one supervisor or worker process, as it last reported itself."""
+
+    id: str
+    kind: str
+    """'supervisor' or 'process'."""
+    host: str
+    pid: int
+    beat: float
+    """When it last reported, seconds since the epoch."""
+    parent: str = ""
+    """The supervisor of a worker process."""
+    queues: tuple[str, ...] = ()
+    in_hand: tuple[str, ...] = ()
+    """Ids of the invocations it holds."""
+    started: float = 0.0
+    stopped: bool = False
+    """True once it shut down cleanly (its heartbeat stops on purpose)."""
+    info: dict[str, object] = field(default_factory=dict)
+
+
+class StateStore(ABC):
+    """A state store behind fleet. See the module docstring for the contract."""
+
+    url: str
+    """The URL it was opened with, credentials removed (safe to log)."""
+
+    @abstractmethod
+    def register(self, records: Sequence[InvocationRecord]) -> None:
+        """Insert new invocations (one round trip for the batch where possible)."""
+
+    @abstractmethod
+    def apply(self, changes: Sequence[Change], at: float | None = None) -> list[bool]:
+        """Apply compare-and-set changes; True for each that took effect."""
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
+        """The records with these ids that exist, in the order asked."""
+
+    @abstractmethod
+    def find(self, query: Query) -> list[InvocationRecord]: ...
+
+    @abstractmethod
+    def counts(self) -> dict[Status, int]:
+        """Number of invocations in each status (zero counts included)."""
+
+    @abstractmethod
+    def purge(self) -> int:
+        """Delete every invocation; return how many (tests, `fleet state purge`)."""
+
+    @abstractmethod
+    def beat(self, runners: Sequence[RunnerRecord]) -> None:
+        """Insert or replace heartbeat records."""
+
+    @abstractmethod
+    def runners(self) -> list[RunnerRecord]: ...
+
+    @abstractmethod
+    def lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Acquire or renew lease `name` for `holder` until now + ttl."""
+
+    @abstractmethod
+    def release(self, name: str, holder: str) -> None:
+        """Give up lease `name` if `holder` holds it."""
+
+    @abstractmethod
+    def put_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
+        """Store content-addressed values (key, data); an existing key is kept."""
+
+    @abstractmethod
+    def get_blob(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+BACKENDS: dict[str, str] = {
+    "memory": "fleet.state.memory:MemoryStateStore",
+    "sqlite": "fleet.state.sqlite:SQLiteStateStore",
+    "mongodb": "fleet.state.mongo:MongoStateStore",
+    "mongodb+srv": "fleet.state.mongo:MongoStateStore",
+}
+
+
+def open_state(url: str, **options: object) -> StateStore:
+    """Open the state store named by `url`'s scheme (see `BACKENDS`)."""
+    from fleet._urls import load_backend
+
+    cls = load_backend(BACKENDS, url, "state_url")
+    store = cls(url, **options)
+    if not isinstance(store, StateStore):  # pragma: no cover - table misconfigured
+        raise ConfigError(f"state_url {url!r} maps to {cls!r}, which is not a StateStore")
+    return store
+
+
+__all__ = [
+    "BACKENDS",
+    "Change",
+    "ErrorInfo",
+    "InvocationRecord",
+    "Query",
+    "RunnerRecord",
+    "StateStore",
+    "open_state",
+]

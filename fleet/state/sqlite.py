@@ -1,0 +1,359 @@
+"""The embedded state store: invocations, runners, leases and blobs in a SQLite file.
+
+Job: implement the `StateStore` contract for any number of processes on one host that
+share a database file (by default `.fleet/fleet.db`, next to the broker's tables), with
+the fewest statements per call.
+
+Contract, beyond `fleet.state`:
+- Tables `fleet_invocations`, `fleet_runners`, `fleet_leases`, `fleet_blobs`.
+- `apply` of N changes is one write transaction of N statements: each change is one
+  `UPDATE ... WHERE id = ? AND status IN (...) [AND owner = ?]` that sets status, owner
+  and fields and appends the history entry with `json_insert`, so the compare-and-set
+  and the history append cannot be separated. `register` of N is one executemany.
+- History is a JSON array of `[status, at, owner, note]`; `waits_on` a JSON array;
+  `error` a JSON object (args in base64). Floats keep every digit.
+- `lease` is a single conditional UPSERT (insert, or take over when held by the same
+  holder or expired), so racing processes cannot both win.
+- `find` orders by `created`, then registration order.
+- Options: `busy_timeout` (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, placeholders
+from fleet._urls import redact
+from fleet.errors import StateError
+from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
+from fleet.state import _common as c
+from fleet.status import HistoryEntry, Status
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS fleet_invocations (
+    id TEXT NOT NULL UNIQUE,
+    task TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    args BLOB NOT NULL,
+    codec TEXT NOT NULL,
+    status TEXT NOT NULL,
+    call_key TEXT NOT NULL DEFAULT '',
+    owner TEXT NOT NULL DEFAULT '',
+    history TEXT NOT NULL DEFAULT '[]',
+    result BLOB,
+    error TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    due REAL,
+    parent TEXT NOT NULL DEFAULT '',
+    reply_to TEXT NOT NULL DEFAULT '',
+    waits_on TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fleet_invocations_status ON fleet_invocations (status, due);
+CREATE TABLE IF NOT EXISTS fleet_runners (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    beat REAL NOT NULL,
+    parent TEXT NOT NULL,
+    queues TEXT NOT NULL,
+    in_hand TEXT NOT NULL,
+    started REAL NOT NULL,
+    stopped INTEGER NOT NULL,
+    info TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fleet_blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL);
+"""
+
+_COLUMNS = (
+    "id, task, queue, args, codec, status, call_key, owner, history, result, error, attempt,"
+    " due, parent, reply_to, waits_on, created, updated"
+)
+_INSERT = f"INSERT INTO fleet_invocations ({_COLUMNS}) VALUES ({placeholders(range(18))})"
+_SELECT = f"SELECT {_COLUMNS} FROM fleet_invocations"
+_LEASE = (
+    "INSERT INTO fleet_leases (name, holder, expires) VALUES (?1, ?2, ?3 + ?4)"
+    " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires = excluded.expires"
+    " WHERE fleet_leases.holder = excluded.holder OR fleet_leases.expires <= ?3"
+)
+
+
+class SQLiteStateStore(StateStore):
+    """See the module docstring."""
+
+    def __init__(self, url: str, **options: object) -> None:
+        opts = float_options("SQLiteStateStore", options, {"busy_timeout": 30.0})
+        self.url = redact(url)
+        self.db = Database(
+            path_from_url(url, "state_url"), SCHEMA, StateError, opts["busy_timeout"]
+        )
+        self._sql: dict[tuple[Any, ...], str] = {}
+
+    @property
+    def statements(self) -> int:
+        """SQL statements executed by this store so far (executemany counts rows)."""
+        return self.db.statements
+
+    @property
+    def transactions(self) -> int:
+        return self.db.transactions
+
+    def register(self, records: Sequence[InvocationRecord]) -> None:
+        for r in records:
+            if not isinstance(r, InvocationRecord):
+                raise StateError(f"register takes InvocationRecord objects, got {r!r}")
+        if not records:
+            return
+        rows = [_row(r) for r in records]
+
+        def tx_fn(tx: Tx) -> None:
+            try:
+                tx.executemany(_INSERT, rows)
+            except sqlite3.IntegrityError as exc:
+                raise StateError(f"cannot register: {self._duplicate(tx, records)}") from exc
+
+        self.db.write(tx_fn)
+
+    @staticmethod
+    def _duplicate(tx: Tx, records: Sequence[InvocationRecord]) -> str:
+        ids = [r.id for r in records]
+        if len(set(ids)) < len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            return f"invocation id {dup!r} appears twice in the batch"
+        for part in chunks(ids):
+            row = tx.execute(
+                f"SELECT id FROM fleet_invocations WHERE id IN ({placeholders(part)}) LIMIT 1",
+                part,
+            ).fetchone()
+            if row is not None:
+                return f"invocation id {row[0]!r} is already registered"
+        return "an invocation id is already registered"
+
+    def apply(self, changes: Sequence[Change], at: float | None = None) -> list[bool]:
+        if not changes:
+            return []
+        when = time.time() if at is None else at
+        statements = [self._change(ch, when) for ch in changes]
+
+        def tx_fn(tx: Tx) -> list[bool]:
+            return [tx.execute(sql, params).rowcount == 1 for sql, params in statements]
+
+        return self.db.write(tx_fn)
+
+    def _change(self, ch: Change, when: float) -> tuple[str, list[Any]]:
+        if not isinstance(ch, Change):
+            raise StateError(f"apply takes Change objects, got {ch!r}")
+        expect = sorted(ch.expect)
+        shape = (
+            len(expect),
+            ch.expect_owner is not None,
+            ch.result is not None,
+            ch.error is not None,
+            ch.due is not None,
+            ch.count_attempt,
+        )
+        waits = json.dumps(list(ch.waits_on)) if ch.to is Status.PAUSED else "[]"
+        entry = c.entry_json(HistoryEntry(ch.to, when, ch.by, ch.note))
+        params: list[Any] = [ch.to.value, ch.owner, when, waits, entry]
+        if ch.result is not None:
+            params.append(bytes(ch.result))
+        if ch.error is not None:
+            params.append(c.error_to_json(ch.error))
+        if ch.due is not None:
+            params.append(ch.due)
+        params += [ch.id, *expect]
+        if ch.expect_owner is not None:
+            params.append(ch.expect_owner)
+        sql = self._sql.get(shape)
+        if sql is None:
+            sets = [
+                "status = ?",
+                "owner = ?",
+                "updated = ?",
+                "waits_on = ?",
+                "history = json_insert(history, '$[#]', json(?))",
+            ]
+            sets += [
+                f"{col} = ?"
+                for col, given in zip(("result", "error", "due"), shape[2:5], strict=True)
+                if given
+            ]
+            if ch.count_attempt:
+                sets.append("attempt = attempt + 1")
+            where = f"id = ? AND status IN ({placeholders(expect)})"
+            if ch.expect_owner is not None:
+                where += " AND owner = ?"
+            sql = self._sql[shape] = f"UPDATE fleet_invocations SET {', '.join(sets)} WHERE {where}"
+        return sql, params
+
+    def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
+        if not ids:
+            return []
+        unique = list(dict.fromkeys(ids))
+
+        def tx_fn(tx: Tx) -> dict[str, InvocationRecord]:
+            found: dict[str, InvocationRecord] = {}
+            for part in chunks(unique):
+                sql = f"{_SELECT} WHERE id IN ({placeholders(part)})"
+                for row in tx.execute(sql, part):
+                    found[row[0]] = _record(row)
+            return found
+
+        found = self.db.read(tx_fn)
+        return [found[i] for i in ids if i in found]
+
+    def find(self, query: Query) -> list[InvocationRecord]:
+        if query.limit <= 0:
+            return []
+        where: list[str] = []
+        params: list[Any] = []
+        for column, values, negate in (
+            ("status", [s.value for s in query.statuses] if query.statuses else None, False),
+            ("owner", query.owners, False),
+            ("owner", query.not_owners, True),
+        ):
+            if values is not None:
+                listed = list(values)
+                where.append(f"{column} {'NOT ' if negate else ''}IN ({placeholders(listed)})")
+                params += listed
+        for condition, value in (
+            ("due < ?", query.due_before),
+            ("updated < ?", query.updated_before),
+            ("task = ?", query.task),
+        ):
+            if value is not None:
+                where.append(condition)
+                params.append(value)
+        sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created, rowid LIMIT ?"
+        rows = self.db.query(sql, (*params, query.limit))
+        return [_record(row) for row in rows]
+
+    def counts(self) -> dict[Status, int]:
+        counts = dict.fromkeys(Status, 0)
+        for status, n in self.db.query(
+            "SELECT status, count(*) FROM fleet_invocations GROUP BY status"
+        ):
+            counts[Status(status)] = n
+        return counts
+
+    def purge(self) -> int:
+        return self.db.rowcount("DELETE FROM fleet_invocations")
+
+    def beat(self, runners: Sequence[RunnerRecord]) -> None:
+        rows = [c.runner_to_row(r) for r in runners]
+        if rows:
+            self.db.write(
+                lambda tx: tx.executemany(
+                    f"INSERT OR REPLACE INTO fleet_runners VALUES ({placeholders(range(11))})",
+                    rows,
+                )
+            )
+
+    def runners(self) -> list[RunnerRecord]:
+        rows = self.db.query("SELECT * FROM fleet_runners ORDER BY id")
+        return [c.runner_from_row(row) for row in rows]
+
+    def lease(self, name: str, holder: str, ttl: float) -> bool:
+        if not holder:
+            raise StateError(f"lease {name!r} needs a holder")
+        return self.db.rowcount(_LEASE, (name, holder, time.time(), ttl)) == 1
+
+    def release(self, name: str, holder: str) -> None:
+        self.db.rowcount("DELETE FROM fleet_leases WHERE name = ? AND holder = ?", (name, holder))
+
+    def put_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
+        rows = [(key, bytes(data)) for key, data in blobs]
+        if rows:
+            self.db.write(
+                lambda tx: tx.executemany(
+                    "INSERT OR IGNORE INTO fleet_blobs (key, data) VALUES (?, ?)", rows
+                )
+            )
+
+    def get_blob(self, key: str) -> bytes | None:
+        rows = self.db.query("SELECT data FROM fleet_blobs WHERE key = ?", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStateStore({self.url!r})"
+
+
+def _row(r: InvocationRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.task,
+        r.queue,
+        bytes(r.args),
+        r.codec,
+        Status(r.status).value,
+        r.call_key,
+        r.owner,
+        c.history_to_json(r.history),
+        None if r.result is None else bytes(r.result),
+        c.error_to_json(r.error),
+        r.attempt,
+        r.due,
+        r.parent,
+        r.reply_to,
+        json.dumps(list(r.waits_on)),
+        r.created,
+        r.updated,
+    )
+
+
+def _record(row: tuple[Any, ...]) -> InvocationRecord:
+    (
+        rid,
+        task,
+        queue,
+        args,
+        codec,
+        status,
+        call_key,
+        owner,
+        history,
+        result,
+        error,
+        attempt,
+        due,
+        parent,
+        reply_to,
+        waits_on,
+        created,
+        updated,
+    ) = row
+    return InvocationRecord(
+        id=rid,
+        task=task,
+        queue=queue,
+        args=bytes(args),
+        codec=codec,
+        status=Status(status),
+        call_key=call_key,
+        owner=owner,
+        history=c.history_from_json(history),
+        result=None if result is None else bytes(result),
+        error=c.error_from_json(error),
+        attempt=attempt,
+        due=due,
+        parent=parent,
+        reply_to=reply_to,
+        waits_on=tuple(json.loads(waits_on)),
+        created=created,
+        updated=updated,
+    )

@@ -1,0 +1,252 @@
+"""Tasks: decorated functions that run on workers when called.
+
+Job: wrap a plain function so that calling it submits an invocation (`Task`) or returns
+the value computed remotely (`DirectTask`), with the call site unchanged.
+
+Contract:
+- Arguments are bound against the function's signature at the call site: a wrong call
+  raises `TypeError` there, and an argument the codec cannot encode raises
+  `ArgumentEncodingError` naming it, before anything is written or published.
+- The task name is `module.qualname`; for a script run as `__main__` it is derived
+  from the script's file name, so workers that import that module find it.
+- Options come from the decorator, overridden by the `tasks` section of the settings.
+- In inline mode every call runs the function in the caller's thread.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from fleet.errors import ConfigError, TaskDefinitionError
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+    from fleet.invocation import Group, Invocation
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RESERVED = ("countdown", "eta")
+"""Keyword arguments taken by `Task.schedule` itself."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Per-task options (decorator keywords, or `tasks.<name>` in the settings)."""
+
+    queue: str | None = None
+    """Queue to route to (default: queue routing from the queue file)."""
+    max_retries: int | None = None
+    """Retries after a failed attempt (default: the setting `max_retries`)."""
+    retry_for: tuple[type[BaseException], ...] = (Exception,)
+    """Exception types that are retried; others fail at once."""
+    retry_backoff: float | None = None
+    """Base seconds of the exponential backoff (default: setting)."""
+    retry_backoff_max: float | None = None
+    soft_time_limit: float | None = None
+    """Seconds after which `SoftTimeLimitExceeded` is raised inside the task."""
+    hard_time_limit: float | None = None
+    """Seconds after which the slot running the task is killed."""
+    parallel_func: Callable[[dict[str, Any]], Iterable[Any]] | None = None
+    """DirectTask fan-out: call arguments -> list of per-item argument tuples."""
+    aggregate_func: Callable[[list[Any]], Any] | None = None
+    """DirectTask fan-out: per-item results in input order -> the call's value."""
+
+
+_OPTION_NAMES = {f.name for f in fields(TaskOptions)}
+_FILE_OPTIONS = _OPTION_NAMES - {"parallel_func", "aggregate_func"}
+
+
+def task_name(func: Callable[..., Any]) -> tuple[str, str]:
+    """Return (task name, module to import) for `func`."""
+    module = func.__module__
+    qualname = func.__qualname__
+    if "<locals>" in qualname:
+        raise TaskDefinitionError(
+            f"{qualname!r} is defined inside a function; workers can only import "
+            "module-level functions, so define the task at module level"
+        )
+    if module == "__main__":
+        module = _main_module_name(func)
+    return f"{module}.{qualname}", module
+
+
+def _main_module_name(func: Callable[..., Any]) -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)  # run with `python -m package.module`
+    path = getattr(main, "__file__", None)
+    stem = path.rsplit("/", 1)[-1].removesuffix(".py") if path else ""
+    if not stem.isidentifier():
+        raise TaskDefinitionError(
+            f"task {func.__qualname__!r} is defined in a script run as __main__ "
+            f"({path!r}) whose name is not an importable module name. Workers import "
+            "tasks by module name: move the task into a module (e.g. tasks.py) and "
+            "import it from the script."
+        )
+    return stem
+
+
+def build_options(
+    name: str, given: Mapping[str, Any], settings_tasks: Mapping[str, Any]
+) -> TaskOptions:
+    """Merge decorator options with the settings' per-task section, validating both."""
+    unknown = set(given) - _OPTION_NAMES
+    if unknown:
+        raise TaskDefinitionError(
+            f"task {name!r}: unknown option(s) {sorted(unknown)}; known: {sorted(_OPTION_NAMES)}"
+        )
+    options = TaskOptions(**given)
+    override = settings_tasks.get(name) or {}
+    if not isinstance(override, Mapping):
+        raise ConfigError(f"setting tasks[{name!r}] must be a mapping of options")
+    bad = set(override) - _FILE_OPTIONS
+    if bad:
+        raise ConfigError(
+            f"setting tasks[{name!r}]: unknown or not-configurable option(s) {sorted(bad)}; "
+            f"allowed: {sorted(_FILE_OPTIONS)}"
+        )
+    values = dict(override)
+    if "retry_for" in values:
+        values["retry_for"] = _exception_types(name, values["retry_for"])
+    options = replace(options, **values)
+    _validate(name, options)
+    return options
+
+
+def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
+    from fleet._exceptions import import_exception_type
+
+    names = [value] if isinstance(value, str) else list(value)
+    try:
+        return tuple(import_exception_type(str(n)) for n in names)
+    except (ImportError, TypeError, ValueError) as exc:
+        raise ConfigError(f"setting tasks[{name!r}].retry_for: {exc}") from exc
+
+
+def _validate(name: str, options: TaskOptions) -> None:
+    where = f"task {name!r}"
+    if isinstance(options.retry_for, type):
+        object.__setattr__(options, "retry_for", (options.retry_for,))
+    for exc_type in options.retry_for:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TaskDefinitionError(
+                f"{where}: retry_for must hold exception types, got {exc_type!r}"
+            )
+    if options.max_retries is not None and (
+        not isinstance(options.max_retries, int) or options.max_retries < 0
+    ):
+        raise TaskDefinitionError(
+            f"{where}: max_retries must be an int >= 0, got {options.max_retries!r}"
+        )
+    for key in ("soft_time_limit", "hard_time_limit", "retry_backoff", "retry_backoff_max"):
+        value = getattr(options, key)
+        if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+            raise TaskDefinitionError(f"{where}: {key} must be seconds > 0, got {value!r}")
+    if (options.parallel_func is None) != (options.aggregate_func is None):
+        raise TaskDefinitionError(f"{where}: parallel_func and aggregate_func go together")
+    for key in ("parallel_func", "aggregate_func"):
+        value = getattr(options, key)
+        if value is not None and not callable(value):
+            raise TaskDefinitionError(f"{where}: {key} must be callable, got {value!r}")
+    if options.queue is not None and not (isinstance(options.queue, str) and options.queue):
+        raise TaskDefinitionError(
+            f"{where}: queue must be a non-empty string, got {options.queue!r}"
+        )
+
+
+class Task(Generic[P, R]):
+    """A function that runs on workers. Calling it returns an `Invocation`."""
+
+    def __init__(self, app: Fleet, func: Callable[P, R], options: Mapping[str, Any]) -> None:
+        self.app = app
+        self.func = func
+        self.name, self.module = task_name(func)
+        self.signature = inspect.signature(func)
+        self.params = tuple(self.signature.parameters)
+        self.options = build_options(self.name, options, app.settings.tasks)
+        functools.update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> inspect.BoundArguments:
+        """Bind a call's arguments; raise TypeError naming the task when they don't fit."""
+        try:
+            return self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Invocation[R]:
+        bound = self.bind(args, kwargs)
+        return self.app.submit(self, [bound])[0]
+
+    def parallelize(self, items: Iterable[Any]) -> Group[R]:
+        """Submit one invocation per item in one batch.
+
+        An item is a tuple of positional arguments, a dict of keyword arguments, or a
+        single value for a one-argument call.
+        """
+        bounds = [self.bind(*_as_call(item)) for item in items]
+        from fleet.invocation import Group
+
+        return Group(self.app.submit(self, bounds))
+
+    def schedule(
+        self,
+        *args: Any,
+        countdown: float | None = None,
+        eta: datetime | None = None,
+        **kwargs: Any,
+    ) -> Invocation[R]:
+        """Submit a call that runs after `countdown` seconds or at `eta`."""
+        if (countdown is None) == (eta is None):
+            raise TypeError(f"{self.name}.schedule(): give exactly one of countdown= or eta=")
+        if eta is not None:
+            if eta.tzinfo is None:
+                raise TypeError(f"{self.name}.schedule(): eta must be timezone-aware")
+            due = eta.timestamp()
+        else:
+            import time
+
+            due = time.time() + float(countdown or 0)
+        bound = self.bind(args, kwargs)
+        return self.app.submit(self, [bound], due=due)[0]
+
+    def run_local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the wrapped function in this thread, bypassing fleet."""
+        return self.func(*args, **kwargs)
+
+
+def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(item, tuple):
+        return item, {}
+    if isinstance(item, dict):
+        return (), item
+    return (item,), {}
+
+
+class DirectTask(Task[P, R]):
+    """A task whose call blocks and returns the value, like the plain function."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        bound = self.bind(args, kwargs)
+        if self.app.settings.inline:
+            return self.func(*bound.args, **bound.kwargs)
+        fan_out = self.options.parallel_func
+        if fan_out is None:
+            value: R = self.app.submit(self, [bound])[0].result()
+            return value
+        arguments = dict(bound.arguments)
+        items = list(fan_out(arguments))
+        group: Group[R] = self.parallelize(items)
+        aggregate = self.options.aggregate_func
+        assert aggregate is not None
+        return aggregate(group.results())  # type: ignore[no-any-return]

@@ -1,0 +1,66 @@
+"""Entry point of a spawned worker process.
+
+Job: in a fresh interpreter, die with the supervisor, load the app by its import path,
+run a `WorkerProcess` until SIGTERM, and exit. Contract: exit status 0 after a clean
+stop (including recycling after `max_tasks_per_child` tasks or above
+`max_memory_per_child` MiB), 75 after stopping itself for a hard time limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from fleet._logging import setup_logging
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+
+log = logging.getLogger(__name__)
+
+
+def load_app(path: str) -> Fleet:
+    """Import 'package.module:attribute' (attribute defaults to 'app')."""
+    from fleet.app import Fleet
+    from fleet.errors import ConfigError
+
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--app {path!r}: cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute or "app", None)
+    if not isinstance(app, Fleet):
+        raise ConfigError(f"--app {path!r}: {module_name}.{attribute or 'app'} is not a Fleet app")
+    return app
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            log.debug("prctl unavailable", exc_info=True)
+
+
+def child_main(
+    app_path: str, runner: str, supervisor: str, queues: list[str], threads: int
+) -> None:
+    _die_with_parent()
+    from fleet.worker.process import WorkerProcess
+
+    app = load_app(app_path)
+    setup_logging(app.settings.log_level, app.settings.log_format)
+    worker = WorkerProcess(
+        app, queues=queues, threads=threads, runner=runner, supervisor=supervisor
+    )
+    worker.exit_on_hard_limit = True
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
+    worker.run()
+    app.close()

@@ -1,0 +1,254 @@
+"""Running one invocation: decode, call, decide the outcome, pause while waiting.
+
+Job: execute a claimed invocation on a pool thread and hand the resulting status change
+to the committer; let a task that waits on other invocations pause.
+
+Contract:
+- The outcome is SUCCESS with the encoded value; RETRY with a due time when the
+  exception matches `retry_for` and attempts remain (exponential backoff, equal
+  jitter); else FAILED with the exception (type, message, traceback). A value that
+  cannot be encoded fails the invocation with `SerializationError` naming the task.
+- Waiting (`pause_for`): the invocation goes PAUSED (recording what it waits on), gives
+  its slot away, and goes back to RUNNING when the results are in, ahead of new work.
+  A wait cycle raises `WaitCycleError` in the invocation that closes it. If the
+  invocation stopped being ours meanwhile (cancelled, or recovered elsewhere), the
+  thread unwinds with `Abandoned` and commits nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fleet import _context, _values
+from fleet._envelope import Envelope, Outcome
+from fleet._exceptions import error_info
+from fleet.codec import decode_call, get_codec
+from fleet.errors import SerializationError, WaitCycleError
+from fleet.state import Change
+from fleet.status import Status
+from fleet.worker.committer import Committer
+from fleet.worker.slots import Slots
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet, Runtime
+    from fleet.task import Task
+
+log = logging.getLogger(__name__)
+RUNNING = frozenset({Status.RUNNING})
+PAUSED = frozenset({Status.PAUSED})
+MAX_WAIT_DEPTH = 64
+
+
+class Abandoned(BaseException):
+    """The invocation is no longer ours; unwind its thread without committing."""
+
+
+@dataclass(slots=True)
+class Running:
+    """An invocation in hand, for heartbeats, limits and cancellation."""
+
+    envelope: Envelope
+    started: float
+    thread_id: int = 0
+    paused: bool = False
+    cancelled: bool = False
+    soft_deadline: float | None = None
+    hard_deadline: float | None = None
+    stopping: list[str] = field(default_factory=list)
+
+
+class Executor:
+    """Runs invocations for one worker process."""
+
+    def __init__(
+        self,
+        app: Fleet,
+        runtime: Runtime,
+        runner_id: str,
+        slots: Slots,
+        committer: Committer,
+        in_hand: dict[str, Running],
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.runner_id = runner_id
+        self.slots = slots
+        self.committer = committer
+        self.in_hand = in_hand
+        self.on_done: Callable[[], None] = lambda: None
+
+    def run(self, envelope: Envelope, task: Task[Any, Any]) -> None:
+        """Run a claimed invocation to its outcome (in a pool thread; frees its slot)."""
+        import threading
+
+        running = self.in_hand[envelope.id]
+        running.thread_id = threading.get_ident()
+        attempt = envelope.attempt + 1
+        execution = _context.Execution(envelope.id, envelope.task, attempt, self)
+        token = _context.enter(execution)
+        change: Change | None = None
+        try:
+            change = self._call(envelope, task, attempt)
+        except Abandoned:
+            log.info(
+                "invocation %s of %s abandoned: it is no longer ours",
+                envelope.id,
+                envelope.task,
+                extra={"invocation_id": envelope.id, "task": envelope.task},
+            )
+        finally:
+            _context.leave(token)
+            self.in_hand.pop(envelope.id, None)
+            if change is not None:
+                self.committer.put(change, envelope.reply_to)
+            self.slots.release()
+            self.on_done()
+
+    def _call(self, envelope: Envelope, task: Task[Any, Any], attempt: int) -> Change:
+        ids = {"invocation_id": envelope.id, "task": envelope.task}
+        try:
+            codec = get_codec(envelope.codec, allow_pickle=self.app.settings.allow_pickle)
+            data = _values.resolve(self.runtime.state, envelope.args)
+            args, kwargs = decode_call(codec, data)
+            log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)
+            value = task.func(*args, **kwargs)
+        except Abandoned:
+            raise
+        except BaseException as exc:
+            if self.in_hand.get(envelope.id, Running(envelope, 0)).cancelled:
+                raise Abandoned from exc
+            return self.failure(envelope, task, attempt, exc)
+        try:
+            encoded = self.app.codec.encode(value)
+        except SerializationError as exc:
+            wrapped = SerializationError(
+                f"task {envelope.task!r} returned a {type(value).__qualname__!r}, which the "
+                f"{self.app.codec.name} codec cannot encode: {exc}"
+            )
+            return self.failure(envelope, task, attempt, wrapped, retry=False)
+        result = _values.externalize(
+            self.runtime.state, encoded, self.app.settings.large_value_threshold
+        )
+        return Change(
+            envelope.id,
+            Status.SUCCESS,
+            RUNNING,
+            by=self.runner_id,
+            expect_owner=self.runner_id,
+            result=result,
+        )
+
+    def failure(
+        self,
+        envelope: Envelope,
+        task: Task[Any, Any],
+        attempt: int,
+        exc: BaseException,
+        retry: bool = True,
+    ) -> Change:
+        ids = {"invocation_id": envelope.id, "task": envelope.task}
+        info = error_info(exc)
+        settings = self.app.settings
+        options = task.options
+        limit = settings.max_retries if options.max_retries is None else options.max_retries
+        if retry and attempt <= limit and isinstance(exc, options.retry_for):
+            base = (
+                settings.retry_backoff if options.retry_backoff is None else options.retry_backoff
+            )
+            cap = (
+                settings.retry_backoff_max
+                if options.retry_backoff_max is None
+                else options.retry_backoff_max
+            )
+            delay = min(cap, base * 2 ** (attempt - 1))
+            delay = delay / 2 + random.uniform(0, delay / 2)  # equal jitter
+            log.warning(
+                "%s failed (%s: %s); retry %d/%d in %.2fs",
+                envelope.task,
+                type(exc).__name__,
+                exc,
+                attempt,
+                limit,
+                delay,
+                extra=ids,
+            )
+            return Change(
+                envelope.id,
+                Status.RETRY,
+                RUNNING,
+                by=self.runner_id,
+                expect_owner=self.runner_id,
+                error=info,
+                due=time.time() + delay,
+                note=f"retry {attempt}/{limit} in {delay:.3f}s",
+            )
+        log.info("%s failed: %s: %s", envelope.task, type(exc).__name__, exc, extra=ids)
+        return Change(
+            envelope.id,
+            Status.FAILED,
+            RUNNING,
+            by=self.runner_id,
+            expect_owner=self.runner_id,
+            error=info,
+        )
+
+    # -- waiting on other invocations ---------------------------------------------------
+
+    def pause_for(
+        self, execution: _context.Execution, ids: Sequence[str], timeout: float | None
+    ) -> dict[str, Outcome]:
+        waiter = self.runtime.waiter
+        if all(waiter.peek(i) is not None for i in ids):
+            return waiter.wait(ids, 0)
+        me = execution.invocation_id
+        state = self.runtime.state
+        pause = Change(
+            me,
+            Status.PAUSED,
+            RUNNING,
+            by=self.runner_id,
+            expect_owner=self.runner_id,
+            waits_on=tuple(ids),
+        )
+        if not state.apply([pause])[0]:
+            raise Abandoned
+        running = self.in_hand.get(me)
+        if running is not None:
+            running.paused = True
+        self.slots.release()
+        try:
+            self._check_cycle(me, ids)
+            return waiter.wait(ids, timeout)
+        finally:
+            self.slots.resume()
+            if running is not None:
+                running.paused = False
+            resume = Change(
+                me, Status.RUNNING, PAUSED, by=self.runner_id, expect_owner=self.runner_id
+            )
+            if not state.apply([resume])[0]:
+                raise Abandoned
+
+    def _check_cycle(self, me: str, ids: Sequence[str]) -> None:
+        """Raise WaitCycleError if any of `ids` (transitively) waits on `me`."""
+        frontier, seen, path = list(ids), set(), {i: [i] for i in ids}
+        for _ in range(MAX_WAIT_DEPTH):
+            if not frontier:
+                return
+            if me in frontier:
+                chain = " -> ".join([me, *path[me]])
+                raise WaitCycleError(f"wait cycle: {chain}; these invocations can never finish")
+            seen.update(frontier)
+            next_frontier = []
+            for record in self.runtime.state.get(frontier):
+                if record.status is Status.PAUSED:
+                    for waited in record.waits_on:
+                        if waited not in seen or waited == me:
+                            path[waited] = [*path[record.id], waited]
+                            next_frontier.append(waited)
+            frontier = next_frontier

@@ -1,0 +1,80 @@
+"""Leader-run services, elected with a lease: whoever holds it runs them.
+
+Job: on exactly one runner at a time, recover invocations of dead hosts, release due
+scheduled invocations and retries, and republish pending invocations whose message may
+be lost.
+
+Contract: every supervisor runs a `Leader` thread. Each tick (every
+`schedule_interval` seconds) it tries to acquire or renew the lease
+`<app name>:leader` for `lease_ttl` seconds; only the holder runs the services. A
+holder that stops renewing (killed, partitioned) loses the lease at its expiry and the
+next runner to try takes over, so the services are never starved and never run by two
+at once (the individual moves are compare-and-sets as well, so even an overlap at the
+lease boundary requeues nothing twice). Dead-runner recovery runs every
+`recovery_interval`; due releases every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from fleet.worker import recovery
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+
+log = logging.getLogger(__name__)
+
+
+class Leader:
+    def __init__(self, app: Fleet, runner: str) -> None:
+        self.app = app
+        self.runner = runner
+        self.lease = f"{app.settings.name}:leader"
+        self.leading = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-leader", daemon=True)
+        self._last_recovery = 0.0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        if self.leading:
+            try:
+                self.app.runtime().state.release(self.lease, self.runner)
+            except Exception:
+                log.debug("lease release failed", exc_info=True)
+
+    def _run(self) -> None:
+        settings = self.app.settings
+        interval = min(settings.schedule_interval, settings.recovery_interval)
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("leader services failed; trying again in %.1fs", interval)
+            self._stop.wait(interval)
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        settings = self.app.settings
+        state = self.app.runtime().state
+        was = self.leading
+        self.leading = state.lease(self.lease, self.runner, settings.lease_ttl)
+        if self.leading != was:
+            log.info(
+                "runner %s %s the leader lease", self.runner, "acquired" if self.leading else "lost"
+            )
+        if not self.leading:
+            return
+        recovery.release_due(self.app, self.runner, now)
+        if now - self._last_recovery >= settings.recovery_interval:
+            self._last_recovery = now
+            recovery.recover_orphans(self.app, self.runner, now)
+            recovery.republish_stale(self.app, self.runner, now)

@@ -1,0 +1,138 @@
+"""Requeueing invocations whose owner is gone, and releasing held ones that are due.
+
+Job: put invocations back on the broker: those owned by a dead worker process, those
+held (scheduled, retry) whose due time has come, and pending ones whose message may
+have been lost (the producer died between registering and publishing).
+
+Contract: every move is a compare-and-set in the state store first (so two services
+racing requeue an invocation once), then a publish. If the publish fails the
+invocation stays PENDING with a deadline, and recovery tries again after it: nothing is
+dropped. An invocation that has lost more runs to dead workers than `max_recoveries`
+allows fails with `WorkerLostError` instead of killing workers forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+from fleet._envelope import from_record, pack
+from fleet._exceptions import error_info
+from fleet.broker import Message
+from fleet.errors import WorkerLostError
+from fleet.state import Change, InvocationRecord, Query
+from fleet.status import HELD, OWNED, Status
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+
+log = logging.getLogger(__name__)
+
+
+def _attempt_limit(app: Fleet, task: str) -> int:
+    known = app.tasks.get(task)
+    retries = known.options.max_retries if known is not None else None
+    if retries is None:
+        retries = app.settings.max_retries
+    return retries + 1 + app.settings.max_recoveries
+
+
+def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str) -> int:
+    """Move records (owned, held or pending) to PENDING and publish them again."""
+    if not records:
+        return 0
+    runtime = app.runtime()
+    now = time.time()
+    deadline = now + app.settings.pending_timeout
+    changes = []
+    for record in records:
+        owner = record.owner if record.status in OWNED else None
+        if record.status in OWNED and record.attempt >= _attempt_limit(app, record.task):
+            lost = WorkerLostError(
+                f"{record.task} lost {record.attempt} run(s) to dead workers; giving up"
+            )
+            changes.append(
+                Change(
+                    record.id,
+                    Status.FAILED,
+                    frozenset({record.status}),
+                    by=by,
+                    expect_owner=owner,
+                    error=error_info(lost),
+                    note=note,
+                )
+            )
+            continue
+        changes.append(
+            Change(
+                record.id,
+                Status.PENDING,
+                frozenset({record.status}),
+                by=by,
+                expect_owner=owner,
+                due=deadline,
+                note=note,
+            )
+        )
+    applied = runtime.state.apply(changes, at=now)
+    messages = [
+        Message(record.queue, pack(from_record(record)), record.id)
+        for record, change, ok in zip(records, changes, applied, strict=True)
+        if ok and change.to is Status.PENDING
+    ]
+    if messages:
+        runtime.declare(sorted({m.queue for m in messages}))
+        runtime.broker.publish(messages)
+    for record, change, ok in zip(records, changes, applied, strict=True):
+        if ok:
+            log.info(
+                "%s %s -> %s (%s)",
+                record.task,
+                record.status.value,
+                change.to.value,
+                note,
+                extra={"invocation_id": record.id, "task": record.task},
+            )
+    return len(messages)
+
+
+def recover_owned(app: Fleet, owners: Collection[str], by: str, note: str) -> int:
+    """Requeue every RUNNING or PAUSED invocation owned by one of `owners`."""
+    if not owners:
+        return 0
+    state = app.runtime().state
+    total = 0
+    while True:
+        records = state.find(Query(statuses=OWNED, owners=list(owners), limit=500))
+        if not records:
+            return total
+        moved = requeue(app, records, by, note)
+        total += moved
+        if len(records) < 500:
+            return total
+
+
+def recover_orphans(app: Fleet, by: str, now: float | None = None) -> int:
+    """Requeue owned invocations whose owner has no fresh heartbeat (leader service)."""
+    now = time.time() if now is None else now
+    state = app.runtime().state
+    horizon = now - app.settings.dead_after
+    live = [r.id for r in state.runners() if r.beat >= horizon and not r.stopped]
+    records = state.find(Query(statuses=OWNED, not_owners=live, updated_before=horizon, limit=500))
+    return requeue(app, records, by, "owner's heartbeat stopped")
+
+
+def release_due(app: Fleet, by: str, now: float | None = None) -> int:
+    """Publish held invocations (scheduled, retry) whose due time has come."""
+    now = time.time() if now is None else now
+    records = app.runtime().state.find(Query(statuses=HELD, due_before=now, limit=1000))
+    return requeue(app, records, by, "due")
+
+
+def republish_stale(app: Fleet, by: str, now: float | None = None) -> int:
+    """Publish again pending invocations past their deadline (message maybe lost)."""
+    now = time.time() if now is None else now
+    records = app.runtime().state.find(Query(statuses=[Status.PENDING], due_before=now, limit=1000))
+    return requeue(app, records, by, "pending past its deadline; published again")

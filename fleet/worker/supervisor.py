@@ -1,0 +1,184 @@
+"""The supervisor: keeps N persistent worker processes alive on one host.
+
+Job: start worker processes (spawn), notice at once when one dies, requeue what it
+owned, start a replacement (with backoff when it keeps crashing), recycle processes
+that did too many tasks or grew too big, write its own heartbeat, run the leader
+services thread, and shut everything down gracefully on SIGTERM.
+
+Contract: a dead child is detected through its process sentinel (no polling) and its
+RUNNING/PAUSED invocations are requeued before the replacement starts. Children die
+with the supervisor (PR_SET_PDEATHSIG on Linux), so a SIGKILLed supervisor looks like
+a lost host: its heartbeats go stale and the leader elsewhere requeues its work. On
+SIGTERM or SIGINT: children get SIGTERM, stop taking work, finish within
+`shutdown_grace`; whatever is left is requeued; exit status 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+from fleet.state import RunnerRecord
+from fleet.worker import recovery
+from fleet.worker.child import child_main
+from fleet.worker.leader import Leader
+from fleet.worker.process import EXIT_HARD_LIMIT, runner_id
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    index: int
+    runner: str
+    process: BaseProcess
+    started: float
+    failures: int = 0
+
+
+class Supervisor:
+    """Runs `processes` worker processes of the app at `app_path` ('module:attr')."""
+
+    def __init__(
+        self, app: Fleet, app_path: str, *, processes: int, threads: int, queues: list[str]
+    ) -> None:
+        self.app = app
+        self.app_path = app_path
+        self.processes = processes or os.cpu_count() or 1
+        self.threads = threads
+        self.queues = queues or app.queues.names()
+        self.id = runner_id("supervisor")
+        self.children: dict[int, Child] = {}
+        self.started = time.time()
+        self._stopping = threading.Event()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._ctx = multiprocessing.get_context("spawn")
+        self.leader = Leader(app, self.id)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        runtime = self.app.runtime()
+        runtime.declare(self.queues)
+        self.beat()
+        for index in range(self.processes):
+            self._start(index)
+        self.leader.start()
+        log.info(
+            "supervisor %s: %d process(es) x %d thread(s) on %s",
+            self.id,
+            self.processes,
+            self.threads,
+            ",".join(self.queues),
+        )
+        next_beat = time.monotonic()
+        interval = self.app.settings.heartbeat_interval
+        while not self._stopping.is_set():
+            sentinels = {c.process.sentinel: c for c in self.children.values()}
+            timeout = max(0.0, next_beat - time.monotonic())
+            ready = wait([*sentinels, self._wake_r], timeout=timeout)
+            for sentinel in ready:
+                child = sentinels.get(sentinel) if isinstance(sentinel, int) else None
+                if child is not None and not self._stopping.is_set():
+                    self._child_exited(child)
+            if time.monotonic() >= next_beat:
+                self.beat()
+                next_beat = time.monotonic() + interval
+        self._shutdown()
+        return 0
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            self._stopping.set()
+            self._wake_w.send_bytes(b"x")
+
+    def _start(self, index: int, failures: int = 0) -> None:
+        runner = (
+            f"{socket.gethostname()}:{self.id.split(':')[1]}:process-{index}:{os.urandom(3).hex()}"
+        )
+        process = self._ctx.Process(
+            target=child_main,
+            args=(self.app_path, runner, self.id, self.queues, self.threads),
+            name=f"fleet-worker-{index}",
+        )
+        process.start()
+        self.children[index] = Child(index, runner, process, time.monotonic(), failures)
+        log.info("started worker process %s (pid %s)", runner, process.pid)
+
+    def _child_exited(self, child: Child) -> None:
+        process = child.process
+        process.join()
+        code = process.exitcode
+        lived = time.monotonic() - child.started
+        log.warning(
+            "worker process %s (pid %s) exited with %s after %.1fs",
+            child.runner,
+            process.pid,
+            code,
+            lived,
+        )
+        moved = recovery.recover_owned(
+            self.app, [child.runner], self.id, f"worker process exited ({code})"
+        )
+        if moved:
+            log.warning("requeued %d invocation(s) of %s", moved, child.runner)
+        crashed = code not in (0, EXIT_HARD_LIMIT)
+        failures = child.failures + 1 if crashed and lived < 10 else 0
+        delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
+        if delay and self._stopping.wait(delay):
+            return
+        self._start(child.index, failures)
+
+    def _shutdown(self) -> None:
+        log.info("supervisor %s: shutting down", self.id)
+        for child in self.children.values():
+            if child.process.is_alive() and child.process.pid:
+                os.kill(child.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.app.settings.shutdown_grace + 10
+        for child in self.children.values():
+            child.process.join(max(0.0, deadline - time.monotonic()))
+            if child.process.is_alive():
+                log.error("worker process %s ignored SIGTERM; killing it", child.runner)
+                child.process.kill()
+                child.process.join()
+        owners = [c.runner for c in self.children.values()]
+        recovery.recover_owned(self.app, owners, self.id, "worker shut down")
+        self.leader.stop()
+        self.beat(stopped=True)
+        self.app.close()
+
+    def record(self, stopped: bool = False) -> RunnerRecord:
+        return RunnerRecord(
+            id=self.id,
+            kind="supervisor",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            beat=time.time(),
+            queues=tuple(self.queues),
+            started=self.started,
+            stopped=stopped,
+            info={
+                "processes": self.processes,
+                "threads": self.threads,
+                "children": [c.runner for c in self.children.values()],
+                "leader": self.leader.leading,
+            },
+        )
+
+    def beat(self, stopped: bool = False) -> None:
+        try:
+            self.app.runtime().state.beat([self.record(stopped)])
+        except Exception:
+            log.warning("supervisor heartbeat failed", exc_info=True)
