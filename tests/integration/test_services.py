@@ -96,8 +96,11 @@ def test_confirmed_persistent_messages_survive_a_crash(
     rabbitmq: RabbitMQServer, unique_name: Callable[[str], str]
 ) -> None:
     queue = unique_name("crash")
+    _publish_persistent(rabbitmq, queue, [])
+    # RabbitMQ 3.10 acks a declare before Mnesia has it on disk; a clean restart makes
+    # the definition durable, so what the crash below tests is the confirmed message.
+    rabbitmq.restart()
     _publish_persistent(rabbitmq, queue, [b"kept"])
-    rabbitmq.wait_for_definitions(queue)
 
     rabbitmq.kill()
     assert not rabbitmq.is_running()

@@ -1,0 +1,43 @@
+"""Tasks for the worker-runtime e2e tests (imported by the test and by the workers)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fleet import Fleet
+
+app = Fleet()
+
+
+def _mark(kind: str, n: int) -> None:
+    folder = os.environ.get("FLEET_TEST_MARKS")
+    if folder:
+        Path(folder, f"{kind}-{n}-{os.getpid()}-{time.monotonic_ns()}").touch()
+
+
+@app.task
+def slow_task(task_num: int, seconds: float = 8.0) -> str:
+    _mark("start", task_num)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f"task_{task_num}_completed"
+
+
+@app.task(hard_time_limit=1.0)
+def runaway(n: int) -> None:
+    time.sleep(60)
+
+
+@app.task
+def quick(n: int) -> int:
+    return n + 1
+
+
+@app.task
+def fib(n: int) -> int:
+    if n < 2:
+        return n
+    return fib(n - 1).result() + fib(n - 2).result()
