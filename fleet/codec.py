@@ -25,28 +25,23 @@ Contract:
   pickle data can run arbitrary code.
 - Decoding imports classes only by module name plus attribute lookup, and only accepts
   enum, dataclass and named tuple classes; it never calls any other object named in data.
+The mapping of non-native types to tagged payloads lives in `fleet._codec_types`.
 """
 
 from __future__ import annotations
 
 import base64
-import dataclasses
-import datetime as dt
-import enum
 import hashlib
-import importlib
 import json
 import math
 import pickle
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import msgpack
 
+from fleet._codec_types import BUILD, Undecodable, Unencodable, reduce, type_name
 from fleet.errors import ConfigError, SerializationError
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -71,208 +66,6 @@ class ArgumentEncodingError(SerializationError):
         self.type_name = type_name
 
 
-class _Undecodable(ValueError):
-    """Raised inside the decoding hooks; turned into SerializationError by the codec."""
-
-
-class _Unencodable(TypeError):
-    """Raised inside the type hooks; turned into SerializationError by the codec."""
-
-    def __init__(self, value_type: type, reason: str = "") -> None:
-        super().__init__(reason or f"unsupported type {_type_name(value_type)!r}")
-        self.type_name = _type_name(value_type)
-        self.reason = reason
-
-
-def _type_name(cls: type) -> str:
-    """A readable dotted name of `cls`: 'socket.socket', and bare for builtins."""
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-# -- classes by path ------------------------------------------------------------------
-
-_PATHS: dict[type, str] = {}
-_CLASSES: dict[str, type] = {}
-
-
-def _class_path(cls: type) -> str:
-    path = _PATHS.get(cls)
-    if path is None:
-        path = f"{cls.__module__}:{cls.__qualname__}"
-        try:
-            found = _import_class(path)
-        except _Undecodable:
-            found = None
-        if found is not cls:
-            why = f"class {path!r} cannot be imported by that name (defined in a function?)"
-            raise _Unencodable(cls, why)
-        _PATHS[cls] = path
-    return path
-
-
-def _import_class(path: str) -> object:
-    module_name, _, qualname = path.partition(":")
-    try:
-        obj: object = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except Exception as exc:
-        raise _Undecodable(f"cannot import class {path!r}: {exc}") from exc
-    return obj
-
-
-def _load_class(path: str, kind: str, check: Callable[[type], bool]) -> type:
-    cls = _CLASSES.get(path)
-    if cls is None:
-        obj = _import_class(path)
-        if not (isinstance(obj, type) and check(obj)):
-            raise _Undecodable(f"{path!r} is not {kind} class; refusing to decode it")
-        cls = _CLASSES[path] = obj
-    return cls
-
-
-def _is_namedtuple(cls: type) -> bool:
-    return issubclass(cls, tuple) and hasattr(cls, "_fields")
-
-
-# -- the value model shared by msgpack and JSON ----------------------------------------
-# `_reduce` maps a value without a native msgpack/JSON form to (tag, payload), where the
-# payload is made of encodable values, or to (None, replacement) for lossy conversions.
-
-_DC_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
-
-
-def _dc_fields(cls: type) -> tuple[tuple[str, ...], frozenset[str]]:
-    """(all field names, names accepted by __init__) of a dataclass, cached."""
-    info = _DC_FIELDS.get(cls)
-    if info is None:
-        fields = dataclasses.fields(cls)
-        info = (tuple(f.name for f in fields), frozenset(f.name for f in fields if f.init))
-        _DC_FIELDS[cls] = info
-    return info
-
-
-def _tz_out(tz: dt.tzinfo | None) -> object:
-    if tz is None:
-        return None
-    if type(tz) is dt.timezone:
-        offset, *name = tz.__getinitargs__()  # type: ignore[attr-defined]  # not in stubs
-        return [offset // dt.timedelta(microseconds=1), name[0] if name else None]
-    if type(tz) is ZoneInfo and tz.key is not None:
-        return tz.key
-    raise _Unencodable(
-        type(tz), "only datetime.timezone and zoneinfo.ZoneInfo (by key) zones are supported"
-    )
-
-
-def _tz_in(spec: Any) -> dt.tzinfo | None:
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        return ZoneInfo(spec)
-    offset = dt.timedelta(microseconds=spec[0])
-    return dt.timezone(offset) if spec[1] is None else dt.timezone(offset, spec[1])
-
-
-def _ordered(items: set[Any] | frozenset[Any]) -> list[Any]:
-    try:
-        return sorted(items)
-    except TypeError:  # unorderable mixture: iteration order
-        return list(items)
-
-
-def _clock(o: dt.datetime | dt.time) -> list[object]:
-    return [o.hour, o.minute, o.second, o.microsecond, o.fold, _tz_out(o.tzinfo)]
-
-
-_REDUCE: dict[type, Callable[[Any], tuple[str | None, object]]] = {
-    tuple: lambda o: ("tuple", list(o)),
-    set: lambda o: ("set", _ordered(o)),
-    frozenset: lambda o: ("frozenset", _ordered(o)),
-    dt.datetime: lambda o: ("datetime", [o.year, o.month, o.day, *_clock(o)]),
-    dt.date: lambda o: ("date", [o.year, o.month, o.day]),
-    dt.time: lambda o: ("time", _clock(o)),
-    dt.timedelta: lambda o: ("timedelta", [o.days, o.seconds, o.microseconds]),
-    uuid.UUID: lambda o: ("uuid", o.hex),
-    Decimal: lambda o: ("decimal", str(o)),
-}
-
-# Subclasses of builtins that are not enums, named tuples or dataclasses: base type.
-_TO_BASE: dict[type, Callable[[Any], object]] = {
-    str: str.__str__,  # str(o), int(o), float(o) would call overridable __str__ etc.
-    int: int.__int__,
-    float: float.__float__,
-    bytearray: bytes,
-    dt.datetime: lambda o: dt.datetime.combine(o.date(), o.timetz()),
-    dt.date: lambda o: dt.date(o.year, o.month, o.day),
-}
-_BASES: tuple[type, ...] = (*_TO_BASE, bytes, dict, list, tuple, set, frozenset)
-
-
-def _reduce(o: object) -> tuple[str | None, object]:
-    reducer = _REDUCE.get(type(o))
-    if reducer is not None:
-        return reducer(o)
-    if isinstance(o, type):
-        raise _Unencodable(type(o), f"classes cannot be encoded (got {o!r})")
-    if isinstance(o, enum.Enum):
-        return "enum", [_class_path(type(o)), o.value]
-    if dataclasses.is_dataclass(o):
-        names, _ = _dc_fields(type(o))
-        missing = object()
-        values = {n: v for n in names if (v := getattr(o, n, missing)) is not missing}
-        return "dataclass", [_class_path(type(o)), values]
-    if _is_namedtuple(type(o)):
-        return "namedtuple", [_class_path(type(o)), list(o)]  # type: ignore[call-overload]
-    for base in _BASES:
-        if isinstance(o, base):
-            return None, _TO_BASE.get(base, base)(o)
-    raise _Unencodable(type(o))
-
-
-def _build_dataclass(path: str, values: dict[str, Any]) -> object:
-    cls = _load_class(path, "a dataclass", dataclasses.is_dataclass)
-    names, init = _dc_fields(cls)
-    unknown = values.keys() - set(names)
-    if unknown:
-        raise _Undecodable(f"dataclass {path!r} has no fields {sorted(unknown)!r}")
-    try:
-        obj = cls(**{k: v for k, v in values.items() if k in init})
-    except TypeError as exc:
-        # e.g. a required InitVar: rebuild the state without __init__ when it is complete.
-        if len(values) != len(names):
-            raise _Undecodable(f"cannot rebuild dataclass {path!r}: {exc}") from exc
-        obj = object.__new__(cls)
-        init = frozenset[str]()
-    for name, value in values.items():
-        if name not in init:
-            object.__setattr__(obj, name, value)
-    return obj
-
-
-def _build_datetime(v: list[Any]) -> dt.datetime:
-    year, month, day, hour, minute, second, micro, fold, tz = v
-    return dt.datetime(year, month, day, hour, minute, second, micro, _tz_in(tz), fold=fold)
-
-
-_BUILD: dict[str, Callable[[Any], object]] = {
-    "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
-    "datetime": _build_datetime,
-    "date": lambda v: dt.date(*v),
-    "time": lambda v: dt.time(v[0], v[1], v[2], v[3], _tz_in(v[5]), fold=v[4]),
-    "timedelta": lambda v: dt.timedelta(*v),
-    "uuid": lambda v: uuid.UUID(hex=v),
-    "decimal": Decimal,
-    "enum": lambda v: _load_class(v[0], "an enum", lambda c: issubclass(c, enum.Enum))(v[1]),
-    "dataclass": lambda v: _build_dataclass(v[0], v[1]),
-    "namedtuple": lambda v: _load_class(v[0], "a named tuple", _is_namedtuple)(*v[1]),
-}
-
-
 # -- codecs ---------------------------------------------------------------------------
 
 
@@ -292,16 +85,16 @@ class Codec(ABC):
 
 
 def _encode_error(codec: str, value: object, exc: Exception) -> SerializationError:
-    if isinstance(exc, _Unencodable):
+    if isinstance(exc, Unencodable):
         culprit, detail = exc.type_name, f": {exc.reason}" if exc.reason else ""
     else:
-        culprit, detail = _type_name(type(value)), f": {exc}"
+        culprit, detail = type_name(type(value)), f": {exc}"
     message = f"the {codec} codec cannot encode a value of type {culprit!r}{detail}"
     return SerializationError(message)
 
 
 def _decode_error(codec: str, exc: Exception) -> SerializationError:
-    detail = str(exc) if isinstance(exc, _Undecodable) else repr(exc)
+    detail = str(exc) if isinstance(exc, Undecodable) else repr(exc)
     return SerializationError(f"the {codec} codec cannot decode the data: {detail}")
 
 
@@ -325,7 +118,7 @@ def _msgpack_default(o: object) -> object:
     while True:
         if type(o) is int:  # out of range when it comes from the packer itself
             return o if _INT_MIN <= o <= _INT_MAX else _bigint_ext(o)
-        tag, payload = _reduce(o)
+        tag, payload = reduce(o)
         if tag is not None:
             return msgpack.ExtType(_EXT_CODES[tag], _msgpack_pack(payload))
         # A lossy replacement must be packable as is: the packer calls `default` once.
@@ -350,8 +143,8 @@ def _msgpack_ext(code: int, data: bytes) -> object:
         return int.from_bytes(data, "big", signed=True)
     tag = _EXT_TAGS.get(code)
     if tag is None:
-        raise _Undecodable(f"unknown msgpack extension type {code}")
-    return _BUILD[tag](_msgpack_unpack(data))
+        raise Undecodable(f"unknown msgpack extension type {code}")
+    return BUILD[tag](_msgpack_unpack(data))
 
 
 def _msgpack_unpack(data: bytes) -> object:
@@ -391,14 +184,14 @@ def _to_json(o: object) -> object:
         return {_TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in o.items()]}
     if isinstance(o, bytes | bytearray | memoryview):
         return {_TAG: "bytes", "v": base64.b64encode(o).decode("ascii")}
-    tag, payload = _reduce(o)
+    tag, payload = reduce(o)
     if tag is None:
         return _to_json(payload)
     return {_TAG: tag, "v": _to_json(payload)}
 
 
 _JSON_BUILD: dict[str, Callable[[Any], object]] = {
-    **_BUILD,
+    **BUILD,
     "dict": lambda v: {k: x for k, x in v},
     "bytes": base64.b64decode,
     "int": lambda v: int(v, 16),
@@ -411,7 +204,7 @@ def _from_json(d: dict[str, Any]) -> object:
     if tag is None:
         return d
     if tag not in _JSON_BUILD:
-        raise _Undecodable(f"unknown tag {tag!r} in JSON data")
+        raise Undecodable(f"unknown tag {tag!r} in JSON data")
     return _JSON_BUILD[tag](d["v"])
 
 
@@ -532,14 +325,14 @@ def _argument_error(
     codec: Codec, task: str, argument: str, value: object, exc: SerializationError
 ) -> ArgumentEncodingError:
     cause = exc.__cause__
-    own_type = _type_name(type(value))
-    culprit = cause.type_name if isinstance(cause, _Unencodable) else own_type
+    own_type = type_name(type(value))
+    culprit = cause.type_name if isinstance(cause, Unencodable) else own_type
     label = argument if argument.startswith("positional argument") else f"argument {argument!r}"
     if culprit == own_type:
         what = f"has type {culprit!r}"
     else:
         what = f"(type {own_type!r}) contains a value of type {culprit!r}"
-    if not isinstance(cause, _Unencodable):
+    if not isinstance(cause, Unencodable):
         hint = f" ({cause or exc})"
     elif cause.reason:
         hint = f" ({cause.reason})"
