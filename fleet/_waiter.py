@@ -10,8 +10,11 @@ Contract:
   if it arrives before anyone waits, until `forget(id)`.
 - `wait(ids, timeout)` returns the outcome of each id once final, or raises
   `TimeoutError`. Notifications are best effort, so while anyone waits the listener
-  thread also reads the outcomes still missing from the state store, in one batched
-  query every `poll` seconds; an idle process never wakes.
+  thread also reads from the state store the outcome of each id still missing after
+  `poll` seconds of waiting, and again every `poll` seconds. Ids waited on for less are
+  not read (their notifications are on their way, and reading a large batch at once
+  would stall the notifications queued meanwhile); reads go in chunks, with the
+  notifications drained between them. An idle process never wakes.
 - Cancel requests addressed to this process go to the handler set by the worker.
 """
 
@@ -28,6 +31,8 @@ from fleet.broker import Broker
 from fleet.state import InvocationRecord, StateStore
 
 log = logging.getLogger(__name__)
+FALLBACK_CHUNK = 250
+"""Ids read per state-store query of the fallback, notifications drained between."""
 
 
 def outcome_of(record: InvocationRecord) -> Outcome | None:
@@ -47,6 +52,8 @@ class Waiter:
         self._outcomes: dict[str, Outcome] = {}
         self._watched: set[str] = set()
         self._waiting: Counter[str] = Counter()
+        self._since: dict[str, float] = {}
+        """When each id in `_waiting` began to be waited on (monotonic)."""
         self._closed = False
         self.on_cancel: Callable[[str], None] | None = None
         self._listener = broker.listener()
@@ -72,7 +79,7 @@ class Waiter:
         """Block until every id has an outcome; raise TimeoutError after `timeout`."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._waiting.update(ids)
+            self._enter(ids)
             self._listener.wakeup()  # start fallback polling if this is the first waiter
             try:
                 while True:
@@ -93,6 +100,7 @@ class Waiter:
                 for i in ids:
                     if self._waiting[i] <= 0:
                         del self._waiting[i]
+                        self._since.pop(i, None)
                         if i not in self._watched:
                             self._outcomes.pop(i, None)
 
@@ -100,7 +108,7 @@ class Waiter:
         """Block until at least one id has an outcome; return those that have one."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._waiting.update(ids)
+            self._enter(ids)
             self._listener.wakeup()
             try:
                 while True:
@@ -114,6 +122,15 @@ class Waiter:
             finally:
                 self._waiting.subtract(ids)
                 self._waiting = +self._waiting
+                for i in ids:
+                    if i not in self._waiting:
+                        self._since.pop(i, None)
+
+    def _enter(self, ids: Sequence[str]) -> None:
+        now = time.monotonic()
+        self._waiting.update(ids)
+        for i in ids:
+            self._since.setdefault(i, now)
 
     def deliver(self, outcomes: Iterable[Outcome]) -> None:
         """Record outcomes learned in this process (e.g. committed by its own worker)."""
@@ -130,11 +147,11 @@ class Waiter:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        last_poll = time.monotonic()
+        next_check = 0.0
         while not self._closed:
             with self._cond:
                 busy = bool(self._waiting)
-            timeout = self._poll if busy else None
+            timeout = max(0.0, min(self._poll, next_check - time.monotonic())) if busy else None
             try:
                 payloads = self._listener.receive(timeout)
             except Exception:
@@ -144,9 +161,8 @@ class Waiter:
                 time.sleep(self._poll)
                 continue
             self._handle(payloads)
-            if busy and time.monotonic() - last_poll >= self._poll:
-                last_poll = time.monotonic()
-                self._fallback()
+            if busy and time.monotonic() >= next_check:
+                next_check = self._fallback()
 
     def _handle(self, payloads: list[bytes]) -> None:
         outcomes = []
@@ -160,20 +176,35 @@ class Waiter:
             with self._cond:
                 self._store(outcomes)
 
-    def _fallback(self) -> None:
+    def _fallback(self) -> float:
+        """Read the outcomes of ids waited on for `poll` seconds or more; return when
+        the next one comes due."""
+        now = time.monotonic()
+        cutoff = now - self._poll
+        next_check = now + self._poll
+        missing = []
         with self._cond:
-            missing = [i for i in self._waiting if i not in self._outcomes]
-        if not missing:
-            return
-        try:
-            records = self._state.get(missing)
-        except Exception:
-            log.warning("fleet waiter: state store unavailable for result check", exc_info=True)
-            return
-        found = [o for o in map(outcome_of, records) if o is not None]
-        if found:
-            with self._cond:
-                self._store(found)
+            for i in self._waiting:
+                if i in self._outcomes:
+                    continue
+                since = self._since.get(i, cutoff)
+                if since <= cutoff:
+                    missing.append(i)
+                else:
+                    next_check = min(next_check, since + self._poll)
+        for start in range(0, len(missing), FALLBACK_CHUNK):
+            try:
+                records = self._state.get(missing[start : start + FALLBACK_CHUNK])
+            except Exception:
+                log.warning("fleet waiter: state store unavailable for result check", exc_info=True)
+                break
+            found = [o for o in map(outcome_of, records) if o is not None]
+            if found:
+                with self._cond:
+                    self._store(found)
+            if start + FALLBACK_CHUNK < len(missing):
+                self._handle(self._listener.receive(0))
+        return next_check
 
     def close(self) -> None:
         with self._cond:

@@ -51,8 +51,8 @@ class Runtime:
 
     def __init__(self, settings: Settings, queues: QueueTable) -> None:
         self.pid = os.getpid()
-        self.broker: Broker = open_broker(settings.broker_url)
-        self.state: StateStore = open_state(settings.state_url)
+        self.broker: Broker = open_broker(settings.broker_url, settings=settings)
+        self.state: StateStore = open_state(settings.state_url, settings=settings)
         self.waiter = Waiter(self.broker, self.state)
         self._queues = queues
         self._declared: set[str] = set()

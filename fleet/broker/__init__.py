@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 from fleet.errors import ConfigError
 
 if TYPE_CHECKING:
+    from fleet.config import Settings
     from fleet.queues import QueueSpec
 
 URGENT = 1
@@ -197,11 +198,18 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def open_broker(url: str, **options: object) -> Broker:
-    """Open the broker named by `url`'s scheme (see `BACKENDS`)."""
+def open_broker(url: str, *, settings: Settings | None = None, **options: object) -> Broker:
+    """Open the broker named by `url`'s scheme (see `BACKENDS`).
+
+    With `settings`, a backend also gets the settings named by its class attribute
+    `SETTINGS` (e.g. `publish_timeout`) as options; explicit options win.
+    """
     from fleet._urls import load_backend
 
     cls = load_backend(BACKENDS, url, "broker_url")
+    if settings is not None:
+        for name in getattr(cls, "SETTINGS", ()):
+            options.setdefault(name, getattr(settings, name))
     broker = cls(url, **options)
     if not isinstance(broker, Broker):  # pragma: no cover - table misconfigured
         raise ConfigError(f"broker_url {url!r} maps to {cls!r}, which is not a Broker")

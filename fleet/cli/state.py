@@ -24,6 +24,9 @@ def init_state(args: argparse.Namespace) -> int:
 
     app = load(args.app)
     store = app.runtime().state  # opening a store creates its schema idempotently
+    init = getattr(store, "init", None)
+    if callable(init):  # stores that connect lazily (MongoDB) create it on request
+        init()
     print(f"state store ready: {store.url}")
     app.close()
     return 0

@@ -24,9 +24,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fleet.errors import ConfigError
 from fleet.status import OWNED, HistoryEntry, Status, check
+
+if TYPE_CHECKING:
+    from fleet.config import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +205,18 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def open_state(url: str, **options: object) -> StateStore:
-    """Open the state store named by `url`'s scheme (see `BACKENDS`)."""
+def open_state(url: str, *, settings: Settings | None = None, **options: object) -> StateStore:
+    """Open the state store named by `url`'s scheme (see `BACKENDS`).
+
+    With `settings`, a backend also gets the settings named by its class attribute
+    `SETTINGS` (e.g. `connect_timeout`) as options; explicit options win.
+    """
     from fleet._urls import load_backend
 
     cls = load_backend(BACKENDS, url, "state_url")
+    if settings is not None:
+        for name in getattr(cls, "SETTINGS", ()):
+            options.setdefault(name, getattr(settings, name))
     store = cls(url, **options)
     if not isinstance(store, StateStore):  # pragma: no cover - table misconfigured
         raise ConfigError(f"state_url {url!r} maps to {cls!r}, which is not a StateStore")

@@ -10,6 +10,7 @@ Contract, beyond `fleet.state`:
   objects themselves.
 - `find` returns matches ordered by `created`, then registration order.
 - No options: any keyword option raises ConfigError.
+- Trigger definitions and firings live in the same shared data (`fleet.triggers._memory`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fleet.errors import ConfigError, StateError
 from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
 from fleet.state._common import matches
 from fleet.status import HistoryEntry, Status
+from fleet.triggers._memory import MemoryTriggers, TriggerTables
 
 _registry: dict[str, _Data] = {}
 _registry_lock = threading.Lock()
@@ -44,9 +46,10 @@ class _Data:
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
     seq: itertools.count[int] = field(default_factory=itertools.count)
+    triggers: TriggerTables = field(default_factory=TriggerTables)
 
 
-class MemoryStateStore(StateStore):
+class MemoryStateStore(StateStore, MemoryTriggers):
     """See the module docstring."""
 
     def __init__(self, url: str = "memory://", **options: object) -> None:
@@ -176,3 +179,6 @@ class MemoryStateStore(StateStore):
 
     def close(self) -> None:
         pass
+
+    def _trigger_home(self) -> tuple[threading.Lock, TriggerTables]:
+        return self._data.lock, self._data.triggers

@@ -5,7 +5,8 @@ share a database file (by default `.fleet/fleet.db`, next to the broker's tables
 the fewest statements per call.
 
 Contract, beyond `fleet.state`:
-- Tables `fleet_invocations`, `fleet_runners`, `fleet_leases`, `fleet_blobs`.
+- Tables `fleet_invocations`, `fleet_runners`, `fleet_leases`, `fleet_blobs`, and
+  `fleet_triggers` / `fleet_firings` for the `TriggerStore` side (`fleet.triggers._sqlite`).
 - `apply` of N changes is one write transaction of N statements: each change is one
   `UPDATE ... WHERE id = ? AND status IN (...) [AND owner = ?]` that sets status, owner
   and fields and appends the history entry with `json_insert`, so the compare-and-set
@@ -32,6 +33,7 @@ from fleet.errors import StateError
 from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
 from fleet.state import _common as c
 from fleet.status import HistoryEntry, Status
+from fleet.triggers._sqlite import TRIGGER_SCHEMA, SQLiteTriggers
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_invocations (
@@ -89,15 +91,14 @@ _LEASE = (
 )
 
 
-class SQLiteStateStore(StateStore):
+class SQLiteStateStore(StateStore, SQLiteTriggers):
     """See the module docstring."""
 
     def __init__(self, url: str, **options: object) -> None:
         opts = float_options("SQLiteStateStore", options, {"busy_timeout": 30.0})
         self.url = redact(url)
-        self.db = Database(
-            path_from_url(url, "state_url"), SCHEMA, StateError, opts["busy_timeout"]
-        )
+        path = path_from_url(url, "state_url")
+        self.db = Database(path, SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
         self._sql: dict[tuple[Any, ...], str] = {}
 
     @property

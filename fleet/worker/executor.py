@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fleet import _context, _values
 from fleet._envelope import Envelope, Outcome
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fleet.task import Task
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RUNNING = frozenset({Status.RUNNING})
 PAUSED = frozenset({Status.PAUSED})
 MAX_WAIT_DEPTH = 64
@@ -111,9 +112,10 @@ class Executor:
 
     def _call(self, envelope: Envelope, task: Task[Any, Any], attempt: int) -> Change:
         ids = {"invocation_id": envelope.id, "task": envelope.task}
+        state = self.runtime.state
         try:
             codec = get_codec(envelope.codec, allow_pickle=self.app.settings.allow_pickle)
-            data = _values.resolve(self.runtime.state, envelope.args)
+            data = persist("loading arguments", lambda: _values.resolve(state, envelope.args))
             args, kwargs = decode_call(codec, data)
             log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)
             value = task.func(*args, **kwargs)
@@ -131,9 +133,13 @@ class Executor:
                 f"{self.app.codec.name} codec cannot encode: {exc}"
             )
             return self.failure(envelope, task, attempt, wrapped, retry=False)
-        result = _values.externalize(
-            self.runtime.state, encoded, self.app.settings.large_value_threshold
-        )
+        threshold = self.app.settings.large_value_threshold
+        try:
+            result = persist(
+                "storing the result", lambda: _values.externalize(state, encoded, threshold)
+            )
+        except Exception as exc:  # the store stayed down: retry the invocation if allowed
+            return self.failure(envelope, task, attempt, exc)
         return Change(
             envelope.id,
             Status.SUCCESS,
@@ -215,7 +221,7 @@ class Executor:
             expect_owner=self.runner_id,
             waits_on=tuple(ids),
         )
-        if not state.apply([pause])[0]:
+        if not persist("pausing", lambda: state.apply([pause]))[0]:
             raise Abandoned
         running = self.in_hand.get(me)
         if running is not None:
@@ -231,7 +237,7 @@ class Executor:
             resume = Change(
                 me, Status.RUNNING, PAUSED, by=self.runner_id, expect_owner=self.runner_id
             )
-            if not state.apply([resume])[0]:
+            if not persist("resuming", lambda: state.apply([resume]))[0]:
                 raise Abandoned
 
     def _check_cycle(self, me: str, ids: Sequence[str]) -> None:
@@ -252,3 +258,22 @@ class Executor:
                             path[waited] = [*path[record.id], waited]
                             next_frontier.append(waited)
             frontier = next_frontier
+
+
+STORE_PATIENCE = 60.0
+"""Seconds a task thread keeps retrying a failing state store before giving up."""
+
+
+def persist(what: str, call: Callable[[], T]) -> T:
+    """Call a state-store operation, retrying with backoff while the store is down."""
+    deadline = time.monotonic() + STORE_PATIENCE
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except Exception:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("state store failed %s; retrying in %.1fs", what, delay, exc_info=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -129,11 +129,7 @@ class Supervisor:
             code,
             lived,
         )
-        moved = recovery.recover_owned(
-            self.app, [child.runner], self.id, f"worker process exited ({code})"
-        )
-        if moved:
-            log.warning("requeued %d invocation(s) of %s", moved, child.runner)
+        self._recover([child.runner], f"worker process exited ({code})")
         crashed = code not in (0, EXIT_HARD_LIMIT)
         failures = child.failures + 1 if crashed and lived < 10 else 0
         delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
@@ -153,11 +149,21 @@ class Supervisor:
                 log.error("worker process %s ignored SIGTERM; killing it", child.runner)
                 child.process.kill()
                 child.process.join()
-        owners = [c.runner for c in self.children.values()]
-        recovery.recover_owned(self.app, owners, self.id, "worker shut down")
+        self._recover([c.runner for c in self.children.values()], "worker shut down")
         self.leader.stop()
         self.beat(stopped=True)
         self.app.close()
+
+    def _recover(self, owners: list[str], why: str) -> None:
+        """Requeue what `owners` held; if the store is down, the leader's orphan recovery
+        finds it later (their heartbeats stop), so a failure here is only logged."""
+        try:
+            moved = recovery.recover_owned(self.app, owners, self.id, why)
+        except Exception:
+            log.exception("could not requeue the work of %s now; recovery will", owners)
+            return
+        if moved:
+            log.warning("requeued %d invocation(s) of %s (%s)", moved, ", ".join(owners), why)
 
     def record(self, stopped: bool = False) -> RunnerRecord:
         return RunnerRecord(

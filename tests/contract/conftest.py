@@ -14,9 +14,8 @@ fixture lazily, so other params never start it, and skips when it is missing, e.
                             visibility_option=None)
 
     def _mongo(request, tmp_path):
-        url = request.getfixturevalue("mongo_url")  # from tests/conftest.py
-        return StateTarget("mongo", f"{url}/fleet_{uuid.uuid4().hex[:8]}",
-                           cross_process=True)
+        url = request.getfixturevalue("mongo_db_url")  # a database of this test's own
+        return StateTarget("mongo", url, cross_process=True)
 
 Tests get fresh queues from the `queue` fixture (unique names, so a shared server is
 fine) and call `target.open()` for more instances on the same data.
@@ -100,10 +99,18 @@ BROKER_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], BrokerTarget
     "memory": _memory_broker,
     "sqlite": _sqlite_broker,
 }
-STATES = ["memory", "sqlite"]
+
+
+def _mongo_state(request: pytest.FixtureRequest, tmp_path: Path) -> StateTarget:
+    url = request.getfixturevalue("mongo_db_url")  # a database of this test's own
+    return StateTarget("mongo", url, {"connect_timeout": 30.0}, cross_process=True)
+
+
+STATES = ["memory", "sqlite", "mongo"]
 STATE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], StateTarget]] = {
     "memory": _memory_state,
     "sqlite": _sqlite_state,
+    "mongo": _mongo_state,
 }
 
 
