@@ -11,6 +11,7 @@ CODE   := $(wildcard fleet tests examples bench)
 
 setup:
 	bash scripts/setup.sh
+	bash scripts/install-helm.sh
 	$(MAKE) --no-print-directory venv
 
 venv: $(STAMP)

@@ -23,6 +23,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check = sub.add_parser("check", help="exit 1 when this host's heartbeats are stale")
     add_app_option(check)
     check.add_argument("--host", default=socket.gethostname(), help="host to check")
+    check.add_argument(
+        "--strict", action="store_true", help="also fail when the state store is unreachable"
+    )
     check.set_defaults(handler=check_health)
 
 
@@ -69,8 +72,16 @@ def check_health(args: argparse.Namespace) -> int:
     app = load(args.app)
     now = time.time()
     horizon = now - app.settings.dead_after
-    mine = [r for r in app.runtime().state.runners() if r.host == args.host and not r.stopped]
-    app.close()
+    try:
+        runners = app.runtime().state.runners()
+    except Exception as exc:
+        # The workers may be fine and just waiting for the store: restarting them (what a
+        # failing liveness probe does) would not help, so only --strict fails here.
+        print(f"unknown: state store unreachable: {exc}")
+        return 1 if args.strict else 0
+    finally:
+        app.close()
+    mine = [r for r in runners if r.host == args.host and not r.stopped]
     if not mine:
         print(f"unhealthy: no running fleet runner on host {args.host!r}")
         return 1
