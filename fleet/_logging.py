@@ -62,3 +62,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(level)
+    # pika logs every refused reconnection attempt at ERROR with a traceback (a flood
+    # while RabbitMQ restarts); fleet's broker reports connection trouble itself.
+    logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -55,6 +55,8 @@ class Waiter:
         self._since: dict[str, float] = {}
         """When each id in `_waiting` began to be waited on (monotonic)."""
         self._closed = False
+        self._asleep = False
+        """True while the listener thread may be blocked without a timeout (nobody waited)."""
         self.on_cancel: Callable[[str], None] | None = None
         self._listener = broker.listener()
         self.address = self._listener.address
@@ -80,7 +82,6 @@ class Waiter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._enter(ids)
-            self._listener.wakeup()  # start fallback polling if this is the first waiter
             try:
                 while True:
                     missing = [i for i in ids if i not in self._outcomes]
@@ -109,7 +110,6 @@ class Waiter:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._enter(ids)
-            self._listener.wakeup()
             try:
                 while True:
                     done = [self._outcomes[i] for i in ids if i in self._outcomes]
@@ -131,6 +131,9 @@ class Waiter:
         self._waiting.update(ids)
         for i in ids:
             self._since.setdefault(i, now)
+        if self._asleep:  # start the fallback timer; a busy listener keeps time already
+            self._asleep = False
+            self._listener.wakeup()
 
     def deliver(self, outcomes: Iterable[Outcome]) -> None:
         """Record outcomes learned in this process (e.g. committed by its own worker)."""
@@ -151,6 +154,7 @@ class Waiter:
         while not self._closed:
             with self._cond:
                 busy = bool(self._waiting)
+                self._asleep = not busy
             timeout = max(0.0, min(self._poll, next_check - time.monotonic())) if busy else None
             try:
                 payloads = self._listener.receive(timeout)

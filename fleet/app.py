@@ -173,10 +173,32 @@ class Fleet:
         """Register and publish one invocation per bound call; see the module docstring."""
         if self.settings.inline:
             return [self._run_inline(task, b) for b in bounds]
+        records, messages = self.prepare(task, bounds, due)
+        runtime = self.runtime()
+        ids = [r.id for r in records]
+        runtime.waiter.watch(ids)
+        runtime.state.register(records)
+        if due is None:
+            self.publish(messages)
+        execution = _context.current()
+        if execution is not None:
+            execution.children.extend(ids)
+        return [Invocation(self, i, task.name, watched=True) for i in ids]
+
+    def prepare(
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        due: float | None = None,
+        reply_to: str | None = None,
+    ) -> tuple[list[InvocationRecord], list[Message]]:
+        """Encode calls into invocation records and their messages, writing nothing but
+        large argument values; `reply_to` defaults to this process's waiter."""
         encoded = [
             encode_call(self.codec, task.name, b.args, b.kwargs, task.params) for b in bounds
         ]
         runtime = self.runtime()
+        reply_to = runtime.waiter.address if reply_to is None else reply_to
         queue = self.queues.route(task.name, task.options.queue)
         execution = _context.current()
         parent = execution.invocation_id if execution else ""
@@ -202,7 +224,7 @@ class Fleet:
                     history=(HistoryEntry(status, now, "", "submitted"),),
                     due=next_check,
                     parent=parent,
-                    reply_to=runtime.waiter.address,
+                    reply_to=reply_to,
                     created=now,
                     updated=now,
                 )
@@ -213,20 +235,13 @@ class Fleet:
                     task.name,
                     args,
                     self.codec.name,
-                    runtime.waiter.address,
+                    reply_to,
                     parent,
                     task.module,
                 )
             )
             messages.append(Message(queue, body, invocation_id, priority))
-        ids = [r.id for r in records]
-        runtime.waiter.watch(ids)
-        runtime.state.register(records)
-        if due is None:
-            self.publish(messages)
-        if execution is not None:
-            execution.children.extend(ids)
-        return [Invocation(self, i, task.name, watched=True) for i in ids]
+        return records, messages
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish invocation messages; on failure mark them FAILED and re-raise."""

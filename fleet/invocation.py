@@ -87,6 +87,13 @@ class Invocation(Generic[R]):
         outcome = self.app.outcomes([self.id], timeout)[self.id]
         return self.app.unwrap(self.task, outcome)  # type: ignore[no-any-return]
 
+    async def aresult(self, timeout: float | None = None) -> R:
+        """`result` for async code: awaits without blocking the event loop (`fleet.aio`)."""
+        from fleet import aio
+
+        value: R = await aio.result(self, timeout)
+        return value
+
     def cancel(self) -> bool:
         """Stop the invocation: a pending one never runs, a running one is stopped.
 
@@ -121,6 +128,12 @@ class Group(Generic[R]):
             i._inline.unwrap() if i._inline is not None else app.unwrap(i.task, outcomes[i.id])
             for i in self.invocations
         ]
+
+    async def aresults(self, timeout: float | None = None) -> list[R]:
+        """`results` for async code: awaits without blocking the event loop."""
+        from fleet import aio
+
+        return await aio.results(self.invocations, timeout)
 
     def wait(self, timeout: float | None = None) -> Group[R]:
         remote = [i.id for i in self.invocations if i._inline is None]

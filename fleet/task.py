@@ -188,6 +188,13 @@ class Task(Generic[P, R]):
         bound = self.bind(args, kwargs)
         return self.app.submit(self, [bound])[0]
 
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> Invocation[R]:
+        """Submit from async code without blocking the event loop (see `fleet.aio`)."""
+        from fleet import aio
+
+        bound = self.bind(args, kwargs)
+        return (await aio.submit(self.app, self, [bound]))[0]
+
     def parallelize(self, items: Iterable[Any]) -> Group[R]:
         """Submit one invocation per item in one batch.
 
@@ -235,6 +242,24 @@ def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 class DirectTask(Task[P, R]):
     """A task whose call blocks and returns the value, like the plain function."""
+
+    async def acall(  # type: ignore[override]  # returns the value, not an Invocation
+        self, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """Await the value from async code without blocking the event loop."""
+        from fleet import aio
+
+        bound = self.bind(args, kwargs)
+        fan_out = self.options.parallel_func
+        if fan_out is None:
+            (invocation,) = await aio.submit(self.app, self, [bound])
+            value: R = await aio.result(invocation)
+            return value
+        aggregate = self.options.aggregate_func
+        assert aggregate is not None
+        bounds = [self.bind(*_as_call(item)) for item in fan_out(dict(bound.arguments))]
+        values = await aio.results(await aio.submit(self.app, self, bounds))
+        return aggregate(values)  # type: ignore[no-any-return]  # aggregate_func is untyped
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
         bound = self.bind(args, kwargs)

@@ -38,7 +38,10 @@ def list_letters(args: argparse.Namespace) -> int:
     from fleet.errors import SerializationError
 
     app = load(args.app)
-    letters = app.runtime().broker.dead_letters(args.queue, args.limit)
+    try:
+        letters = app.runtime().broker.dead_letters(args.queue, args.limit)
+    finally:
+        app.close()
     if not letters:
         print(f"no dead letters in {args.queue}")
     for letter in letters:
@@ -49,7 +52,6 @@ def list_letters(args: argparse.Namespace) -> int:
             what = f"{len(letter.body)} undecodable bytes {letter.body[:24]!r}"
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.at)) if letter.at else "?"
         print(f"{letter.id}  {when}  {what}\n    reason: {letter.reason}")
-    app.close()
     return 0
 
 
@@ -57,9 +59,11 @@ def requeue_letters(args: argparse.Namespace) -> int:
     from fleet.cli import load
 
     app = load(args.app)
-    moved = app.runtime().broker.redrive(args.queue, args.ids)
+    try:
+        moved = app.runtime().broker.redrive(args.queue, args.ids)
+    finally:
+        app.close()
     print(f"requeued {moved} dead letter(s) to {args.queue}")
-    app.close()
     return 0
 
 
@@ -67,7 +71,9 @@ def purge_letters(args: argparse.Namespace) -> int:
     from fleet.cli import load
 
     app = load(args.app)
-    dropped = app.runtime().broker.purge_dead(args.queue)
+    try:
+        dropped = app.runtime().broker.purge_dead(args.queue)
+    finally:
+        app.close()
     print(f"purged {dropped} dead letter(s) of {args.queue}")
-    app.close()
     return 0

@@ -22,12 +22,14 @@ def declare_queues(args: argparse.Namespace) -> int:
     from fleet.cli import load
 
     app = load(args.app)
-    specs = [app.queues.get(name) for name in app.queues.names()]
-    app.runtime().broker.declare(specs)
-    for spec in specs:
-        dead = f", dead letters to {spec.dead_letter_queue}" if spec.dead_letter else ""
-        print(f"declared {spec.name} ({spec.type}, delivery limit {spec.delivery_limit}{dead})")
-    app.close()
+    try:
+        specs = [app.queues.get(name) for name in app.queues.names()]
+        app.runtime().broker.declare(specs)
+        for spec in specs:
+            dead = f", dead letters to {spec.dead_letter_queue}" if spec.dead_letter else ""
+            print(f"declared {spec.name} ({spec.type}, delivery limit {spec.delivery_limit}{dead})")
+    finally:
+        app.close()
     return 0
 
 
@@ -35,12 +37,13 @@ def queue_status(args: argparse.Namespace) -> int:
     from fleet.cli import load
 
     app = load(args.app)
-    broker = app.runtime().broker
-    print(f"{'queue':<24} {'ready':>8} {'unacked':>8} {'consumers':>9} {'dead':>8}")
-    for name in app.queues.names():
-        stats = broker.stats(name)
-        print(
-            f"{name:<24} {stats.ready:>8} {stats.unacked:>8} {stats.consumers:>9} {stats.dead:>8}"
-        )
-    app.close()
+    try:
+        broker = app.runtime().broker
+        print(f"{'queue':<24} {'ready':>8} {'unacked':>8} {'consumers':>9} {'dead':>8}")
+        for name in app.queues.names():
+            stats = broker.stats(name)
+            unacked = "-" if stats.unacked < 0 else str(stats.unacked)  # -1: cannot tell
+            print(f"{name:<24} {stats.ready:>8} {unacked:>8} {stats.consumers:>9} {stats.dead:>8}")
+    finally:
+        app.close()
     return 0

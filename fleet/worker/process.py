@@ -75,7 +75,9 @@ class WorkerProcess:
         self.processed = 0
         self._stop = threading.Event()
         self._consumer: Consumer | None = None
-        self.slots = Slots(self.threads, self._wakeup)
+        self._starved = False
+        """True while the dispatcher may be waiting for a slot (see `_slot_freed`)."""
+        self.slots = Slots(self.threads, self._slot_freed)
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.committer = Committer(self.runtime.state, self.runtime.broker, self.runtime.waiter)
         self.executor = Executor(
@@ -123,6 +125,13 @@ class WorkerProcess:
         with self._done:
             self._done.notify_all()
 
+    def _slot_freed(self) -> None:
+        # Only a dispatcher waiting for a slot needs waking: one with free slots is
+        # already waiting for messages, and waking it would only make it compete for
+        # the GIL with the committer thread that the finished task just handed work to.
+        if self._starved:
+            self._wakeup()
+
     def _wakeup(self) -> None:
         consumer = self._consumer
         if consumer is not None:
@@ -160,7 +169,9 @@ class WorkerProcess:
             self.ready.set()
         consumer = self._consumer
         while not self._stop.is_set():
+            self._starved = True  # set first: a slot freed while we look must wake us
             free = self.slots.free()
+            self._starved = free == 0
             deliveries = consumer.receive(free, timeout=1.0)
             if deliveries:
                 self._dispatch(consumer, deliveries)

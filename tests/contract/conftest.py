@@ -82,6 +82,11 @@ def _sqlite_broker(request: pytest.FixtureRequest, tmp_path: Path) -> BrokerTarg
     return BrokerTarget("sqlite", f"sqlite:///{tmp_path}/fleet.db", cross_process=True)
 
 
+def _rabbitmq_broker(request: pytest.FixtureRequest, tmp_path: Path) -> BrokerTarget:
+    server = request.getfixturevalue("rabbitmq")  # from tests/conftest.py
+    return BrokerTarget("rabbitmq", server.url, cross_process=True, visibility_option=None)
+
+
 def _memory_state(request: pytest.FixtureRequest, tmp_path: Path) -> StateTarget:
     from fleet.state import memory
 
@@ -94,10 +99,11 @@ def _sqlite_state(request: pytest.FixtureRequest, tmp_path: Path) -> StateTarget
     return StateTarget("sqlite", f"sqlite:///{tmp_path}/fleet.db", cross_process=True)
 
 
-BROKERS = ["memory", "sqlite"]
+BROKERS = ["memory", "sqlite", "rabbitmq"]
 BROKER_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], BrokerTarget]] = {
     "memory": _memory_broker,
     "sqlite": _sqlite_broker,
+    "rabbitmq": _rabbitmq_broker,
 }
 
 

@@ -56,17 +56,35 @@ class Stack:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
-    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+STACKS = ["sqlite", "rabbitmq+mongo"]
+
+
+def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """Settings that point a test's app and workers at a stack of its own."""
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues: {}\n")
+    env = {"FLEET__QUEUES_FILE": str(queues)}
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fleet.db'}"
+        return {**env, "FLEET__BROKER_URL": url, "FLEET__STATE_URL": url}
+    server = request.getfixturevalue("rabbitmq")  # private RabbitMQ (tests/conftest.py)
+    name = request.getfixturevalue("unique_name")("e2e")
+    return {
+        **env,
+        "FLEET__BROKER_URL": server.url,
+        "FLEET__STATE_URL": request.getfixturevalue("mongo_db_url"),
+        "FLEET__NAME": name,  # own lease and notification names on the shared server
+        "FLEET__DEFAULT_QUEUE": name,  # own queue on the shared server
+    }
+
+
+@pytest.fixture(params=STACKS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {
-        "FLEET__BROKER_URL": url,
-        "FLEET__STATE_URL": url,
-        "FLEET_TEST_MARKS": str(marks),
-        **FAST,
-    }
+    env = {**backend_env(request, tmp_path), "FLEET_TEST_MARKS": str(marks), **FAST}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     tasks = importlib.reload(importlib.import_module("tests.e2e.recovery_tasks"))

@@ -1,0 +1,238 @@
+"""One AMQP connection, driven synchronously by the thread that owns it.
+
+Job: give the RabbitMQ broker's publishers, consumers and listeners a small blocking
+API over pika's asynchronous `SelectConnection`, so that they can pipeline (publish a
+batch, then wait for its confirms; ack many deliveries with one frame) without the
+one-round-trip-per-call cost of pika's `BlockingConnection`, and without an I/O thread
+of their own (no hand-off latency on the hot path).
+
+Contract:
+- A `Link` belongs to one thread at a time; only `wake()` may be called from others.
+  pika's I/O loop runs only inside `drive()` (and the calls built on it), in the
+  owner's thread, the way `BlockingConnection` runs it (`IOLoop.poll()` then
+  `process_timeouts()`), so heartbeats are answered whenever the owner drives.
+- `drive(until, timeout)` processes I/O until `until()` is true (True) or the timeout
+  passes (False); an interruptible drive also ends (False) after a `wake()` from any
+  thread. It blocks in the kernel, never spins. A lost connection raises `LinkError`.
+- `call(channel, "queue_declare", name, ...)` runs one AMQP RPC (the pika `Channel`
+  method of that name, with `callback=` added) and returns its reply frame. A channel
+  the broker closes (NOT_FOUND, PRECONDITION_FAILED, ...) raises `ChannelError` with
+  the broker's code and text; the `Link` stays usable (open another channel).
+- `close()` never raises and always releases the socket and the I/O loop.
+- Every error text passes through `Endpoint.scrub`: no credentials in messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pika.exceptions
+from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.channel import Channel
+
+from fleet.broker._amqp_params import Endpoint
+from fleet.errors import BrokerError
+
+log = logging.getLogger(__name__)
+_MAX_WAIT = 5.0
+
+
+class LinkError(BrokerError):
+    """The connection to RabbitMQ could not be opened, or was lost."""
+
+
+class ChannelError(BrokerError):
+    """The broker closed a channel (the reply code says why)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"RabbitMQ refused: {code} {text}")
+        self.code = code
+        self.text = text
+
+
+def _noop() -> None:
+    pass
+
+
+class Link:
+    """A connection to RabbitMQ; see the module docstring."""
+
+    def __init__(self, endpoint: Endpoint, name: str, timeout: float | None = None) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.error: LinkError | None = None
+        self.last_used = time.monotonic()
+        self._opened = False
+        self._woken = False
+        self._closed_channels: dict[int, BaseException] = {}
+        self.ioloop = IOLoop()
+        self.ioloop.activate_poller()
+        self.connection = SelectConnection(
+            endpoint.with_name(name),
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_close,
+            custom_ioloop=self.ioloop,
+        )
+        limit = endpoint.options.connect_timeout if timeout is None else timeout
+        try:
+            if not self.drive(lambda: self._opened, limit):
+                raise LinkError(f"connecting to {endpoint.url} timed out after {limit:.1f}s")
+        except BaseException:
+            self.close(0.5)
+            raise
+
+    # -- pika's callbacks (they run inside drive) --------------------------------------
+
+    def _on_open(self, _connection: object) -> None:
+        self._opened = True
+
+    def _on_open_error(self, _connection: object, exc: BaseException) -> None:
+        self.error = LinkError(f"cannot connect to {self.endpoint.url}: {self._describe(exc)}")
+
+    def _on_close(self, _connection: object, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = LinkError(f"connection to {self.endpoint.url} lost: {self._describe(exc)}")
+
+    def _on_channel_close(self, channel: Channel, exc: BaseException) -> None:
+        self._closed_channels[channel.channel_number] = exc
+
+    def _describe(self, exc: BaseException) -> str:
+        if isinstance(exc, pika.exceptions.ConnectionClosed):
+            text = f"{exc.reply_code} {exc.reply_text}"
+        elif isinstance(exc, pika.exceptions.AMQPConnectionError) and exc.args:
+            text = " ".join(str(a) for a in exc.args)
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+        return self.endpoint.scrub(text)
+
+    # -- driving ------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None and bool(self.connection.is_open)
+
+    def drive(
+        self, until: Callable[[], bool], timeout: float | None, interruptible: bool = False
+    ) -> bool:
+        """Process I/O until `until()` or the timeout; see the module docstring."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ioloop = self.ioloop
+        polled = False  # even a zero timeout processes what is ready once
+        while True:
+            if until():
+                return True
+            if self.error is not None:
+                raise self.error
+            if interruptible and self._woken:
+                self._woken = False
+                return False
+            wait = _MAX_WAIT
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    if polled:
+                        return False
+                    wait = 0.0
+            polled = True
+            handle = ioloop.call_later(min(wait, _MAX_WAIT), _noop)  # bounds the poll
+            try:
+                ioloop.poll()
+                ioloop.process_timeouts()
+            finally:
+                ioloop.remove_timeout(handle)
+            self.last_used = time.monotonic()
+
+    def pump(self) -> None:
+        """Process whatever I/O is ready (sends buffered frames) without waiting."""
+        self.drive(lambda: False, 0.0)
+
+    def flush(self, timeout: float) -> bool:
+        """Drive until every buffered frame is written (acks, notifications)."""
+        connection = self.connection
+        # pika offers no public way to know that its transport wrote everything;
+        # BlockingConnection relies on this same adapter method.
+        done = self.drive(
+            lambda: self.error is not None or connection._get_write_buffer_size() == 0, timeout
+        )
+        if self.error is not None:
+            raise self.error
+        return done
+
+    def wake(self) -> None:
+        """Make the owner's interruptible `drive` return now. Safe from any thread."""
+        try:
+            self.ioloop.add_callback_threadsafe(self._set_woken)
+        except Exception:  # the loop is closed: nobody drives it any more
+            log.debug("wake-up of a closed link ignored", exc_info=True)
+
+    def _set_woken(self) -> None:
+        self._woken = True
+
+    # -- channels and RPCs --------------------------------------------------------------
+
+    def channel(self) -> Channel:
+        """Open a channel (its closing reason is kept for `call` and `closed_reason`)."""
+        box: list[Channel] = []
+        self.connection.channel(on_open_callback=box.append)
+        timeout = self.endpoint.options.connect_timeout
+        if not self.drive(lambda: bool(box), timeout):
+            raise LinkError(f"opening a channel on {self.endpoint.url} timed out")
+        channel = box[0]
+        channel.add_on_close_callback(self._on_channel_close)
+        return channel
+
+    def closed_reason(self, channel: Channel) -> BrokerError:
+        """Why `channel` was closed, as an error to raise."""
+        exc = self._closed_channels.get(channel.channel_number)
+        if isinstance(exc, pika.exceptions.ChannelClosed):
+            return ChannelError(exc.reply_code, self.endpoint.scrub(exc.reply_text))
+        if self.error is not None:
+            return self.error
+        return LinkError(self.endpoint.scrub(f"channel closed: {exc}"))
+
+    def call(
+        self, channel: Channel, method: str, *args: Any, timeout: float | None = None, **kw: Any
+    ) -> Any:
+        """Run the RPC `channel.<method>(*args, **kw, callback=...)`; return its reply."""
+        if channel.is_closed:
+            raise self.closed_reason(channel)
+        box: list[Any] = []
+        getattr(channel, method)(*args, callback=box.append, **kw)
+        limit = timeout or self.endpoint.options.connect_timeout
+        if not self.drive(lambda: bool(box) or channel.is_closed, limit):
+            raise LinkError(f"{self.endpoint.url} did not answer {method} within {limit:.1f}s")
+        if box:
+            return box[0]
+        raise self.closed_reason(channel)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close gracefully (RabbitMQ requeues unacked deliveries), then free the loop.
+
+        Never raises; a connection that does not close in time is dropped.
+        """
+        connection = self.connection
+        try:
+            if not (connection.is_closed or connection.is_closing):
+                connection.close()
+            if not self._settle(timeout):
+                # No Close-Ok in time: tear the socket down without the handshake.
+                connection._adapter_disconnect_stream()
+                self._settle(1.0)
+        except Exception:
+            log.debug("%s: close failed", self.name, exc_info=True)
+        finally:
+            if self.error is None:
+                self.error = LinkError(f"connection to {self.endpoint.url} closed")
+            self.ioloop.close()
+
+    def _settle(self, timeout: float) -> bool:
+        try:
+            return self.drive(lambda: bool(self.connection.is_closed), timeout)
+        except LinkError:
+            return bool(self.connection.is_closed)

@@ -1,0 +1,328 @@
+"""Publishing to RabbitMQ with publisher confirms, pipelined, over pooled connections.
+
+Job: take a batch of messages durably (or say precisely why not), as fast as RabbitMQ
+allows, from any number of caller threads; and send best-effort notifications.
+
+Contract:
+- `ConfirmChannel.publish(items)` sends every item (mandatory, so an unroutable message
+  comes back as a failure) and only then waits for the broker's confirms (honouring
+  `multiple=True`), keeping at most `WINDOW` unconfirmed. It returns one result per
+  item: None when confirmed, else the reason (nacked, returned). It waits at most
+  `publish_timeout` seconds for progress; a timeout or a lost connection raises
+  `LinkError` (the unconfirmed items are simply not known to be taken).
+- `Publisher.publish(messages)` is the broker's `publish`: persistent messages
+  (delivery_mode 2) to the default exchange, routing key = queue, or the queue's urgent
+  lane for URGENT messages. An attempt gets a connection (connection refusals are
+  retried with backoff and jitter for up to `publish_timeout` seconds), publishes the
+  messages not yet confirmed, and waits for their confirms. A failed attempt (nack,
+  return, timeout, lost connection) is followed by backoff with jitter and another, up
+  to `publish_retries` attempts; then `PublishError` names the queues and the reason.
+  Confirmed messages are never sent again, so a retry adds no duplicates of them. A
+  RabbitMQ outage shorter than about `publish_retries` x `publish_timeout` seconds is
+  thus invisible to callers (apart from the delay).
+- Connections are pooled: each caller thread checks one out for the whole call (pika
+  connections are not thread-safe), so concurrent callers never wait on each other;
+  at most `pool_size` idle ones are kept. A connection idle for more than half its
+  heartbeat interval is replaced rather than trusted (nobody answered heartbeats on it).
+- `notify` publishes transient messages, without confirms, not mandatory: a gone
+  address drops them silently. It never raises, and never waits for RabbitMQ to come
+  back (one connection attempt): a notification is worth less than the committer's time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pika
+from pika.channel import Channel
+from pika.spec import Basic
+
+from fleet.broker import URGENT, Message
+from fleet.broker._amqp_link import Link, LinkError
+from fleet.broker._amqp_params import Endpoint
+from fleet.broker._amqp_queues import QueueInfo, urgent_lane
+from fleet.errors import BrokerError, PublishError
+
+log = logging.getLogger(__name__)
+WINDOW = 2000
+"""Most unconfirmed messages in flight on one channel."""
+NACKED = "nacked by RabbitMQ (queue full with overflow reject-publish, or a broker error)"
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One message on its way out: where to, what, with which properties."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+
+
+class ConfirmChannel:
+    """A confirm-mode channel on a `Link`; see the module docstring."""
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+        self.timeout = link.endpoint.options.publish_timeout
+        self.channel: Channel = link.channel()
+        self.channel.add_on_return_callback(self._on_return)
+        link.call(self.channel, "confirm_delivery", self._on_confirm)
+        self._next_tag = 1
+        self._low = 1
+        self._pending: dict[int, int] = {}
+        self._results: list[str | None] = []
+        self._by_id: dict[str, int] = {}
+
+    @property
+    def alive(self) -> bool:
+        return self.link.alive and self.channel.is_open
+
+    def _on_confirm(self, frame: pika.frame.Method) -> None:
+        method = frame.method
+        tag, multiple = method.delivery_tag, method.multiple
+        failed = NACKED if isinstance(method, Basic.Nack) else None
+        pending = self._pending
+        if multiple:
+            for t in range(self._low, tag + 1):
+                index = pending.pop(t, None)
+                if index is not None and failed and self._results[index] is None:
+                    self._results[index] = failed
+            self._low = max(self._low, tag + 1)
+        else:
+            index = pending.pop(tag, None)
+            if index is not None and failed and self._results[index] is None:
+                self._results[index] = failed
+
+    def _on_return(
+        self, _channel: Channel, method: Basic.Return, props: pika.BasicProperties, _body: bytes
+    ) -> None:
+        index = self._by_id.get(props.message_id or "")
+        if index is not None:
+            self._results[index] = (
+                f"returned by RabbitMQ: {method.reply_code} {method.reply_text} "
+                f"(no queue {method.routing_key!r} on exchange {method.exchange!r})"
+            )
+
+    def publish(self, items: Sequence[Outgoing]) -> list[str | None]:
+        """Publish and wait for confirms; see the module docstring."""
+        self._results = [None] * len(items)
+        self._by_id = {}
+        channel = self.channel
+        try:
+            for index, item in enumerate(items):
+                if item.properties.message_id:
+                    self._by_id[item.properties.message_id] = index
+                self._pending[self._next_tag] = index
+                self._next_tag += 1
+                channel.basic_publish(
+                    item.exchange, item.routing_key, item.body, item.properties, mandatory=True
+                )
+                if len(self._pending) >= WINDOW:
+                    self._wait(WINDOW // 2)
+            self._wait(0)
+        finally:
+            unconfirmed = set(self._pending.values())
+            self._pending.clear()
+        results = self._results
+        for index in unconfirmed:
+            results[index] = results[index] or "not confirmed"
+        return results
+
+    def _wait(self, most: int) -> None:
+        pending = self._pending
+        while len(pending) > most:
+            before = len(pending)
+            done = self.link.drive(
+                lambda: len(pending) <= most or self.channel.is_closed, self.timeout
+            )
+            if self.channel.is_closed:
+                raise self.link.closed_reason(self.channel) or LinkError("channel closed")
+            if not done and len(pending) == before:
+                raise LinkError(f"no publisher confirm within {self.timeout:.1f}s")
+
+
+def properties(message: Message, message_id: str) -> pika.BasicProperties:
+    """Persistent AMQP properties carrying the invocation id and the message's headers."""
+    return pika.BasicProperties(
+        delivery_mode=2,
+        message_id=message_id,
+        correlation_id=message.invocation_id,
+        headers=dict(message.headers) if message.headers else None,
+        priority=message.priority if 0 < message.priority < 256 else None,
+    )
+
+
+class Queues(Protocol):
+    """What the publisher needs to know about queues (`fleet.broker._amqp_admin.Admin`)."""
+
+    def ensure(
+        self, names: Sequence[str], deadline: float | None = None
+    ) -> Mapping[str, QueueInfo]: ...
+
+    def forget(self, name: str) -> None: ...
+
+
+class _Pooled:
+    """A pooled connection: a confirm channel and a plain one for notifications."""
+
+    def __init__(self, endpoint: Endpoint, name: str) -> None:
+        self.link = Link(endpoint, name)
+        try:
+            self.confirms = ConfirmChannel(self.link)
+            self.plain = self.link.channel()
+        except BaseException:
+            self.link.close(0.5)
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return self.confirms.alive and self.plain.is_open
+
+
+class Publisher:
+    """The broker's publishing side; thread-safe. See the module docstring."""
+
+    def __init__(self, endpoint: Endpoint, queues: Queues) -> None:
+        self.endpoint = endpoint
+        self.options = endpoint.options
+        self._queues = queues
+        self._idle: list[_Pooled] = []
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._prefix = f"{os.getpid():x}-{os.urandom(4).hex()}-"
+        self._closed = False
+
+    def message_id(self) -> str:
+        return f"{self._prefix}{next(self._ids)}"
+
+    # -- connections --------------------------------------------------------------------
+
+    def _checkout(self, deadline: float) -> _Pooled:
+        heartbeat = self.endpoint.params.heartbeat or 0
+        stale = heartbeat / 2 if heartbeat else float("inf")
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise BrokerError(f"broker {self.endpoint.url} is closed")
+                pooled = self._idle.pop() if self._idle else None
+            if pooled is None:
+                break
+            if pooled.alive and time.monotonic() - pooled.link.last_used < stale:
+                return pooled
+            pooled.link.close(0.2)
+        delay = 0.05
+        while True:
+            try:
+                return _Pooled(self.endpoint, f"fleet publisher pid {os.getpid()}")
+            except LinkError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                log.info("publisher: %s; retrying", exc)
+                time.sleep(min(left, delay * random.uniform(0.5, 1.5)))
+                delay = min(delay * 2, 2.0)
+
+    def _checkin(self, pooled: _Pooled) -> None:
+        if pooled.alive:
+            with self._lock:
+                if not self._closed and len(self._idle) < self.options.pool_size:
+                    self._idle.append(pooled)
+                    return
+        pooled.link.close(0.5)
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        ids = [self.message_id() for _ in messages]
+        todo = list(range(len(messages)))
+        reasons: dict[int, str] = {}
+        attempts = self.options.publish_retries
+        for attempt in range(1, attempts + 1):
+            failed = self._attempt([messages[i] for i in todo], [ids[i] for i in todo])
+            reasons = {todo[position]: why for position, why in failed.items()}
+            todo = sorted(reasons)
+            if not todo:
+                return
+            if attempt < attempts:
+                log.warning(
+                    "publish attempt %d/%d: %d of %d message(s) not confirmed (%s); retrying",
+                    attempt,
+                    attempts,
+                    len(todo),
+                    len(messages),
+                    next(iter(reasons.values())),
+                )
+                time.sleep(min(2.0, 0.1 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5))
+        queues = sorted({messages[i].queue for i in todo})
+        why = sorted(set(reasons.values()))
+        raise PublishError(
+            f"publish to queue(s) {queues} on {self.endpoint.url}: {len(todo)} of "
+            f"{len(messages)} message(s) not confirmed after {attempts} attempt(s): "
+            + "; ".join(why)
+        )
+
+    def _attempt(self, messages: Sequence[Message], ids: Sequence[str]) -> dict[int, str]:
+        """One attempt; {position: reason} of the messages that were not confirmed."""
+        deadline = time.monotonic() + self.options.publish_timeout
+        try:
+            infos = self._queues.ensure(sorted({m.queue for m in messages}), deadline)
+            pooled = self._checkout(deadline)
+        except BrokerError as exc:
+            return dict.fromkeys(range(len(messages)), str(exc))
+        items = []
+        for message, message_id in zip(messages, ids, strict=True):
+            key = message.queue
+            if message.priority >= URGENT and infos[key].urgent:
+                key = urgent_lane(key)
+            items.append(Outgoing("", key, bytes(message.body), properties(message, message_id)))
+        try:
+            results = pooled.confirms.publish(items)
+        except BrokerError as exc:
+            pooled.link.close(0.2)
+            return dict.fromkeys(range(len(messages)), str(exc))
+        self._checkin(pooled)
+        failed = {i: why for i, why in enumerate(results) if why is not None}
+        for i, why in failed.items():
+            if why.startswith("returned"):
+                self._queues.forget(messages[i].queue)  # deleted meanwhile: declare again
+        return failed
+
+    def notify(self, notes: Sequence[tuple[str, bytes]]) -> None:
+        """Best-effort transient messages to listener queues; never raises."""
+        if not notes:
+            return
+        transient = pika.BasicProperties(delivery_mode=1)
+        for _ in range(2):
+            try:
+                pooled = self._checkout(time.monotonic())  # one connection attempt at most
+            except BrokerError as exc:
+                log.warning("notifications dropped: %s", exc)
+                return
+            try:
+                for address, payload in notes:
+                    pooled.plain.basic_publish("", address, bytes(payload), transient)
+                pooled.link.flush(self.options.publish_timeout)
+            except Exception as exc:
+                log.info("notifications may be lost (%s); sending again", exc)
+                pooled.link.close(0.2)
+                continue
+            self._checkin(pooled)
+            return
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for pooled in idle:
+            pooled.link.close(0.5)

@@ -1,0 +1,164 @@
+"""The full stack on RabbitMQ (SQLite state): hand-back of prefetched messages,
+consumer_timeout, publish failures, and tasks waiting on tasks."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from fleet import Fleet, PublishError, Status
+from fleet.broker.rabbitmq import RabbitMQBroker
+from fleet.state import Query
+from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
+from fleet.testing.worker import running_worker
+from tests.integration import rabbitmq_tasks
+
+pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
+
+
+def make_app(url: str, tmp_path: Path, queue: str, spec: str = "{}", **settings: object) -> Fleet:
+    queues = tmp_path / "queues.yaml"
+    queues.write_text(f"default: {queue}\nqueues:\n  {queue}: {spec}\n")
+    return Fleet(
+        broker_url=url,
+        state_url=f"sqlite:///{tmp_path}/fleet.db",
+        queues_file=str(queues),
+        heartbeat_interval=0.5,
+        **settings,
+    )
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def release() -> Iterator[None]:
+    rabbitmq_tasks.RELEASE.clear()
+    yield
+    rabbitmq_tasks.RELEASE.set()
+
+
+def test_prefetched_message_is_handed_to_an_idle_worker(
+    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str], release: None
+) -> None:
+    """Worker A runs a long task on its only slot and has prefetched the next message;
+    worker B starts idle. The prefetched message must run on B while A's task still
+    runs, instead of waiting behind it."""
+    queue = unique_name("handoff")
+    app = make_app(rabbitmq.url, tmp_path, queue)
+    hold, quick = app.task(rabbitmq_tasks.hold), app.task(rabbitmq_tasks.quick)
+    broker = app.runtime().broker
+    try:
+        with running_worker(app, threads=1) as worker_a:
+            long = hold(120)
+            wait_until(lambda: long.status is Status.RUNNING, "the long task to start")
+            short = quick(1)
+            # Delivered into A's buffer (A has no free slot to run it).
+            wait_until(lambda: broker.stats(queue).ready == 0, "A to prefetch the message")
+            assert short.status is Status.PENDING
+            with running_worker(app, threads=1) as worker_b:
+                assert short.result(timeout=30) == 2
+                assert long.status is Status.RUNNING  # A is still busy
+                runners = [e.owner for e in short.history if e.status is Status.RUNNING]
+                assert runners == [worker_b.id]
+                rabbitmq_tasks.RELEASE.set()
+                assert long.result(timeout=30) == "released"
+            assert worker_a.id in [e.owner for e in long.history]
+    finally:
+        app.close()
+
+
+def test_consumer_timeout_never_trips(
+    tmp_path: Path, unique_name: Callable[[str], str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task far longer than RabbitMQ's consumer_timeout, with another message
+    prefetched behind it: neither delivery stays unacked long enough to trip it."""
+    (tmp_path / "rabbitmq").mkdir()
+    server = RabbitMQServer(consumer_timeout=2500, base_dir=tmp_path / "rabbitmq")
+    try:
+        server.start()
+    except ServiceError as exc:  # pragma: no cover - no rabbitmq-server here
+        pytest.skip(str(exc))
+    try:
+        _prove_timeout_is_enforced(server, unique_name("control"))
+        checked_from = len(server.log_path.read_bytes())
+        queue = unique_name("long")
+        app = make_app(server.url, tmp_path, queue)
+        sleep = app.task(rabbitmq_tasks.sleep)
+        caplog.set_level(logging.WARNING, logger="fleet")
+        try:
+            with running_worker(app, threads=1):
+                first, second = sleep(6.0), sleep(0.1)
+                assert first.result(timeout=60) == 6.0
+                assert second.result(timeout=60) == 0.1
+        finally:
+            app.close()
+        for invocation in (first, second):
+            assert [e.status for e in invocation.history].count(Status.RUNNING) == 1
+        assert "reconnecting" not in caplog.text
+        log = server.log_path.read_bytes()[checked_from:].decode(errors="replace")
+        assert "timed out waiting for delivery acknowledgement" not in log
+    finally:
+        server.close()
+
+
+def _prove_timeout_is_enforced(server: RabbitMQServer, queue: str) -> None:
+    """A plain consumer that never acks has its channel closed: the setting is live."""
+    connection = pika.BlockingConnection(pika.URLParameters(server.url))
+    try:
+        channel = connection.channel()
+        channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.basic_publish("", queue, b"x")
+        channel.basic_consume(queue, lambda *args: None)
+        deadline = time.monotonic() + 30
+        while channel.is_open and time.monotonic() < deadline:
+            connection.process_data_events(0.2)
+        assert channel.is_closed, "consumer_timeout did not close the channel"
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_unconfirmed_publish_raises_and_marks_the_invocation_failed(
+    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    queue = unique_name("full")
+    app = make_app(rabbitmq.url, tmp_path, queue, "{max_length: 1}", publish_retries=2)
+    quick = app.task(rabbitmq_tasks.quick)
+    try:
+        accepted = quick(1)
+        with pytest.raises(PublishError, match=queue) as caught:
+            quick(2)
+        assert "nacked by RabbitMQ" in str(caught.value)
+        assert accepted.status is Status.PENDING
+        (failed,) = app.runtime().state.find(Query(statuses=[Status.FAILED]))
+        assert failed.error is not None and failed.error.type == "fleet.errors.PublishError"
+        assert isinstance(app.runtime().broker, RabbitMQBroker)
+        assert app.runtime().broker.stats(queue).ready == 1
+    finally:
+        app.close()
+
+
+def test_tasks_waiting_on_tasks_use_the_urgent_lane(
+    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    queue = unique_name("fib")
+    app = make_app(rabbitmq.url, tmp_path, queue)
+    rabbitmq_tasks.TASKS["fib"] = fib = app.task(rabbitmq_tasks.fib)
+    try:
+        with running_worker(app, threads=2):
+            assert fib(9).result(timeout=120) == 34
+        urgent = app.runtime().broker.stats(queue)
+        assert (urgent.ready, urgent.dead) == (0, 0)
+    finally:
+        rabbitmq_tasks.TASKS.pop("fib", None)
+        app.close()
