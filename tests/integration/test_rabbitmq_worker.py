@@ -90,6 +90,12 @@ def test_consumer_timeout_never_trips(
         pytest.skip(str(exc))
     try:
         _prove_timeout_is_enforced(server, unique_name("control"))
+        # The node logs asynchronously: wait for the control's own timeout line, so that
+        # only lines written after it are checked below.
+        deadline = time.monotonic() + 30
+        while b"timed out waiting for delivery acknowledgement" not in server.log_path.read_bytes():
+            assert time.monotonic() < deadline, "the control's timeout was never logged"
+            time.sleep(0.05)
         checked_from = len(server.log_path.read_bytes())
         queue = unique_name("long")
         app = make_app(server.url, tmp_path, queue)
