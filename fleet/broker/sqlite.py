@@ -26,7 +26,10 @@ Contract, beyond `fleet.broker`:
   `poll_interval` seconds (default 1), to notice expired deliveries.
 - Listener addresses are doorbell addresses; `notify` sends the payload as a datagram
   (at most `fleet._doorbell.MAX_PAYLOAD` bytes; larger ones arrive as the `OVERSIZE`
-  marker and the waiter must read the state store).
+  marker and the waiter must read the state store). A receiver whose queue is full
+  gets `NOTIFY_PATIENCE` seconds to make room, unless it let a notification time out
+  in the last `NOTIFY_GIVE_UP` seconds (then it gets none, so a stuck process cannot
+  slow every commit down).
 - Options: `visibility_timeout`, `poll_interval`, `busy_timeout` (seconds).
 """
 
@@ -53,6 +56,12 @@ LISTENER_CACHE_TTL = 1.0
 """Seconds a publisher trusts its list of consumer addresses per queue."""
 SPEC_CACHE_TTL = 5.0
 """Seconds a broker trusts a queue spec it read from `fleet_queues`."""
+NOTIFY_PATIENCE = 0.05
+"""Seconds a notification waits for room at a receiver whose queue is full: its waiter
+thread may be paused for a garbage collection or a GIL hand-off (5-10 ms), and a note
+given up costs that waiter up to its fallback period (1 s)."""
+NOTIFY_GIVE_UP = 1.0
+"""Seconds a receiver that let a notification time out gets no patience."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS fleet_messages (
@@ -131,6 +140,8 @@ class SQLiteBroker(Broker):
         self._lock = threading.Lock()
         self._children: weakref.WeakSet[SQLiteConsumer | SQLiteListener] = weakref.WeakSet()
         self._closed = False
+        self._impatient: dict[str, float] = {}
+        """Receivers that let a notification time out lately, until when (monotonic)."""
 
     @property
     def statements(self) -> int:
@@ -293,7 +304,15 @@ class SQLiteBroker(Broker):
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> None:
         for address, payload in notes:
-            outcome = _doorbell.send(address, bytes(payload), patience=0.005)
+            patience = NOTIFY_PATIENCE
+            if self._impatient.get(address, 0.0) > time.monotonic():
+                patience = 0.0
+            outcome = _doorbell.send(address, bytes(payload), patience=patience)
+            if outcome is _doorbell.Outcome.FULL:
+                now = time.monotonic()
+                if len(self._impatient) > 1000:
+                    self._impatient = {a: t for a, t in self._impatient.items() if t > now}
+                self._impatient[address] = now + NOTIFY_GIVE_UP
             if outcome is not _doorbell.Outcome.SENT:
                 log.debug("notification to %r not delivered: %s", address, outcome.value)
 

@@ -1,0 +1,108 @@
+"""The systems a run measures: fleet configurations and the baselines.
+
+Job: name every system `--configs` can select, say which workloads it runs and what it
+needs (RabbitMQ, a MongoDB-wire server, a fleet backend that may not exist yet), and
+build the environment of a fresh fleet configuration (its own database file and queue).
+
+Contract: `SYSTEMS` is ordered as the report's columns. `fleet_env` returns the
+`FLEET__*` variables for one (configuration, workload) run: a new SQLite file and a new
+queue name each time, so no run sees another's rows or messages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    label: str
+    kind: str
+    """'fleet', 'pika' or 'dramatiq'."""
+    workloads: tuple[str, ...]
+    broker: str = ""
+    """fleet only: 'sqlite' or 'rabbitmq'."""
+    state: str = ""
+    """fleet only: 'sqlite' or 'mongo'."""
+    queue_type: str = "quorum"
+    """fleet on RabbitMQ: the type of its queue (fleet's default is quorum)."""
+
+    @property
+    def needs_rabbitmq(self) -> bool:
+        return self.kind != "fleet" or self.broker == "rabbitmq"
+
+    @property
+    def needs_mongo(self) -> bool:
+        return self.state == "mongo"
+
+    def missing_backend(self) -> str | None:
+        """Why this fleet configuration cannot run in this checkout, or None."""
+        modules = {"rabbitmq": "fleet.broker.rabbitmq", "mongo": "fleet.state.mongo"}
+        for part in (self.broker, self.state):
+            module = modules.get(part)
+            if module and importlib.util.find_spec(module) is None:
+                return f"{module} is not in this checkout yet"
+        return None
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("embedded", "fleet embedded (SQLite)", "fleet", ALL_WORKLOADS, "sqlite", "sqlite"),
+        System(
+            "rabbitmq-sqlite",
+            "fleet RabbitMQ + SQLite",
+            "fleet",
+            ALL_WORKLOADS,
+            "rabbitmq",
+            "sqlite",
+        ),
+        # Timings against the SecantusDB stand-in mean nothing: MongoDB commands per
+        # invocation only, counted by bench/mongo_roundtrips.py (see EXTRAS).
+        # Dramatiq declares classic queues: the same comparison on a classic queue.
+        System(
+            "rabbitmq-classic",
+            "fleet RabbitMQ (classic queue) + SQLite",
+            "fleet",
+            ("W1", "W2"),
+            "rabbitmq",
+            "sqlite",
+            "classic",
+        ),
+        System("rabbitmq-mongo", "fleet RabbitMQ + MongoDB", "fleet", (), "rabbitmq", "mongo"),
+        System("pika", "raw pika", "pika", ("W1", "W2")),
+        System("dramatiq", "Dramatiq", "dramatiq", ("W1", "W2", "W3", "idle")),
+    )
+}
+
+
+def fresh_name(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def fleet_env(
+    system: System, run_dir: Path, workload: str, rabbitmq_url: str = "", mongo_url: str = ""
+) -> dict[str, str]:
+    """`FLEET__*` settings for one run of `workload` on `system` (fresh file and queue)."""
+    queue = fresh_name(f"bench-{workload.lower()}")
+    db = f"sqlite:///{run_dir / (queue + '.db')}"
+    queues_file = run_dir / f"{queue}.yaml"
+    queues_file.write_text(
+        f"default: {queue}\nqueues:\n  {queue}:\n"
+        f"    type: {system.queue_type}\n    delivery_limit: 20\n"
+    )
+    env = {
+        "FLEET__NAME": queue,
+        "FLEET__BROKER_URL": rabbitmq_url if system.broker == "rabbitmq" else db,
+        "FLEET__STATE_URL": mongo_url if system.state == "mongo" else db,
+        "FLEET__QUEUES_FILE": str(queues_file),
+        "FLEET__DEFAULT_QUEUE": queue,
+        "FLEET__LOG_LEVEL": "WARNING",
+    }
+    return env

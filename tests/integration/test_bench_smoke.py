@@ -1,0 +1,44 @@
+"""`python -m bench --quick` on the embedded stack: it runs and writes its report.
+
+Speed is never asserted here: only that the harness works end to end (real worker
+processes, a results file with the measured rows).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--configs",
+            "embedded",
+            "--only",
+            "W1,W2",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    reports = list(out.glob("*-quick.md"))
+    assert len(reports) == 1, sorted(p.name for p in out.iterdir())
+    text = reports[0].read_text()
+    assert "W1 throughput, one call per task" in text
+    assert "W2 round trip p50" in text
+    assert "fleet embedded (SQLite)" in text
+    assert list(out.glob("*-quick.json"))
