@@ -41,3 +41,37 @@ def fib(n: int) -> int:
     if n < 2:
         return n
     return fib(n - 1).result() + fib(n - 2).result()
+
+
+@app.task(max_retries=3, retry_for=(KeyError,), retry_backoff=0.2)
+def flaky(key: str, failures: int) -> int:
+    """Fails `failures` times (counted in files, across processes), then succeeds."""
+    folder = Path(os.environ["FLEET_TEST_MARKS"])
+    attempt = len(list(folder.glob(f"flaky-{key}-*"))) + 1
+    Path(folder, f"flaky-{key}-{attempt}").touch()
+    if attempt <= failures:
+        raise KeyError(key)
+    return attempt
+
+
+@app.task
+def wait_on(invocation_id: str) -> object:
+    return app.invocation(invocation_id).result()
+
+
+@app.task
+def cycle_root() -> object:
+    me = app.current_invocation()
+    assert me is not None
+    return wait_on(me.id).result()
+
+
+@app.task(soft_time_limit=0.5)
+def soft_limited() -> str:
+    from fleet import SoftTimeLimitExceeded
+
+    try:
+        while True:
+            time.sleep(0.01)
+    except SoftTimeLimitExceeded:
+        return "stopped softly"
