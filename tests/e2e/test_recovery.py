@@ -122,3 +122,13 @@ def test_worker_process_recycled_after_max_tasks(stack: Stack) -> None:
     assert group.results(timeout=120) == [n + 1 for n in range(20)]
     runners = group.invocations[0].app.runtime().state.runners()
     assert len([r for r in runners if r.kind == "process"]) >= 4  # 20 tasks / 5 per child
+
+
+def test_worker_process_recycled_above_memory_ceiling(stack: Stack) -> None:
+    stack.worker(processes=1, threads=1, FLEET__MAX_MEMORY_PER_CHILD="1")  # always above
+    app = stack.tasks.app
+    stack.wait_until(
+        "a recycled process",
+        lambda: len([r for r in app.runtime().state.runners() if r.kind == "process"]) >= 2,
+    )
+    assert stack.tasks.quick(1).result(timeout=60) == 2  # replacements keep serving
