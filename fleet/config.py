@@ -74,6 +74,8 @@ class Settings:
     """Seconds between the leader's releases of due scheduled invocations and retries."""
     max_recoveries: int = 3
     """Runs lost to dead workers an invocation may have before it fails instead."""
+    runner_retention: float = 86400.0
+    """Seconds heartbeat records of stopped or dead runners are kept."""
     lease_ttl: float = 15.0
     """Seconds a leader lease lasts without renewal."""
     pending_timeout: float = 1800.0

@@ -179,6 +179,10 @@ class StateStore(ABC):
     def runners(self) -> list[RunnerRecord]: ...
 
     @abstractmethod
+    def forget_runners(self, before: float) -> int:
+        """Delete heartbeat records last written before `before`; return how many."""
+
+    @abstractmethod
     def lease(self, name: str, holder: str, ttl: float) -> bool:
         """Acquire or renew lease `name` for `holder` until now + ttl."""
 

@@ -151,6 +151,13 @@ class MemoryStateStore(StateStore, MemoryTriggers):
         with self._data.lock:
             return [self._data.runners[k] for k in sorted(self._data.runners)]
 
+    def forget_runners(self, before: float) -> int:
+        with self._data.lock:
+            old = [k for k, r in self._data.runners.items() if r.beat < before]
+            for key in old:
+                del self._data.runners[key]
+            return len(old)
+
     def lease(self, name: str, holder: str, ttl: float) -> bool:
         if not holder:
             raise StateError(f"lease {name!r} needs a holder")

@@ -320,6 +320,10 @@ class MongoStateStore(StateStore, MongoTriggers):
         with self._errors("runners"):
             return [docs.runner_from(d) for d in self._col("runners").find({}, sort=[("_id", 1)])]
 
+    def forget_runners(self, before: float) -> int:
+        with self._errors("forget_runners"):
+            return int(self._col("runners").delete_many({"beat": {"$lt": before}}).deleted_count)
+
     def lease(self, name: str, holder: str, ttl: float) -> bool:
         if not holder:
             raise StateError(f"lease {name!r} needs a holder")

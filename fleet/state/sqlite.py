@@ -266,6 +266,9 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         rows = self.db.query("SELECT * FROM fleet_runners ORDER BY id")
         return [c.runner_from_row(row) for row in rows]
 
+    def forget_runners(self, before: float) -> int:
+        return self.db.rowcount("DELETE FROM fleet_runners WHERE beat < ?", (before,))
+
     def lease(self, name: str, holder: str, ttl: float) -> bool:
         if not holder:
             raise StateError(f"lease {name!r} needs a holder")

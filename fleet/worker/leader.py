@@ -1,8 +1,8 @@
 """Leader-run services, elected with a lease: whoever holds it runs them.
 
 Job: on exactly one runner at a time, recover invocations of dead hosts, release due
-scheduled invocations and retries, and republish pending invocations whose message may
-be lost.
+scheduled invocations and retries, republish pending invocations whose message may be
+lost, and forget heartbeat records older than `runner_retention`.
 
 Contract: every supervisor runs a `Leader` thread. Each tick (every
 `schedule_interval` seconds) it tries to acquire or renew the lease
@@ -78,3 +78,4 @@ class Leader:
             self._last_recovery = now
             recovery.recover_orphans(self.app, self.runner, now)
             recovery.republish_stale(self.app, self.runner, now)
+            state.forget_runners(now - settings.runner_retention)

@@ -365,6 +365,16 @@ def test_beat_and_runners_upsert(state: StateStore) -> None:
     assert sorted(state.runners(), key=lambda r: r.id) == [later, sup]
 
 
+def test_forget_runners_drops_old_heartbeats_only(state: StateStore) -> None:
+    old = RunnerRecord("old", "process", "host-a", 1, T0 - 100, stopped=True)
+    dead = RunnerRecord("dead", "process", "host-b", 2, T0 - 50)
+    fresh = RunnerRecord("fresh", "supervisor", "host-a", 3, T0)
+    state.beat([old, dead, fresh])
+    assert state.forget_runners(T0 - 10) == 2
+    assert state.runners() == [fresh]
+    assert state.forget_runners(T0 - 10) == 0
+
+
 def test_blobs_are_content_addressed(state: StateStore) -> None:
     state.put_blobs([("k1", b"\x00one"), ("k2", b"two")])
     state.put_blobs([("k1", b"ignored"), ("k3", b"")])
