@@ -5,7 +5,8 @@ Job: in a process whose `FLEET__*` environment names a fresh configuration (see
 processes), warm it up, and measure one workload `plan.reps` times.
 
 Contract: every function takes the bench tasks module, the plan, a `Recorder` and the
-pool, and records one value per repetition. Results are checked (a wrong value fails
+pool, and records one value per repetition. A run on RabbitMQ deletes its queues at
+the end (as the baselines do). Results are checked (a wrong value fails
 the run); timeouts are generous and only guard against hangs: nothing here asserts on
 speed. Round trips (`rt`) run on a pool of ONE worker process, so that the `counters`
 task always reads the counters of the process that ran the measured invocations.
@@ -200,3 +201,24 @@ def run(workload: str, plan: Plan, rec: Recorder, log_path: Path, env: dict[str,
             WORKLOADS[workload](tasks, plan, rec, pool)
     finally:
         tasks.app.close()
+        delete_queues(env)
+
+
+def delete_queues(env: dict[str, str]) -> None:
+    """Delete the run's queues from RabbitMQ, as the baselines delete theirs: quorum
+    queues left behind by earlier runs would keep working in the node (one Raft member
+    each) and load the runs that follow."""
+    url = env.get("FLEET__BROKER_URL", "")
+    if not url.startswith(("amqp://", "amqps://")):
+        return
+    import pika
+
+    queue = env["FLEET__DEFAULT_QUEUE"]
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue, f"{queue}.urgent", f"{queue}.dead"):
+            channel.queue_delete(name)
+        channel.exchange_delete(f"{queue}.dlx")
+    finally:
+        connection.close()

@@ -22,7 +22,8 @@ Contract:
   front, so a read-modify-write cannot lose a race), rolls back on error and retries the
   whole function while SQLite reports BUSY/LOCKED. `read(fn)` runs without a
   transaction (each statement sees a consistent snapshot), same retries. `query` is one
-  read statement; `modify`/`rowcount` one write statement (atomic on its own).
+  read statement; `modify`/`rowcount`/`write_one` one write statement (atomic on its
+  own; `write_one` counts as a write transaction).
 - sqlite3 errors leave as the `error` class given to `Database` (a FleetError), naming
   the file; FleetErrors raised by `fn` pass through unchanged.
 - `statements` counts executions (an executemany of N rows counts N) and `transactions`
@@ -236,6 +237,14 @@ class Database:
         n: int = self.read(lambda tx: tx.execute(sql, params).rowcount)
         if n:
             self._wrote()
+        return n
+
+    def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """`write` of a single statement, without BEGIN and COMMIT: SQLite runs a lone
+        write statement as a write transaction of its own, taking the write lock as it
+        starts (as BEGIN IMMEDIATE would). Returns the number of rows changed."""
+        n = self.rowcount(sql, params)
+        self.transactions += 1
         return n
 
     def _wrote(self) -> None:

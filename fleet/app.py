@@ -4,11 +4,30 @@ Job: turn decorated functions into tasks, and a call of a task into a registered
 published invocation (or, in inline mode, a plain call in this thread).
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
-call site before anything is written; then the invocation records are registered in the
-state store in one batch, then the messages are published in one confirmed batch. If
-the publish is not confirmed, the invocations are marked FAILED with the reason and the
-caller gets `PublishError`: an invocation is never left behind silently. Connections are
-opened lazily, once per process (a forked child opens its own).
+call site before anything is written; then the messages are handed to the broker
+(`Broker.begin_publish`), the invocation records are registered in the state store in
+one batch, and the broker's confirms are awaited. A broker that sends at once
+(RabbitMQ) thus confirms while the records are written, instead of after; the others
+publish only after the records are written, as before. A call returns only once every
+message is confirmed. If the publish is not confirmed, the invocations are marked
+FAILED with the reason and the caller gets `PublishError`: an invocation is never left
+behind silently. Scheduled calls (`due`) are only registered. Connections are opened
+lazily, once per process (a forked child opens its own).
+
+Because a message may reach a worker before its record, a worker that finds no record
+holds the message and claims it again, for up to `RECORD_GRACE` seconds
+(`fleet.worker._early`). The windows this opens, and what closes each:
+- The producer dies after the message left and before the record was written: no
+  record ever comes, and the worker dead-letters the message with the reason after
+  `RECORD_GRACE`. The caller never got a handle, so nothing it was promised is lost.
+- Writing the records fails: the caller gets the state store's error, the publish is
+  abandoned, and a message already sent is dead-lettered as above.
+- Writing the records took more than half of `RECORD_GRACE`: a worker may have given
+  up on the message meanwhile, so it is published once more after the records exist
+  (a second delivery is harmless: the claim is a compare-and-set).
+- The producer dies after the records were written and before the confirm: as with
+  the other order, the record stays PENDING with a deadline (`pending_timeout`) after
+  which recovery publishes it again.
 """
 
 from __future__ import annotations
@@ -16,34 +35,29 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _values
-from fleet._envelope import Envelope, Outcome, pack, pack_cancel, pack_outcome
+from fleet import _context, _prepare, _values
+from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
+from fleet._prepare import new_id
 from fleet._waiter import Waiter, outcome_of
-from fleet.broker import URGENT, Broker, Message, open_broker
-from fleet.codec import Codec, call_key, encode_call, get_codec
+from fleet.broker import Broker, Message, Publishing, open_broker
+from fleet.codec import Codec, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import CancelledError, InvocationNotFoundError, PublishError, TaskDefinitionError
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore, open_state
-from fleet.status import HistoryEntry, Status
+from fleet.status import Status
 from fleet.task import DirectTask, Task
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def new_id() -> str:
-    """A unique, time-ordered invocation id (32 hex digits)."""
-    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
 class Runtime:
@@ -173,17 +187,34 @@ class Fleet:
         """Register and publish one invocation per bound call; see the module docstring."""
         if self.settings.inline:
             return [self._run_inline(task, b) for b in bounds]
-        records, messages = self.prepare(task, bounds, due)
         runtime = self.runtime()
-        ids = [r.id for r in records]
+        prepared = _prepare.prepare(self, runtime, task, bounds, due)
+        ids = prepared.ids
         runtime.waiter.watch(ids)
-        runtime.state.register(records)
         if due is None:
-            self.publish(messages)
+            self._register_and_publish(runtime, prepared)
+        else:
+            runtime.state.register(prepared.records())
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
         return [Invocation(self, i, task.name, watched=True) for i in ids]
+
+    def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
+        """Register while the broker confirms; see the module docstring."""
+        messages = prepared.messages
+        runtime.declare([prepared.queue])
+        began = time.monotonic()
+        publishing = runtime.broker.begin_publish(messages)
+        try:
+            runtime.state.register(prepared.records())
+        except BaseException:
+            publishing.abandon()
+            raise
+        if runtime.broker.sends_early and time.monotonic() - began > RECORD_GRACE / 2:
+            self._confirm(publishing, messages)
+            publishing = runtime.broker.begin_publish(messages)
+        self._confirm(publishing, messages)
 
     def prepare(
         self,
@@ -194,64 +225,22 @@ class Fleet:
     ) -> tuple[list[InvocationRecord], list[Message]]:
         """Encode calls into invocation records and their messages, writing nothing but
         large argument values; `reply_to` defaults to this process's waiter."""
-        encoded = [
-            encode_call(self.codec, task.name, b.args, b.kwargs, task.params) for b in bounds
-        ]
-        runtime = self.runtime()
-        reply_to = runtime.waiter.address if reply_to is None else reply_to
-        queue = self.queues.route(task.name, task.options.queue)
-        execution = _context.current()
-        parent = execution.invocation_id if execution else ""
-        # A child of a running task is probably awaited by it: serve it before new work.
-        priority = URGENT if execution else 0
-        now = time.time()
-        status = Status.PENDING if due is None else Status.SCHEDULED
-        next_check = now + self.settings.pending_timeout if due is None else due
-        threshold = self.settings.large_value_threshold
-        records, messages = [], []
-        for data in encoded:
-            invocation_id = new_id()
-            args = _values.externalize(runtime.state, data, threshold)
-            records.append(
-                InvocationRecord(
-                    id=invocation_id,
-                    task=task.name,
-                    queue=queue,
-                    args=args,
-                    codec=self.codec.name,
-                    status=status,
-                    call_key=call_key(task.name, data),
-                    history=(HistoryEntry(status, now, "", "submitted"),),
-                    due=next_check,
-                    parent=parent,
-                    reply_to=reply_to,
-                    created=now,
-                    updated=now,
-                )
-            )
-            body = pack(
-                Envelope(
-                    invocation_id,
-                    task.name,
-                    args,
-                    self.codec.name,
-                    reply_to,
-                    parent,
-                    task.module,
-                )
-            )
-            messages.append(Message(queue, body, invocation_id, priority))
-        return records, messages
+        prepared = _prepare.prepare(self, self.runtime(), task, bounds, due, reply_to)
+        return prepared.records(), prepared.messages
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish invocation messages; on failure mark them FAILED and re-raise."""
         runtime = self.runtime()
         runtime.declare(sorted({m.queue for m in messages}))
+        self._confirm(runtime.broker.begin_publish(messages), messages)
+
+    def _confirm(self, publishing: Publishing, messages: Sequence[Message]) -> None:
+        """Wait for a publish; on failure mark its invocations FAILED and re-raise."""
         try:
-            runtime.broker.publish(messages)
+            publishing.wait()
         except PublishError as exc:
             error = ErrorInfo("fleet.errors.PublishError", str(exc))
-            runtime.state.apply(
+            self.runtime().state.apply(
                 [
                     Change(
                         m.invocation_id,

@@ -6,7 +6,10 @@ notifications (results) back to whoever waits.
 Contract, for every implementation:
 - `publish` returns only once the broker has taken every message durably (a publisher
   confirm, a committed transaction). Otherwise it raises `PublishError`; a message is
-  never reported as sent when it was not.
+  never reported as sent when it was not. `begin_publish` splits it in two, so that the
+  caller can work while the broker confirms: by default nothing is sent before `wait()`
+  (which is `publish`), while the RabbitMQ broker sends at once, so its messages may
+  reach a consumer before `wait()` returns, and even when the publish is abandoned.
 - A `Consumer` delivers each message to one consumer at a time. A delivery that is
   neither acked nor dead-lettered (the consumer died, closed, or released it) is
   delivered again, and its `delivery_count` grows; past the queue's delivery limit it is
@@ -32,7 +35,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from fleet.errors import ConfigError
 
@@ -127,6 +130,10 @@ class Listener(ABC):
     """Receives push notifications sent to its address."""
 
     address: str
+    patient: bool = False
+    """True when notifications wait for `receive` without loss however long it takes
+    (they queue in the broker); False where unread ones may be dropped (the embedded
+    broker's doorbells hold only a few datagrams)."""
 
     @abstractmethod
     def receive(self, timeout: float | None) -> list[bytes]:
@@ -140,11 +147,38 @@ class Listener(ABC):
     def close(self) -> None: ...
 
 
+class Publishing(Protocol):
+    """A publish under way (`Broker.begin_publish`); used by the thread that began it."""
+
+    def wait(self) -> None:
+        """Return once every message was taken durably; else raise `PublishError`."""
+
+    def abandon(self) -> None:
+        """Give the publish up (what was already sent may still arrive); never raises
+        `PublishError`."""
+
+
+class _Deferred:
+    """`begin_publish` of a broker that sends nothing before `wait()`."""
+
+    def __init__(self, broker: Broker, messages: Sequence[Message]) -> None:
+        self._broker = broker
+        self._messages = messages
+
+    def wait(self) -> None:
+        self._broker.publish(self._messages)
+
+    def abandon(self) -> None:
+        pass
+
+
 class Broker(ABC):
     """A message broker behind fleet. See the module docstring for the contract."""
 
     url: str
     """The URL it was opened with, credentials removed (safe to log)."""
+    sends_early: bool = False
+    """Whether `begin_publish` sends at once (messages may arrive before `wait()`)."""
 
     @abstractmethod
     def declare(self, queues: Sequence[QueueSpec]) -> None:
@@ -153,6 +187,10 @@ class Broker(ABC):
     @abstractmethod
     def publish(self, messages: Sequence[Message]) -> None:
         """Send messages durably; raise `PublishError` unless all were taken."""
+
+    def begin_publish(self, messages: Sequence[Message]) -> Publishing:
+        """Start a `publish` that `wait()` finishes (see the module docstring)."""
+        return _Deferred(self, messages)
 
     @abstractmethod
     def consumer(self, queues: Sequence[str], prefetch: int) -> Consumer:
@@ -225,6 +263,7 @@ __all__ = [
     "Delivery",
     "Listener",
     "Message",
+    "Publishing",
     "QueueStats",
     "open_broker",
 ]

@@ -17,18 +17,21 @@ Design, and why it loses nothing:
   queues have no channel-wide prefetch: a consumer on k queues may buffer up to 2k x P
   (the urgent lanes are nearly always empty), and the hand-back bounds the wait.
 - Ack discipline: the worker acks a message right after claiming its invocation in the
-  state store, before the task runs, so no message is unacked for the length of a task
-  and RabbitMQ's consumer_timeout cannot trip. A message the worker has not asked for
-  (prefetched while every slot is busy) waits at most `handoff_after` seconds (default
-  1): then every buffered message is handed back and consuming pauses until the worker
-  asks again, so it never waits behind a long task while other workers idle. Handing
-  back publishes a copy to the same lane with a confirm and then acks the original, so
-  it does not count as a delivery (a nack would, and would push good messages towards
-  the delivery limit); a copy that is refused (full queue) is nacked back instead.
-  Nothing is acked before its copy is confirmed; a crash between the two leaves two
-  copies, which is harmless: delivery is at least once anyway, and the worker's claim is
-  a compare-and-set in the state store, so a copy of an invocation already claimed (or
-  finished) is acked and dropped without running.
+  state store, as the task starts (the ack leaves with those of the next deliveries,
+  at the latest after `ACK_DELAY`, up to prefetch / 2 of them in one frame, so that
+  they never hold much of the prefetch credit), so no message is unacked for the
+  length of a task and RabbitMQ's consumer_timeout cannot trip. A message the
+  worker has not asked for (prefetched while every slot is busy) waits at most
+  `handoff_after` seconds (default 1): then every buffered message is handed back and
+  consuming pauses until the worker asks again, so it never waits behind a long task
+  while other workers idle. Handing back publishes a copy to the same lane with a
+  confirm and then acks the original, so it does not count as a delivery (a nack
+  would, and would push good messages towards the delivery limit); a copy that is
+  refused (full queue) is nacked back instead. Nothing is acked before its copy is
+  confirmed; a crash between the two leaves two copies, which is harmless: delivery is
+  at least once anyway, and the worker's claim is a compare-and-set in the state
+  store, so a copy of an invocation already claimed (or finished) is acked and dropped
+  without running.
 - Delivery counts: quorum queues count returns in `x-delivery-count`; copies carry the
   deliveries made before them in `x-fleet-prior`; `delivery_count` = prior + returns +
   1. Classic queues count nothing, so a redelivered classic message (its consumer died)
@@ -40,9 +43,10 @@ Design, and why it loses nothing:
   with `dead_letter: false` has no exchange: the message is acked and dropped.
   (Settling lives in `fleet.broker._amqp_holding`.)
 - `release` nacks quorum deliveries back (RabbitMQ counts the return) and copies
-  classic ones with prior + 1. `close` cancels, nacks everything held back to the
-  queues, closes, and returns once RabbitMQ shows the consumer gone and the messages
-  back (RabbitMQ settles both asynchronously; it waits at most 1 s).
+  classic ones with prior + 1. `close` sends the acks kept back, cancels, nacks
+  everything held back to the queues, closes, and returns once RabbitMQ shows the
+  consumer gone and the messages back (RabbitMQ settles both asynchronously; it waits
+  at most 1 s).
 - Connection loss: the buffer is dropped (RabbitMQ redelivers every unacked message),
   and `receive` reconnects with exponential backoff and jitter, returning [] meanwhile;
   acks and releases of deliveries from a lost connection are ignored (they come back,
@@ -92,6 +96,7 @@ class RabbitMQConsumer(Holding, Consumer):
         self._endpoint = broker.endpoint
         self.queues = queues
         self.prefetch = max(prefetch, 1)
+        self.ack_batch = max(1, self.prefetch // 2)  # acks kept back hold prefetch credit
         lanes = [Lane(urgent_lane(q), q, True) for q in queues if self._infos[q].urgent]
         self._lanes = lanes + [Lane(q, q, False) for q in queues]
         self._urgent: deque[tuple[float, Delivery]] = deque()
@@ -149,6 +154,7 @@ class RabbitMQConsumer(Holding, Consumer):
             buffer.clear()
         self._held.clear()
         self._out.clear()
+        self._acks.clear()
         self._consuming = False
         self._next_connect = time.monotonic() + self._backoff * random.uniform(0.5, 1.5)
 
@@ -300,9 +306,13 @@ class RabbitMQConsumer(Holding, Consumer):
         if oldest is not None and now - oldest >= handoff:
             self._hand_back()
             return None
+        if self._acks and self._ack_due <= now:
+            self._send_acks()
         if deadline is not None and deadline <= now and not first:
             return []
         waits = [max(0.0, deadline - now)] if deadline is not None else []
+        if self._acks:
+            waits.append(self._ack_due - now)
         if oldest is not None:
             waits.append(oldest + handoff - now)
         if max_messages > 0 and self._expect_urgent > 0 and self._normal:
@@ -361,6 +371,7 @@ class RabbitMQConsumer(Holding, Consumer):
                 held = sum(1 for held_lane in self._held.values() if held_lane is lane)
                 if counts is not None:
                     expect[lane.name] = (counts[0] + held, counts[1])
+            self._send_acks()  # before the nack below would take them back too
             if self._consuming:
                 self._cancel(self._lanes, 2.0)  # no delivery after this...
             if self._held:

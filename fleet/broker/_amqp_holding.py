@@ -11,8 +11,13 @@ Contract:
   (see `Tag.link`) or one already settled is ignored by every method: RabbitMQ
   redelivers it, and the worker's claim deduplicates.
 - `ack` never raises (the dispatcher acks after its claims took effect; an exception
-  there would strand them); acks of a whole batch go out as one `multiple` frame
-  when they cover every held delivery up to the highest tag.
+  there would strand them). It settles the deliveries at once but keeps their acks
+  back until `ack_batch` of them wait or for up to `ACK_DELAY` seconds (the consumer
+  sends them before it blocks past that, and before anything else settles its
+  deliveries in bulk), so acks of deliveries that arrive close together share one
+  `multiple` frame when they cover every held delivery up to the highest tag. An ack
+  kept back when the connection is lost is lost with it: RabbitMQ redelivers, and the
+  claim deduplicates.
 - `copy` acks an original only once its copy is confirmed; a refused copy is nacked
   back instead (it then counts as a delivery, but is not lost).
 - `dead_letter` publishes to the queue's dead-letter exchange with `x-fleet-reason`,
@@ -40,6 +45,8 @@ from fleet.errors import BrokerError
 
 log = logging.getLogger("fleet.broker._amqp_consumer")
 _BOOKKEEPING = ("x-delivery-count", "x-death")
+ACK_DELAY = 0.02
+"""Longest an ack waits to share a frame (and a socket write) with later ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +82,11 @@ class Holding:
         self._generation = 0
         self._held: dict[int, Lane] = {}
         self._out: set[int] = set()
+        self._acks: list[int] = []
+        """Tags acked by the owner and not sent yet (see `ACK_DELAY`)."""
+        self._ack_due = 0.0
+        self.ack_batch = 1
+        """Acks kept back that make `ack` send them at once (they hold prefetch credit)."""
 
     def _lost(self, exc: BaseException) -> None:
         raise NotImplementedError  # the consumer forgets its connection
@@ -124,20 +136,32 @@ class Holding:
             self._settle(tag.delivery_tag, ack=why is None)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        tags = sorted(tag.delivery_tag for _, tag in self._mine(deliveries))
+        tags = [tag.delivery_tag for _, tag in self._mine(deliveries)]
+        if not tags:
+            return
+        for t in tags:
+            self._held.pop(t, None)
+        self._out.difference_update(tags)
+        if not self._acks:
+            self._ack_due = time.monotonic() + ACK_DELAY
+        self._acks += tags
+        if len(self._acks) >= self.ack_batch:
+            self._send_acks()
+
+    def _send_acks(self) -> None:
+        """Send the acks `ack` kept back: one `multiple` frame up to the highest tag when
+        no delivery still held lies below it, else one frame per tag. Never raises."""
+        tags, self._acks = self._acks, []
         channel, link = self._channel, self._link
         if not tags or channel is None or link is None:
             return
         try:
-            chosen = set(tags)
-            if all(t in chosen for t in self._held if t <= tags[-1]):
-                channel.basic_ack(tags[-1], multiple=True)  # one frame for the batch
+            top = max(tags)
+            if all(t > top for t in self._held):
+                channel.basic_ack(top, multiple=True)
             else:
-                for t in tags:
+                for t in sorted(tags):
                     channel.basic_ack(t)
-            for t in tags:
-                self._held.pop(t, None)
-            self._out.difference_update(tags)
             link.pump()
         except Exception as exc:
             log.info("acks not sent (%s); RabbitMQ will redeliver, claims deduplicate", exc)

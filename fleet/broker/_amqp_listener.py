@@ -47,6 +47,8 @@ def address() -> str:
 class RabbitMQListener(Listener):
     """See the module docstring. Belongs to one thread, except `wakeup`."""
 
+    patient = True  # notifications wait in the listener's queue on RabbitMQ
+
     def __init__(self, endpoint: Endpoint) -> None:
         self._endpoint = endpoint
         self.address = address()

@@ -9,7 +9,9 @@ Contract:
   `multiple=True`), keeping at most `WINDOW` unconfirmed. It returns one result per
   item: None when confirmed, else the reason (nacked, returned). It waits at most
   `publish_timeout` seconds for progress; a timeout or a lost connection raises
-  `LinkError` (the unconfirmed items are simply not known to be taken).
+  `LinkError` (the unconfirmed items are simply not known to be taken). `send(items)`
+  then `collect()` is the same in two halves: the items are on the socket when `send`
+  returns, and the caller may do other work before it waits.
 - `Publisher.publish(messages)` is the broker's `publish`: persistent messages
   (delivery_mode 2) to the default exchange, routing key = queue, or the queue's urgent
   lane for URGENT messages. An attempt gets a connection (connection refusals are
@@ -19,7 +21,10 @@ Contract:
   to `publish_retries` attempts; then `PublishError` names the queues and the reason.
   Confirmed messages are never sent again, so a retry adds no duplicates of them. A
   RabbitMQ outage shorter than about `publish_retries` x `publish_timeout` seconds is
-  thus invisible to callers (apart from the delay).
+  thus invisible to callers (apart from the delay). `begin(messages)` returns once the
+  first attempt's messages are on the socket, with a `Publishing` whose `wait()` does
+  the rest (`publish` is `begin(...).wait()`) and whose `abandon()` collects the first
+  attempt's confirms without retrying or raising.
 - Connections are pooled: each caller thread checks one out for the whole call (pika
   connections are not thread-safe), so concurrent callers never wait on each other;
   at most `pool_size` idle ones are kept. A connection idle for more than half its
@@ -114,6 +119,12 @@ class ConfirmChannel:
 
     def publish(self, items: Sequence[Outgoing]) -> list[str | None]:
         """Publish and wait for confirms; see the module docstring."""
+        self.send(items)
+        return self.collect()
+
+    def send(self, items: Sequence[Outgoing]) -> None:
+        """The first half of `publish`: every item is written to the socket (beyond
+        `WINDOW` unconfirmed, after waiting for confirms) when it returns."""
         self._results = [None] * len(items)
         self._by_id = {}
         channel = self.channel
@@ -128,6 +139,14 @@ class ConfirmChannel:
                 )
                 if len(self._pending) >= WINDOW:
                     self._wait(WINDOW // 2)
+            self.link.send()
+        except BaseException:
+            self._pending.clear()
+            raise
+
+    def collect(self) -> list[str | None]:
+        """The second half of `publish`: wait for the confirms of what `send` sent."""
+        try:
             self._wait(0)
         finally:
             unconfirmed = set(self._pending.values())
@@ -188,6 +207,47 @@ class _Pooled:
         return self.confirms.alive and self.plain.is_open
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """An attempt whose messages are on the wire, on a checked-out connection."""
+
+    pooled: _Pooled
+
+
+class Publishing:
+    """A publish under way (`Publisher.begin`); belongs to the thread that began it."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        messages: Sequence[Message],
+        ids: Sequence[str],
+        first: _Sent | dict[int, str],
+    ) -> None:
+        self._publisher = publisher
+        self._messages = messages
+        self._ids = ids
+        self._first: _Sent | dict[int, str] | None = first
+
+    def _take(self) -> _Sent | dict[int, str]:
+        first, self._first = self._first, None
+        if first is None:
+            raise RuntimeError("this publish was already waited for or abandoned")
+        return first
+
+    def wait(self) -> None:
+        """Return once every message is confirmed; else raise `PublishError`."""
+        first = self._take()
+        if self._messages:
+            self._publisher._complete(self._messages, self._ids, first)
+
+    def abandon(self) -> None:
+        """Give up without retrying: settle the connection, report nothing."""
+        first = self._take()
+        if isinstance(first, _Sent):
+            self._publisher._finish(first, self._messages)
+
+
 class Publisher:
     """The broker's publishing side; thread-safe. See the module docstring."""
 
@@ -242,14 +302,68 @@ class Publisher:
     # -- publishing ---------------------------------------------------------------------
 
     def publish(self, messages: Sequence[Message]) -> None:
-        if not messages:
-            return
+        self.begin(messages).wait()
+
+    def begin(self, messages: Sequence[Message]) -> Publishing:
+        """Make the first attempt's messages leave now; `wait()` does the rest."""
         ids = [self.message_id() for _ in messages]
+        return Publishing(self, messages, ids, self._send(messages, ids) if messages else {})
+
+    def _send(self, messages: Sequence[Message], ids: Sequence[str]) -> _Sent | dict[int, str]:
+        """The sending half of an attempt: the messages on the wire, or {position:
+        reason} for all of them."""
+        deadline = time.monotonic() + self.options.publish_timeout
+        try:
+            infos = self._queues.ensure(sorted({m.queue for m in messages}), deadline)
+            pooled = self._checkout(deadline)
+        except BrokerError as exc:
+            return dict.fromkeys(range(len(messages)), str(exc))
+        items = []
+        for message, message_id in zip(messages, ids, strict=True):
+            key = message.queue
+            if message.priority >= URGENT and infos[key].urgent:
+                key = urgent_lane(key)
+            items.append(Outgoing("", key, bytes(message.body), properties(message, message_id)))
+        try:
+            pooled.confirms.send(items)
+        except BrokerError as exc:
+            pooled.link.close(0.2)
+            return dict.fromkeys(range(len(messages)), str(exc))
+        return _Sent(pooled)
+
+    def _finish(self, sent: _Sent, messages: Sequence[Message]) -> dict[int, str]:
+        """The waiting half of an attempt: {position: reason} of the messages that were
+        not confirmed."""
+        pooled = sent.pooled
+        try:
+            results = pooled.confirms.collect()
+        except BrokerError as exc:
+            pooled.link.close(0.2)
+            return dict.fromkeys(range(len(messages)), str(exc))
+        self._checkin(pooled)
+        failed = {i: why for i, why in enumerate(results) if why is not None}
+        for i, why in failed.items():
+            if why.startswith("returned"):
+                self._queues.forget(messages[i].queue)  # deleted meanwhile: declare again
+        return failed
+
+    def _attempt(self, messages: Sequence[Message], ids: Sequence[str]) -> dict[int, str]:
+        """One attempt; {position: reason} of the messages that were not confirmed."""
+        sent = self._send(messages, ids)
+        return sent if isinstance(sent, dict) else self._finish(sent, messages)
+
+    def _complete(
+        self, messages: Sequence[Message], ids: Sequence[str], first: _Sent | dict[int, str]
+    ) -> None:
+        """Finish the first attempt, make the others, raise `PublishError` at the end."""
         todo = list(range(len(messages)))
         reasons: dict[int, str] = {}
         attempts = self.options.publish_retries
         for attempt in range(1, attempts + 1):
-            failed = self._attempt([messages[i] for i in todo], [ids[i] for i in todo])
+            if attempt == 1:
+                failed = first if isinstance(first, dict) else self._finish(first, messages)
+            else:
+                failed = self._attempt([messages[i] for i in todo], [ids[i] for i in todo])
             reasons = {todo[position]: why for position, why in failed.items()}
             todo = sorted(reasons)
             if not todo:
@@ -271,32 +385,6 @@ class Publisher:
             f"{len(messages)} message(s) not confirmed after {attempts} attempt(s): "
             + "; ".join(why)
         )
-
-    def _attempt(self, messages: Sequence[Message], ids: Sequence[str]) -> dict[int, str]:
-        """One attempt; {position: reason} of the messages that were not confirmed."""
-        deadline = time.monotonic() + self.options.publish_timeout
-        try:
-            infos = self._queues.ensure(sorted({m.queue for m in messages}), deadline)
-            pooled = self._checkout(deadline)
-        except BrokerError as exc:
-            return dict.fromkeys(range(len(messages)), str(exc))
-        items = []
-        for message, message_id in zip(messages, ids, strict=True):
-            key = message.queue
-            if message.priority >= URGENT and infos[key].urgent:
-                key = urgent_lane(key)
-            items.append(Outgoing("", key, bytes(message.body), properties(message, message_id)))
-        try:
-            results = pooled.confirms.publish(items)
-        except BrokerError as exc:
-            pooled.link.close(0.2)
-            return dict.fromkeys(range(len(messages)), str(exc))
-        self._checkin(pooled)
-        failed = {i: why for i, why in enumerate(results) if why is not None}
-        for i, why in failed.items():
-            if why.startswith("returned"):
-                self._queues.forget(messages[i].queue)  # deleted meanwhile: declare again
-        return failed
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> None:
         """Best-effort transient messages to listener queues; never raises."""

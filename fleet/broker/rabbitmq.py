@@ -18,7 +18,8 @@ Contract, beyond `fleet.broker` (the parts live in private modules, each documen
   difference.
 - Publishing (`fleet.broker._amqp_publisher`): persistent, mandatory, confirmed,
   pipelined, retried across connection loss, then `PublishError`. URGENT messages go
-  to the urgent lane.
+  to the urgent lane. `begin_publish` writes the messages to the socket before it
+  returns; its `wait()` collects the confirms (and makes the retries).
 - Consuming (`fleet.broker._amqp_consumer`): manual acks, per-lane prefetch, urgent
   lanes first, hand-back of prefetched messages nobody asked for, exact delivery
   counts, explicit dead letters with `x-fleet-reason`; its docstring states why this
@@ -46,7 +47,7 @@ import pika
 from pika.channel import Channel
 from pika.spec import Basic
 
-from fleet.broker import Broker, DeadLetter, Message, QueueStats, _common
+from fleet.broker import Broker, DeadLetter, Message, Publishing, QueueStats, _common
 from fleet.broker._amqp_admin import NOT_FOUND, Admin
 from fleet.broker._amqp_consumer import RabbitMQConsumer
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
@@ -65,6 +66,7 @@ MAX_REDRIVE = 100_000
 class RabbitMQBroker(Broker):
     """See the module docstring."""
 
+    sends_early = True
     SETTINGS = ("publish_timeout", "publish_retries", "connect_timeout")
     """fleet settings passed to the constructor by `fleet.broker.open_broker`."""
 
@@ -88,6 +90,10 @@ class RabbitMQBroker(Broker):
     def publish(self, messages: Sequence[Message]) -> None:
         _common.check_messages(messages)
         self.publisher.publish(messages)
+
+    def begin_publish(self, messages: Sequence[Message]) -> Publishing:
+        _common.check_messages(messages)
+        return self.publisher.begin(messages)
 
     def consumer(self, queues: Sequence[str], prefetch: int) -> RabbitMQConsumer:
         _common.check_prefetch(prefetch)

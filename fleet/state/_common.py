@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 from fleet.state import ErrorInfo, InvocationRecord, Query, RunnerRecord
@@ -51,9 +53,16 @@ def error_from_json(text: str | None) -> ErrorInfo | None:
     return ErrorInfo(data["type"], data["message"], data.get("traceback", ""), args)
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii  # json.dumps's own
+
+
 def entry_json(entry: HistoryEntry) -> str:
-    """One history entry as the JSON array the SQLite store appends."""
-    return json.dumps([entry.status.value, entry.at, entry.owner, entry.note])
+    """One history entry as the JSON array the SQLite store appends (the text
+    `json.dumps` writes, built without its encoder: this runs once per status change)."""
+    status, at, owner, note = entry.status.value, entry.at, entry.owner, entry.note
+    if type(at) is float and math.isfinite(at) and type(owner) is str and type(note) is str:
+        return f"[{_quote(status)}, {float.__repr__(at)}, {_quote(owner)}, {_quote(note)}]"
+    return json.dumps([status, at, owner, note])
 
 
 def history_to_json(history: tuple[HistoryEntry, ...]) -> str:

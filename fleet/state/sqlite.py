@@ -10,7 +10,8 @@ Contract, beyond `fleet.state`:
 - `apply` of N changes is one write transaction of N statements: each change is one
   `UPDATE ... WHERE id = ? AND status IN (...) [AND owner = ?]` that sets status, owner
   and fields and appends the history entry with `json_insert`, so the compare-and-set
-  and the history append cannot be separated. `register` of N is one executemany.
+  and the history append cannot be separated. `register` of N is one executemany. A
+  batch of one is its single statement, which SQLite runs as a transaction of its own.
 - History is a JSON array of `[status, at, owner, note]`; `waits_on` a JSON array;
   `error` a JSON object (args in base64). Floats keep every digit.
 - `lease` is a single conditional UPSERT (insert, or take over when held by the same
@@ -117,6 +118,16 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         if not records:
             return
         rows = [_row(r) for r in records]
+        if len(rows) == 1:
+            try:
+                self.db.write_one(_INSERT, rows[0])
+            except StateError as exc:
+                if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                    raise StateError(
+                        f"cannot register: invocation id {records[0].id!r} is already registered"
+                    ) from exc.__cause__
+                raise
+            return
 
         def tx_fn(tx: Tx) -> None:
             try:
@@ -146,6 +157,8 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             return []
         when = time.time() if at is None else at
         statements = [self._change(ch, when) for ch in changes]
+        if len(statements) == 1:
+            return [self.db.write_one(*statements[0]) == 1]
 
         def tx_fn(tx: Tx) -> list[bool]:
             return [tx.execute(sql, params).rowcount == 1 for sql, params in statements]

@@ -2,8 +2,8 @@
 
 Layout: `supervisor` keeps worker processes alive on one host; `child` is the entry of
 each spawned process; `process` is the receive-claim-ack-run loop of one process;
-`executor` runs one invocation (and pauses it while it waits); `committer` batches
-outcomes; `slots` bounds concurrency; `limits` enforces time limits; `recovery` and
+`executor` runs one invocation (and pauses it while it waits); `committer` commits
+outcomes in batches; `slots` bounds concurrency; `limits` enforces time limits; `recovery` and
 `leader` requeue the work of dead runners and release due invocations.
 """
 

@@ -4,19 +4,22 @@ Job: take finished invocations from task threads, apply their status changes in 
 state-store round trips as the load allows, then push notifications to the processes
 waiting on them.
 
-Contract: `put` never blocks a task thread. The committer thread applies everything
-queued at the moment it wakes as one batch (no waiting to fill a batch: latency first).
-A failing state store is retried with backoff, never dropped: an outcome not committed
-leaves the invocation RUNNING under this owner, where recovery will find it if this
-process dies. Notifications go out only for changes that took effect, so a late
-duplicate never announces a result that lost. Outcomes waited on in this very process
-are delivered directly, without the broker.
+Contract: `put` commits in the calling thread (no hand-off to another thread on the
+hot path) unless another thread is committing at that moment: then it queues the
+outcome and returns at once, and the committing thread takes everything queued along
+in its next batch (no waiting to fill a batch: latency first; batches form by
+themselves under load). A failing state store is retried with backoff, never dropped:
+an outcome not committed leaves the invocation RUNNING under this owner, where
+recovery will find it if this process dies. Notifications go out only for changes
+that took effect, so a late duplicate never announces a result that lost. Outcomes
+waited on in this very process are delivered directly, without the broker. A task
+thread calls `put` only once its task can no longer be interrupted
+(`Running.finished`), so no asynchronous exception can cut a batch short.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -41,43 +44,48 @@ class Committer:
         self._state = state
         self._broker = broker
         self._waiter = waiter
-        self._queue: queue.SimpleQueue[Commit | None] = queue.SimpleQueue()
-        self._idle = threading.Condition()
+        self._cond = threading.Condition()
+        self._queue: list[Commit] = []
         self._pending = 0
-        self._thread = threading.Thread(target=self._run, name="fleet-committer", daemon=True)
-        self._thread.start()
+        self._committing = False
 
     def put(self, change: Change, reply_to: str) -> None:
-        with self._idle:
+        """Commit `change` (see the module docstring); notify `reply_to` if it is final."""
+        with self._cond:
             self._pending += 1
-        self._queue.put(Commit(change, reply_to))
+            self._queue.append(Commit(change, reply_to))
+            if self._committing:
+                return  # the committing thread takes it along
+            self._committing = True
+        self._drain()
+
+    def _drain(self) -> None:
+        batch: list[Commit] = []
+        try:
+            while True:
+                with self._cond:
+                    if batch:
+                        self._pending -= len(batch)
+                        self._cond.notify_all()
+                    batch = self._queue[:BATCH]
+                    del self._queue[:BATCH]
+                    if not batch:
+                        self._committing = False
+                        return
+                self._commit(batch)
+        except BaseException:  # not an Exception: those are retried inside `_commit`
+            with self._cond:
+                self._queue[:0] = batch  # not known to be committed: the next put tries
+                self._committing = False
+            raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything put so far is committed; False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self, timeout: float | None = None) -> None:
         self.flush(timeout)
-        self._queue.put(None)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._commit(batch)
-                    return
-                batch.append(item)
-            self._commit(batch)
 
     def _commit(self, batch: list[Commit]) -> None:
         applied = self._apply([c.change for c in batch])
@@ -102,9 +110,6 @@ class Committer:
                 log.warning(
                     "result notifications failed; waiters fall back to the store", exc_info=True
                 )
-        with self._idle:
-            self._pending -= len(batch)
-            self._idle.notify_all()
 
     def _apply(self, changes: list[Change]) -> list[bool]:
         delay = 0.1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from fleet.errors import SerializationError, WaitCycleError
 from fleet.state import Change
 from fleet.status import Status
 from fleet.worker.committer import Committer
+from fleet.worker.limits import interrupt, withdraw
 from fleet.worker.slots import Slots
 
 if TYPE_CHECKING:
@@ -61,6 +63,21 @@ class Running:
     soft_deadline: float | None = None
     hard_deadline: float | None = None
     stopping: list[str] = field(default_factory=list)
+    guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def interrupt(self, exc_type: type[BaseException] | None = None) -> bool:
+        """Raise `exc_type` (default `Abandoned`) in the thread running the invocation,
+        unless it is past `finished`."""
+        with self.guard:
+            return interrupt(self.thread_id, exc_type)
+
+    def finished(self) -> None:
+        """Called by the invocation's thread once its outcome is decided: interrupts no
+        longer reach the thread, and one sent but not raised yet is withdrawn."""
+        with self.guard:
+            if self.thread_id:
+                withdraw(self.thread_id)
+                self.thread_id = 0
 
 
 class Executor:
@@ -85,8 +102,6 @@ class Executor:
 
     def run(self, envelope: Envelope, task: Task[Any, Any]) -> None:
         """Run a claimed invocation to its outcome (in a pool thread; frees its slot)."""
-        import threading
-
         running = self.in_hand[envelope.id]
         running.thread_id = threading.get_ident()
         attempt = envelope.attempt + 1
@@ -103,11 +118,12 @@ class Executor:
                 extra={"invocation_id": envelope.id, "task": envelope.task},
             )
         finally:
+            running.finished()  # first: the commit below must not be interrupted
             _context.leave(token)
             self.in_hand.pop(envelope.id, None)
-            if change is not None:
-                self.committer.put(change, envelope.reply_to)
             self.slots.release()
+            if change is not None:
+                self.committer.put(change, envelope.reply_to)  # commits in this thread
             self.on_done()
 
     def _call(self, envelope: Envelope, task: Task[Any, Any], attempt: int) -> Change:

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from fleet.errors import SoftTimeLimitExceeded
 
@@ -38,10 +39,15 @@ def interrupt(thread_id: int, exc_type: type[BaseException] | None = None) -> bo
     return bool(done == 1)
 
 
+def withdraw(thread_id: int) -> None:
+    """Cancel an asynchronous exception sent to thread `thread_id` and not raised yet."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
 class Watchdog:
     """Fires soft and hard time limits of the invocations in hand."""
 
-    def __init__(self, in_hand: Mapping[str, object], on_hard: Callable[[str], None]) -> None:
+    def __init__(self, in_hand: Mapping[str, Any], on_hard: Callable[[str], None]) -> None:
         self._in_hand = in_hand
         self._on_hard = on_hard
         self._cond = threading.Condition()
@@ -80,7 +86,7 @@ class Watchdog:
                 if soft <= now:
                     self._fired_soft.add(invocation_id)
                     log.warning("soft time limit reached", extra={"invocation_id": invocation_id})
-                    interrupt(getattr(running, "thread_id", 0), SoftTimeLimitExceeded)
+                    running.interrupt(SoftTimeLimitExceeded)
                 else:
                     nearest = soft if nearest is None else min(nearest, soft)
             if hard is not None and invocation_id not in self._fired_hard:

@@ -7,10 +7,16 @@ Contract (the hot path, see ARCHITECTURE.md):
 2. Dead-letter what cannot run (undecodable body, unknown task) with the reason; the
    invocation, if there is one, is marked FAILED; the loop goes on.
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
-   process), then ack them all. A lost claim is a duplicate delivery: acked and dropped.
-   A message is therefore never held unacknowledged while its task runs; an invocation
-   whose owner dies is found RUNNING under a dead owner and requeued by recovery.
-4. Run each claimed invocation on a slot; the committer writes outcomes in batches.
+   process), hand those won to their threads, then ack them all. A lost claim whose
+   record exists is a duplicate delivery: acked and dropped. One whose record does not
+   exist yet (its producer writes it while the broker confirms, see `fleet.app`) is
+   held unacked, its slot reserved, and claimed again after 1 ms, 2 ms, ... (at most
+   0.1 s apart); after `RECORD_GRACE` seconds it is dead-lettered
+   (`fleet.worker._early`). A message is thus acked as its task starts, never held
+   unacknowledged while it runs; an invocation whose owner dies is found RUNNING under
+   a dead owner and requeued by recovery.
+4. Run each claimed invocation on a slot; its thread commits the outcome (with those of
+   the invocations that finish meanwhile, see `committer`).
 5. A heartbeat record (id, host, pid, queues, invocations in hand) is written every
    `heartbeat_interval`, one write per interval, never per task.
 On `stop()` it takes no new work, lets running invocations finish within the grace
@@ -35,9 +41,10 @@ from fleet.broker import Consumer, Delivery
 from fleet.errors import HardTimeLimitExceeded, SerializationError, UnknownTaskError
 from fleet.state import Change, RunnerRecord
 from fleet.status import CLAIMABLE, Status
+from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
-from fleet.worker.limits import Watchdog, interrupt
+from fleet.worker.limits import Watchdog
 from fleet.worker.slots import Slots, ThreadPool
 
 if TYPE_CHECKING:
@@ -78,6 +85,7 @@ class WorkerProcess:
         self._starved = False
         """True while the dispatcher may be waiting for a slot (see `_slot_freed`)."""
         self.slots = Slots(self.threads, self._slot_freed)
+        self.early = EarlyArrivals()
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.committer = Committer(self.runtime.state, self.runtime.broker, self.runtime.waiter)
         self.executor = Executor(
@@ -128,7 +136,7 @@ class WorkerProcess:
     def _slot_freed(self) -> None:
         # Only a dispatcher waiting for a slot needs waking: one with free slots is
         # already waiting for messages, and waking it would only make it compete for
-        # the GIL with the committer thread that the finished task just handed work to.
+        # the GIL with the task thread, which commits its outcome next.
         if self._starved:
             self._wakeup()
 
@@ -153,6 +161,7 @@ class WorkerProcess:
             )
 
     def _close_consumer(self) -> None:
+        self.slots.give_back(len(self.early.clear()))  # their deliveries go back too
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -168,13 +177,21 @@ class WorkerProcess:
             self._consumer = self.runtime.broker.consumer(self.queues, prefetch)
             self.ready.set()
         consumer = self._consumer
+        early = self.early
         while not self._stop.is_set():
             self._starved = True  # set first: a slot freed while we look must wake us
             free = self.slots.free()
             self._starved = free == 0
-            deliveries = consumer.receive(free, timeout=1.0)
+            timeout = 1.0
+            if early:
+                timeout = min(timeout, early.wait(time.monotonic()) or 0.0)
+            deliveries = consumer.receive(free, timeout=timeout)
             if deliveries:
                 self._dispatch(consumer, deliveries)
+            if early:
+                due = early.due(time.monotonic())
+                if due:
+                    self._claim(consumer, [(e.delivery, e.envelope, e.task) for e in due], due)
 
     def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]] = []
@@ -189,8 +206,18 @@ class WorkerProcess:
                 self._reject(consumer, delivery, f"unknown task {envelope.task!r}", envelope)
                 continue
             runnable.append((delivery, envelope, task))
-        if not runnable:
-            return
+        if runnable:
+            self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
+            self._claim(consumer, runnable)
+
+    def _claim(
+        self,
+        consumer: Consumer,
+        runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]],
+        retried: list[Early] | None = None,
+    ) -> None:
+        """Claim deliveries whose slots are taken; start those won, drop the duplicates,
+        ack both, and hold those whose record is not there yet (see `_early`)."""
         claims = [
             Change(env.id, Status.RUNNING, CLAIMABLE, by=self.id, count_attempt=True)
             for _, env, _ in runnable
@@ -199,10 +226,14 @@ class WorkerProcess:
             won = self.runtime.state.apply(claims)
         except Exception:
             consumer.release([d for d, _, _ in runnable])
+            self.slots.give_back(len(runnable))
             raise
-        consumer.ack([d for d, _, _ in runnable])
+        held: set[int] = set()
+        expired: list[Early] = []
+        if not all(won):
+            held, expired = self.early.sort_out(self.runtime.state, runnable, won, retried)
         started = [(env, task) for (_, env, task), ok in zip(runnable, won, strict=True) if ok]
-        self.slots.take(len(started))
+        self.slots.give_back(len(runnable) - len(started) - len(held) + len(expired))
         now = time.time()
         limited = False
         for envelope, task in started:
@@ -215,6 +246,8 @@ class WorkerProcess:
             limited = limited or bool(limits.soft_time_limit or limits.hard_time_limit)
             self.in_hand[envelope.id] = running
             self.pool.submit(lambda e=envelope, t=task: self.executor.run(e, t))  # type: ignore[misc]
+        # Acked once handed to their threads: the tasks start while the acks go out.
+        consumer.ack([d for i, (d, _, _) in enumerate(runnable) if i not in held])
         if limited:
             self.watchdog.poke()
         self.processed += len(started)
@@ -222,8 +255,15 @@ class WorkerProcess:
         if recycle_after and self.processed >= recycle_after:
             log.info("worker %s: recycling after %d tasks", self.id, self.processed)
             self.stop()
-        if len(started) < len(runnable):
-            log.debug("dropped %d duplicate deliveries", len(runnable) - len(started))
+        duplicates = len(runnable) - len(started) - len(held)
+        if duplicates:
+            log.debug("dropped %d duplicate deliveries", duplicates)
+        for early in expired:
+            reason = (
+                f"no invocation record {early.envelope.id} after {self.early.grace:g}s "
+                "(its producer failed or died before writing it)"
+            )
+            self._reject(consumer, early.delivery, reason, None)
 
     def _reject(
         self, consumer: Consumer, delivery: Delivery, reason: str, envelope: Envelope | None
@@ -311,7 +351,7 @@ class WorkerProcess:
             return
         running.cancelled = True
         log.info("cancelling %s", invocation_id, extra={"invocation_id": invocation_id})
-        interrupt(running.thread_id)
+        running.interrupt()
 
     def _hard_limit(self, invocation_id: str) -> None:
         """Fail (or retry) an invocation past its hard limit and replace its slot."""
@@ -334,7 +374,7 @@ class WorkerProcess:
             self.committer.flush(timeout=10)
             self.beat()
             os._exit(EXIT_HARD_LIMIT)
-        interrupt(running.thread_id)
+        running.interrupt()
 
 
 def resident_mib() -> float:

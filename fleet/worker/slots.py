@@ -5,10 +5,11 @@ invocation that waits on others give its slot away and get one back first when i
 results arrive.
 
 Contract: `Slots.take(n)` is only called by the dispatcher for slots that `free()` said
-were available; `free()` reports 0 while any paused invocation waits to resume, so
-resuming work always beats new work. `release()` calls `on_free` (the dispatcher's
-wake-up). `ThreadPool` runs each job on an idle thread or a new one: paused
-invocations keep their threads, so the pool is not bounded by the slot count.
+were available (`give_back(n)` returns those it did not use); `free()` reports 0 while
+any paused invocation waits to resume, so resuming work always beats new work.
+`release()` calls `on_free` (the dispatcher's wake-up). `ThreadPool` runs each job on
+an idle thread or a new one: paused invocations keep their threads, so the pool is not
+bounded by the slot count.
 """
 
 from __future__ import annotations
@@ -33,6 +34,13 @@ class Slots:
     def take(self, n: int) -> None:
         with self._cond:
             self.used += n
+
+    def give_back(self, n: int) -> None:
+        """Return `n` slots taken and never used (the dispatcher's own call: no wake-up)."""
+        if n:
+            with self._cond:
+                self.used -= n
+                self._cond.notify(n)
 
     def release(self) -> None:
         with self._cond:

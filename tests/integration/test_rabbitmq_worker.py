@@ -1,19 +1,22 @@
 """The full stack on RabbitMQ (SQLite state): hand-back of prefetched messages,
-consumer_timeout, publish failures, and tasks waiting on tasks."""
+consumer_timeout, publish failures, tasks waiting on tasks, and messages that arrive
+before their invocation record."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pika
 import pytest
 
+import fleet.app
 from fleet import Fleet, PublishError, Status
 from fleet.broker.rabbitmq import RabbitMQBroker
-from fleet.state import Query
+from fleet.errors import StateError
+from fleet.state import InvocationRecord, Query
 from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
 from fleet.testing.worker import running_worker
 from tests.integration import rabbitmq_tasks
@@ -167,4 +170,97 @@ def test_tasks_waiting_on_tasks_use_the_urgent_lane(
         assert (urgent.ready, urgent.dead) == (0, 0)
     finally:
         rabbitmq_tasks.TASKS.pop("fib", None)
+        app.close()
+
+
+def test_message_that_arrives_before_its_record_waits_for_it(
+    rabbitmq: RabbitMQServer,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The producer writes the record while RabbitMQ confirms the message, so a worker
+    can receive the message first: it holds it and claims it once the record is there."""
+    app = make_app(rabbitmq.url, tmp_path, unique_name("early"))
+    quick = app.task(rabbitmq_tasks.quick)
+    state = app.runtime().state
+    register = state.register
+    try:
+        with running_worker(app, threads=1) as worker:
+
+            def late_register(records: Sequence[InvocationRecord]) -> None:
+                wait_until(lambda: len(worker.early) == 1, "the worker to hold the message")
+                register(records)
+
+            monkeypatch.setattr(state, "register", late_register)
+            invocation = quick(1)
+            assert invocation.result(timeout=30) == 2
+            statuses = [h.status for h in invocation.history]
+            assert statuses == [Status.PENDING, Status.RUNNING, Status.SUCCESS]
+            assert len(worker.early) == 0
+    finally:
+        app.close()
+
+
+def test_message_whose_record_never_comes_is_dead_lettered(
+    rabbitmq: RabbitMQServer,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Writing the record fails after the message left: the caller gets the error, and
+    the worker dead-letters the message once the grace is over, then goes on."""
+    queue = unique_name("orphan")
+    app = make_app(rabbitmq.url, tmp_path, queue)
+    quick = app.task(rabbitmq_tasks.quick)
+    runtime = app.runtime()
+    try:
+        with running_worker(app, threads=1) as worker:
+            worker.early.grace = 0.3
+
+            def failing_register(records: Sequence[InvocationRecord]) -> None:
+                wait_until(lambda: len(worker.early) == 1, "the worker to hold the message")
+                raise StateError("state store down (test)")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(runtime.state, "register", failing_register)
+                with pytest.raises(StateError, match="down"):
+                    quick(1)
+            wait_until(lambda: runtime.broker.stats(queue).dead == 1, "a dead letter")
+            (letter,) = runtime.broker.dead_letters(queue)
+            assert "no invocation record" in letter.reason
+            assert runtime.state.find(Query()) == []
+            assert quick(2).result(timeout=30) == 3  # the worker goes on
+    finally:
+        app.close()
+
+
+def test_record_written_after_the_grace_is_published_again(
+    rabbitmq: RabbitMQServer,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A record written so late that the worker may have given up on its message: the
+    producer publishes the message again, and the invocation runs once."""
+    queue = unique_name("late")
+    app = make_app(rabbitmq.url, tmp_path, queue)
+    quick = app.task(rabbitmq_tasks.quick)
+    runtime = app.runtime()
+    register = runtime.state.register
+    monkeypatch.setattr(fleet.app, "RECORD_GRACE", 0.3)
+    try:
+        with running_worker(app, threads=1) as worker:
+            worker.early.grace = 0.3
+
+            def late_register(records: Sequence[InvocationRecord]) -> None:
+                wait_until(lambda: runtime.broker.stats(queue).dead == 1, "a dead letter")
+                register(records)
+
+            monkeypatch.setattr(runtime.state, "register", late_register)
+            invocation = quick(1)
+            assert invocation.result(timeout=30) == 2
+            statuses = [h.status for h in invocation.history]
+            assert statuses == [Status.PENDING, Status.RUNNING, Status.SUCCESS]
+    finally:
         app.close()
