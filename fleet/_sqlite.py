@@ -56,6 +56,17 @@ CHECKPOINT_DELAY = 1.0
 """Seconds between background WAL checkpoints while writes keep coming."""
 _AUTOCHECKPOINT_PAGES = 20_000
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_pid = os.getpid()
+"""This process's id, kept up to date across forks (`os.getpid()` is a system call, and
+`Database.connection` runs once per statement)."""
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def float_options(
@@ -162,7 +173,7 @@ class Database:
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (opened on first use)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and self._pid == os.getpid():
+        if conn is not None and self._pid == _pid:
             return conn
         return self._open()
 

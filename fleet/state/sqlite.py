@@ -327,7 +327,7 @@ def _row(r: InvocationRecord) -> tuple[Any, ...]:
         r.due,
         r.parent,
         r.reply_to,
-        json.dumps(list(r.waits_on)),
+        json.dumps(list(r.waits_on)) if r.waits_on else "[]",
         r.created,
         r.updated,
     )

@@ -64,20 +64,24 @@ class Running:
     hard_deadline: float | None = None
     stopping: list[str] = field(default_factory=list)
     guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    interrupted: bool = False
+    """An interrupt was sent to the thread (`finished` then withdraws it if pending)."""
 
     def interrupt(self, exc_type: type[BaseException] | None = None) -> bool:
         """Raise `exc_type` (default `Abandoned`) in the thread running the invocation,
         unless it is past `finished`."""
         with self.guard:
+            if self.thread_id:
+                self.interrupted = True
             return interrupt(self.thread_id, exc_type)
 
     def finished(self) -> None:
         """Called by the invocation's thread once its outcome is decided: interrupts no
         longer reach the thread, and one sent but not raised yet is withdrawn."""
         with self.guard:
-            if self.thread_id:
+            if self.thread_id and self.interrupted:
                 withdraw(self.thread_id)
-                self.thread_id = 0
+            self.thread_id = 0
 
 
 class Executor:
