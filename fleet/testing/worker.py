@@ -5,12 +5,14 @@ process (`running_worker`, for the memory backends and quick integration tests),
 start and stop real worker processes (`WorkerCommand`, for e2e tests and the demo).
 Contract: `running_worker(app)` starts a `WorkerProcess` on a daemon thread, waits until
 it consumes, yields it, and stops it on exit (hard time limits interrupt the task's
-thread instead of exiting). `WorkerCommand` starts `python -m fleet worker` and stops it
-by its PID: SIGTERM, then SIGKILL after a deadline.
+thread instead of exiting). `WorkerCommand` starts `python -m fleet worker` in a process group of
+its own and stops it by its PID: SIGTERM, then SIGKILL after a deadline, then SIGKILL
+to whatever is left of its group.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,7 +80,10 @@ class WorkerCommand:
         return self.process.pid
 
     def start(self) -> WorkerCommand:
-        self.process = subprocess.Popen(self.command, env=self.env, cwd=self.cwd)
+        # A process group of its own: `stop` can reap every worker process it started.
+        self.process = subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd, start_new_session=True
+        )
         return self
 
     def wait_consumers(
@@ -107,6 +112,9 @@ class WorkerCommand:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        # Whatever outlived the supervisor (nothing should): its group, by its PID.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         return process.returncode
 
     def kill(self) -> None:

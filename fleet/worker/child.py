@@ -3,7 +3,9 @@
 Job: in a fresh interpreter, die with the supervisor, load the app by its import path,
 run a `WorkerProcess` until SIGTERM, and exit. Contract: exit status 0 after a clean
 stop (including recycling after `max_tasks_per_child` tasks or above
-`max_memory_per_child` MiB), 75 after stopping itself for a hard time limit.
+`max_memory_per_child` MiB), 75 after stopping itself for a hard time limit, 70 at
+once when the supervisor that spawned it is already gone (it died before this process
+could arm PR_SET_PDEATHSIG, which would otherwise kill this process with it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import multiprocessing
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -21,6 +25,7 @@ if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
+EXIT_ORPHANED = 70
 
 
 def load_app(path: str) -> Fleet:
@@ -40,12 +45,18 @@ def load_app(path: str) -> Fleet:
 
 
 def _die_with_parent() -> None:
+    """Be killed when the supervisor dies; exit now if it died while we started."""
     if sys.platform.startswith("linux"):
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             log.debug("prctl unavailable", exc_info=True)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        # The supervisor was gone before the death signal was armed: nobody would
+        # ever stop this process. Its invocations (none yet) are the leader's concern.
+        os._exit(EXIT_ORPHANED)
 
 
 def child_main(
