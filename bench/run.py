@@ -12,6 +12,9 @@ Contract:
   (fleet, raw pika, Dramatiq) interleaved repetition by repetition, so that the ratios
   between them are not skewed by load that comes and goes on the machine; then their
   other workloads. A fleet child runs one workload on a fresh database and queue.
+- Before each child starts, the files that earlier runs wrote are flushed to disk
+  (`os.sync`), so that their writeback does not slow the fsyncs of the run measured
+  next (quorum queues and SQLite checkpoints both wait on the disk).
 - A child that fails or passes its deadline (SIGTERM, then SIGKILL of its process
   tree) is reported in `statuses` and marks the run failed; the others go on.
 """
@@ -121,6 +124,7 @@ class Run:
     # -- child runs -----------------------------------------------------------------
     def run(self, job: Job) -> None:
         system = job.system
+        os.sync()  # see the module docstring
         if system.kind == "fleet":
             env = fleet_env(system, self.dir, job.workloads[0], self.rabbitmq_url)
         elif system.kind == "dramatiq":
