@@ -20,6 +20,7 @@ import pytest
 from fleet.broker import URGENT, Broker, Consumer, Delivery, Message
 from fleet.errors import ConfigError, PublishError
 from fleet.queues import QueueSpec
+from tests.processes import spawned
 
 
 def msgs(queue: str, n: int, prefix: str = "m", priority: int = 0) -> list[Message]:
@@ -364,7 +365,7 @@ def test_four_consumer_threads_never_share_a_message(broker: Broker, queue: str)
     assert len(set(seen)) == total
 
 
-def _consume_in_child(url: str, options: dict[str, Any], queue: str, out: str) -> None:
+def _consume_in_child(go: Any, url: str, options: dict[str, Any], queue: str, out: str) -> None:
     from fleet.broker import open_broker
 
     broker = open_broker(url, **options)
@@ -392,38 +393,21 @@ def test_consumers_in_several_processes_share_the_work(
     if not broker_target.cross_process:
         pytest.skip(f"{broker_target.name} lives in one process")
     broker = broker_target.open()
-    ctx = multiprocessing.get_context("spawn")
     outs = [tmp_path / f"out{i}.json" for i in range(3)]
-    procs = [
-        ctx.Process(
-            target=_consume_in_child,
-            args=(broker_target.url, broker_target.options, queue, str(out)),
-        )
-        for out in outs
-    ]
-    for proc in procs:
-        proc.start()
-    try:
+    arglists = [(broker_target.url, broker_target.options, queue, str(out)) for out in outs]
+    total = 600
+    with spawned(_consume_in_child, arglists):  # they start consuming at once
         deadline = time.monotonic() + 60
-        while broker.stats(queue).consumers < len(procs) and time.monotonic() < deadline:
+        while broker.stats(queue).consumers < len(outs) and time.monotonic() < deadline:
             threading.Event().wait(0.02)  # waiting for the children to start consuming
-        total = 600
         for batch in range(0, total, 50):
             broker.publish(msgs(queue, 50, f"p{batch}-"))
-        broker.publish([Message(queue, b"stop", f"stop{i}") for i in range(len(procs))])
-        for proc in procs:
-            proc.join(90)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        broker.publish([Message(queue, b"stop", f"stop{i}") for i in range(len(outs))])
     per_child = [json.loads(out.read_text()) for out in outs]
     work = [body for got in per_child for body in got if body != "stop"]
     assert len(work) == total
     assert len(set(work)) == total
-    assert sum(got.count("stop") for got in per_child) == len(procs)
+    assert sum(got.count("stop") for got in per_child) == len(outs)
 
 
 # -- notifications ----------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
 import threading
 import time
@@ -22,6 +21,7 @@ from fleet.state import (
     StateStore,
 )
 from fleet.status import HistoryEntry, Status
+from tests.processes import spawned
 
 S = Status
 T0 = 1_700_000_000.123456
@@ -130,8 +130,9 @@ def test_sixteen_threads_claim_one_invocation_once(state: StateStore) -> None:
     assert state.get(["inv-0001"])[0].owner == winners[0]
 
 
-def _claim_in_child(url: str, options: dict[str, Any], ids: list[str], me: str, *more: Any) -> None:
-    go, out = more
+def _claim_in_child(
+    go: Any, url: str, options: dict[str, Any], ids: list[str], me: str, out: str
+) -> None:
     from fleet.state import open_state
 
     store = open_state(url, **options)
@@ -154,28 +155,13 @@ def test_processes_claim_each_invocation_once(state_target: Any, tmp_path: Path)
     state = state_target.open()
     ids = [f"inv-{i:04d}" for i in range(200)]
     state.register([record(i) for i in range(200)])
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
     outs = [tmp_path / f"won{i}.json" for i in range(4)]
-    procs = [
-        ctx.Process(
-            target=_claim_in_child,
-            args=(state_target.url, state_target.options, ids, f"p{i}", go, str(out)),
-        )
+    arglists = [
+        (state_target.url, state_target.options, ids, f"p{i}", str(out))
         for i, out in enumerate(outs)
     ]
-    for proc in procs:
-        proc.start()
-    try:
+    with spawned(_claim_in_child, arglists) as go:
         go.set()
-        for proc in procs:
-            proc.join(90)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
     won = {f"p{i}": json.loads(out.read_text()) for i, out in enumerate(outs)}
     claimed = [rid for rids in won.values() for rid in rids]
     assert sorted(claimed) == ids

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from fleet.errors import ConfigError
 from fleet.state import StateStore
 from fleet.status import Status
 from fleet.triggers import Condition, Firing, Kind, TriggerDefinition, TriggerStore, trigger_store
+from tests.processes import spawned
 
 T0 = 1_700_000_000.25
 
@@ -133,7 +133,7 @@ def test_eight_threads_fire_once(store: TriggerStore) -> None:
     assert sorted(won) == [False] * 7 + [True]
 
 
-def _fire_in_child(url: str, options: dict[str, Any], me: int, go: Any, out: str) -> None:
+def _fire_in_child(go: Any, url: str, options: dict[str, Any], me: int, out: str) -> None:
     from fleet.state import open_state
 
     state = open_state(url, **options)
@@ -152,27 +152,10 @@ def test_processes_fire_each_key_once(state_target: Any, tmp_path: Path) -> None
     if not state_target.cross_process:
         pytest.skip(f"{state_target.name} lives in one process")
     store = trigger_store(state_target.open())
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
     outs = [tmp_path / f"won{i}.json" for i in range(4)]
-    procs = [
-        ctx.Process(
-            target=_fire_in_child, args=(state_target.url, state_target.options, i, go, str(o))
-        )
-        for i, o in enumerate(outs)
-    ]
-    for proc in procs:
-        proc.start()
-    try:
+    arglists = [(state_target.url, state_target.options, i, str(o)) for i, o in enumerate(outs)]
+    with spawned(_fire_in_child, arglists) as go:
         go.set()
-        for proc in procs:
-            proc.join(90)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
     won = [key for out in outs for key in json.loads(out.read_text())]
     assert sorted(won) == list(range(40))
     assert len(store.firings("t0", limit=100)) == 40

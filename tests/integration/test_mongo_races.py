@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ import pytest
 from fleet.state import Change, InvocationRecord
 from fleet.state.mongo import MongoStateStore
 from fleet.status import Status
+from tests.processes import spawned
 
 pytestmark = [pytest.mark.mongo, pytest.mark.timeout(300)]
 S = Status
@@ -81,21 +81,8 @@ def _pause(seconds: float) -> None:
 
 
 def _spawn(target: Callable[..., None], arglists: list[tuple[Any, ...]]) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
-    procs = [ctx.Process(target=target, args=(go, *args)) for args in arglists]
-    for proc in procs:
-        proc.start()
-    try:
+    with spawned(target, arglists, timeout=240) as go:
         go.set()
-        for proc in procs:
-            proc.join(240)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
 
 
 @pytest.fixture

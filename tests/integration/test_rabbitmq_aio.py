@@ -17,19 +17,9 @@ from fleet.state import Query
 from fleet.testing.rabbitmq import RabbitMQServer
 from fleet.testing.worker import running_worker
 from tests.integration import rabbitmq_tasks
+from tests.integration.rabbitmq_tasks import make_app
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(120)]
-
-
-def make_app(broker_url: str, tmp_path: Path, queue: str, spec: str = "{}", **kw: object) -> Fleet:
-    queues = tmp_path / "queues.yaml"
-    queues.write_text(f"default: {queue}\nqueues:\n  {queue}: {spec}\n")
-    return Fleet(
-        broker_url=broker_url,
-        state_url=f"sqlite:///{tmp_path}/fleet.db",
-        queues_file=str(queues),
-        **kw,
-    )
 
 
 class Ticker:

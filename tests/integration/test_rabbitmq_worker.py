@@ -13,27 +13,16 @@ import pika
 import pytest
 
 import fleet.app
-from fleet import Fleet, PublishError, Status
+from fleet import PublishError, Status
 from fleet.broker.rabbitmq import RabbitMQBroker
 from fleet.errors import StateError
 from fleet.state import InvocationRecord, Query
 from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
 from fleet.testing.worker import running_worker
 from tests.integration import rabbitmq_tasks
+from tests.integration.rabbitmq_tasks import make_app
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
-
-
-def make_app(url: str, tmp_path: Path, queue: str, spec: str = "{}", **settings: object) -> Fleet:
-    queues = tmp_path / "queues.yaml"
-    queues.write_text(f"default: {queue}\nqueues:\n  {queue}: {spec}\n")
-    return Fleet(
-        broker_url=url,
-        state_url=f"sqlite:///{tmp_path}/fleet.db",
-        queues_file=str(queues),
-        heartbeat_interval=0.5,
-        **settings,
-    )
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
