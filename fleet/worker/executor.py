@@ -103,6 +103,8 @@ class Executor:
         self.committer = committer
         self.in_hand = in_hand
         self.on_done: Callable[[], None] = lambda: None
+        self.on_wait: Callable[[], None] = lambda: None
+        """Called by an invocation's thread before it blocks waiting on others."""
 
     def run(self, envelope: Envelope, task: Task[Any, Any]) -> None:
         """Run a claimed invocation to its outcome (in a pool thread; frees its slot)."""
@@ -247,6 +249,7 @@ class Executor:
         if running is not None:
             running.paused = True
         self.slots.release()
+        self.on_wait()
         try:
             self._check_cycle(me, ids)
             return waiter.wait(ids, timeout)

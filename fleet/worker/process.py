@@ -7,7 +7,9 @@ Contract (the hot path, see ARCHITECTURE.md):
 2. Dead-letter what cannot run (undecodable body, unknown task) with the reason; the
    invocation, if there is one, is marked FAILED; the loop goes on.
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
-   process), hand those won to their threads, then ack them all. A lost claim whose
+   process), hand those won to their threads, then ack them all. The thread that
+   received them runs the last one itself (`fleet.worker.baton`: no hand-off for a
+   lone message; another thread takes over the consumer if it runs long). A lost claim whose
    record exists is a duplicate delivery: acked and dropped. One whose record does not
    exist yet (its producer writes it while the broker confirms, see `fleet.app`) is
    held unacked, its slot reserved, and claimed again after 1 ms, 2 ms, ... (at most
@@ -20,7 +22,8 @@ Contract (the hot path, see ARCHITECTURE.md):
 5. A heartbeat record (id, host, pid, queues, invocations in hand) is written every
    `heartbeat_interval`, one write per interval, never per task.
 On `stop()` it takes no new work, lets running invocations finish within the grace
-period, and returns; whatever it still owns is requeued by its supervisor.
+period, and returns; whatever it still owns is requeued by its supervisor. The thread
+calling `run()` only waits for that; pool threads drive the consumer.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fleet._envelope import Envelope, unpack
@@ -42,6 +45,7 @@ from fleet.errors import HardTimeLimitExceeded, SerializationError, UnknownTaskE
 from fleet.state import Change, RunnerRecord
 from fleet.status import CLAIMABLE, Status
 from fleet.worker._early import Early, EarlyArrivals
+from fleet.worker.baton import Baton
 from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
 from fleet.worker.limits import Watchdog
@@ -50,6 +54,8 @@ from fleet.worker.slots import Slots, ThreadPool
 if TYPE_CHECKING:
     from fleet.app import Fleet
     from fleet.task import Task
+
+Job = Callable[[], None]
 
 log = logging.getLogger(__name__)
 EXIT_HARD_LIMIT = 75
@@ -87,11 +93,13 @@ class WorkerProcess:
         self.slots = Slots(self.threads, self._slot_freed)
         self.early = EarlyArrivals()
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
+        self.baton = Baton(lambda: self.pool.submit(self._drive))
         self.committer = Committer(self.runtime.state, self.runtime.broker, self.runtime.waiter)
         self.executor = Executor(
             app, self.runtime, self.id, self.slots, self.committer, self.in_hand
         )
         self.executor.on_done = self._task_done
+        self.executor.on_wait = self.baton.pass_on
         self.exit_on_hard_limit = False
         self.watchdog = Watchdog(self.in_hand, self._hard_limit)
         self._done = threading.Condition()
@@ -110,10 +118,19 @@ class WorkerProcess:
         log.info(
             "worker %s consuming %s with %d slot(s)", self.id, ",".join(self.queues), self.threads
         )
+        self.pool.submit(self._drive)
+        self._stop.wait()
+        self._drain()
+        beater.join(timeout=self.app.settings.heartbeat_interval + 1)
+
+    def _drive(self) -> None:
+        """Drive the consumer while this thread holds the baton; run what it lends us."""
+        if not self.baton.take():
+            return
         delay = 0.1
         while not self._stop.is_set():
             try:
-                self._consume()
+                job = self._consume()
                 delay = 0.1
             except Exception:
                 log.exception(
@@ -122,8 +139,13 @@ class WorkerProcess:
                 self._close_consumer()
                 self._stop.wait(delay * random.uniform(0.5, 1.5))
                 delay = min(delay * 2, 10.0)
-        self._drain()
-        beater.join(timeout=self.app.settings.heartbeat_interval + 1)
+                continue
+            if job is not None:
+                self.baton.lend()
+                job()
+                if not self.baton.back():
+                    return  # passed on meanwhile: back to the pool as an ordinary thread
+        self.baton.drop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,6 +168,8 @@ class WorkerProcess:
             consumer.wakeup()
 
     def _drain(self) -> None:
+        self._wakeup()
+        self.baton.close()
         self._close_consumer()
         with self._done:
             self._done.wait_for(lambda: not self.in_hand, self.app.settings.shutdown_grace)
@@ -171,7 +195,8 @@ class WorkerProcess:
 
     # -- consuming --------------------------------------------------------------------
 
-    def _consume(self) -> None:
+    def _consume(self) -> Job | None:
+        """Receive, claim and start work until there is an invocation for this thread."""
         if self._consumer is None:
             prefetch = max([self.threads, *(self.app.queues.get(q).prefetch for q in self.queues)])
             self._consumer = self.runtime.broker.consumer(self.queues, prefetch)
@@ -186,14 +211,19 @@ class WorkerProcess:
             if early:
                 timeout = min(timeout, early.wait(time.monotonic()) or 0.0)
             deliveries = consumer.receive(free, timeout=timeout)
-            if deliveries:
-                self._dispatch(consumer, deliveries)
+            jobs = self._dispatch(consumer, deliveries) if deliveries else []
             if early:
                 due = early.due(time.monotonic())
                 if due:
-                    self._claim(consumer, [(e.delivery, e.envelope, e.task) for e in due], due)
+                    again = [(e.delivery, e.envelope, e.task) for e in due]
+                    jobs += self._claim(consumer, again, due)
+            if jobs:
+                for job in jobs[:-1]:
+                    self.pool.submit(job)
+                return jobs[-1]
+        return None
 
-    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> None:
+    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> list[Job]:
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]] = []
         for delivery in deliveries:
             try:
@@ -206,18 +236,19 @@ class WorkerProcess:
                 self._reject(consumer, delivery, f"unknown task {envelope.task!r}", envelope)
                 continue
             runnable.append((delivery, envelope, task))
-        if runnable:
-            self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
-            self._claim(consumer, runnable)
+        if not runnable:
+            return []
+        self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
+        return self._claim(consumer, runnable)
 
     def _claim(
         self,
         consumer: Consumer,
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]],
         retried: list[Early] | None = None,
-    ) -> None:
-        """Claim deliveries whose slots are taken; start those won, drop the duplicates,
-        ack both, and hold those whose record is not there yet (see `_early`)."""
+    ) -> list[Job]:
+        """Claim deliveries whose slots are taken; return the runs of those won, drop the
+        duplicates, ack both, and hold those whose record is not there yet (`_early`)."""
         claims = [
             Change(env.id, Status.RUNNING, CLAIMABLE, by=self.id, count_attempt=True)
             for _, env, _ in runnable
@@ -236,6 +267,7 @@ class WorkerProcess:
         self.slots.give_back(len(runnable) - len(started) - len(held) + len(expired))
         now = time.time()
         limited = False
+        jobs: list[Job] = []
         for envelope, task in started:
             running = Running(envelope, now)
             limits = task.options
@@ -245,8 +277,8 @@ class WorkerProcess:
                 running.hard_deadline = now + limits.hard_time_limit
             limited = limited or bool(limits.soft_time_limit or limits.hard_time_limit)
             self.in_hand[envelope.id] = running
-            self.pool.submit(lambda e=envelope, t=task: self.executor.run(e, t))  # type: ignore[misc]
-        # Acked once handed to their threads: the tasks start while the acks go out.
+            jobs.append(lambda e=envelope, t=task: self.executor.run(e, t))  # type: ignore[misc]
+        # Acked now, in the same round: the acks go out while the tasks run.
         consumer.ack([d for i, (d, _, _) in enumerate(runnable) if i not in held])
         if limited:
             self.watchdog.poke()
@@ -264,6 +296,7 @@ class WorkerProcess:
                 "(its producer failed or died before writing it)"
             )
             self._reject(consumer, early.delivery, reason, None)
+        return jobs
 
     def _reject(
         self, consumer: Consumer, delivery: Delivery, reason: str, envelope: Envelope | None
