@@ -5,8 +5,8 @@ number of worker processes and slots, for systems fleet is compared with.
 
 Raw pika (the floor of any task system on RabbitMQ): W1 publishes `n` persistent
 messages one by one with publisher confirms, and ends when every consumer reply is in
-(consumers ack manually after replying, prefetch = threads per process, as fleet's
-default); W2 is a direct reply-to round trip (publish with a confirm, block for the
+(consumers ack manually after replying, prefetch = twice the threads per process, as
+fleet's default); W2 is a direct reply-to round trip (publish with a confirm, block for the
 reply). It runs once on a quorum queue (the queue type fleet declares by default) and
 once on a classic queue. Dramatiq: its RabbitMQ broker (publisher confirms on) and its
 Results middleware over `bench.dramatiq_tasks.AMQPResults`, workers started with the
@@ -98,7 +98,7 @@ def pika_run(
     persistent = pika.BasicProperties(delivery_mode=2, reply_to=REPLY_TO)
     pools = [
         Pool(
-            python_module("bench.pika_worker", url, queue, str(plan.threads)),
+            python_module("bench.pika_worker", url, queue, str(2 * plan.threads)),
             {},
             logs / f"pika-{queue_type}-{i}.log",
         )

@@ -43,7 +43,7 @@ class QueueSpec:
     overflow: str = "reject-publish"
     """What a full queue does: 'drop-head', 'reject-publish' or 'reject-publish-dlx'."""
     prefetch: int = 0
-    """Messages a worker process may hold undelivered; 0 means its number of slots."""
+    """Messages a worker process may hold undelivered; 0 means twice its slots."""
     max_priority: int | None = None
     """Classic queues only: enables message priorities 0..max_priority."""
     tasks: tuple[str, ...] = ()

@@ -125,6 +125,12 @@ class Consumer(ABC):
     def close(self) -> None:
         """Stop consuming; unacked deliveries go back to the queue."""
 
+    def notify(self, notes: Sequence[tuple[str, bytes]]) -> bool:
+        """Send notifications (as `Broker.notify`) over this consumer's own connection,
+        with whatever it sends next; False when it cannot (the caller then uses the
+        broker). Only from the thread that drives the consumer."""
+        return False
+
 
 class Listener(ABC):
     """Receives push notifications sent to its address."""

@@ -47,6 +47,9 @@ Design, and why it loses nothing:
   everything held back to the queues, closes, and returns once RabbitMQ shows the
   consumer gone and the messages back (RabbitMQ settles both asynchronously; it waits
   at most 1 s).
+- `notify` puts notifications on the consumer's connection as transient publishes;
+  they leave with the next socket write (every `receive` writes what is pending
+  first), so a worker's result notification shares a write with its acks.
 - Connection loss: the buffer is dropped (RabbitMQ redelivers every unacked message),
   and `receive` reconnects with exponential backoff and jitter, returning [] meanwhile;
   acks and releases of deliveries from a lost connection are ignored (they come back,
@@ -80,6 +83,7 @@ if TYPE_CHECKING:
     from fleet.broker.rabbitmq import RabbitMQBroker
 
 log = logging.getLogger(__name__)
+TRANSIENT = pika.BasicProperties(delivery_mode=1)
 URGENT_WAIT = 0.5
 """Longest normal deliveries are held back for urgent ones known to be waiting."""
 _Arrival = tuple[Lane, Basic.Deliver, pika.BasicProperties, bytes]
@@ -293,6 +297,7 @@ class RabbitMQConsumer(Holding, Consumer):
         """One round of `receive` on a live connection: deliveries, [] (time is up) or
         None (go on). The first round reads the socket even when the time is up."""
         link, _ = self._live()
+        link.send()  # notifications and acks put on the connection since the last round
         self._sort()
         if max_messages > 0:
             if not self._consuming and not (self._urgent or self._normal):
@@ -348,6 +353,18 @@ class RabbitMQConsumer(Holding, Consumer):
         self._copy(waiting)
 
     # -- waking and closing -------------------------------------------------------------
+
+    def notify(self, notes: Sequence[tuple[str, bytes]]) -> bool:
+        channel = self._channel
+        if self._link is None or channel is None or not channel.is_open:
+            return False
+        try:
+            for address, payload in notes:
+                channel.basic_publish("", address, bytes(payload), TRANSIENT)
+        except Exception:  # the publisher's connection takes them instead
+            log.debug("notifications on the consumer's connection failed", exc_info=True)
+            return False
+        return True
 
     def wakeup(self) -> None:
         self._wake.set()

@@ -16,6 +16,8 @@ Contract:
 - A standby thread ends any lend older than `patience` the same way. It wakes every
   `patience` seconds while lends keep happening and sleeps without a timeout once none
   began for `quiet` seconds, so an idle process never wakes for it.
+- `run_if_lent(fn)` runs `fn` only while the baton is lent to the calling thread, under
+  the lock that a takeover needs: the lender may use the consumer from inside it.
 - `close()`: waits until nobody is HELD, then CLOSED for good (a LENT holder finds out
   in `back()`); returns at once if already closed.
 """
@@ -88,6 +90,12 @@ class Baton:
             if self.state is State.HELD:
                 self.state = State.FREE
                 self._cond.notify_all()
+
+    def run_if_lent(self, fn: Callable[[], bool]) -> bool:
+        """`fn()` if the baton is lent to this thread (it cannot be taken over meanwhile),
+        else False."""
+        with self._cond:
+            return self.state is State.LENT and self._lender == threading.get_ident() and fn()
 
     def pass_on(self) -> None:
         with self._cond:

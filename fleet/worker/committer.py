@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fleet._envelope import Outcome, join_notes, pack_outcome
@@ -40,9 +41,15 @@ class Commit:
 
 
 class Committer:
-    def __init__(self, state: StateStore, broker: Broker, waiter: Waiter) -> None:
+    def __init__(
+        self,
+        state: StateStore,
+        broker: Broker,
+        waiter: Waiter,
+        notify: Callable[[Sequence[tuple[str, bytes]]], None] | None = None,
+    ) -> None:
         self._state = state
-        self._broker = broker
+        self._notify = broker.notify if notify is None else notify
         self._waiter = waiter
         self._cond = threading.Condition()
         self._queue: list[Commit] = []
@@ -105,7 +112,7 @@ class Committer:
             self._waiter.deliver(local)
         if notes:
             try:
-                self._broker.notify(join_notes(notes))
+                self._notify(join_notes(notes))
             except Exception:
                 log.warning(
                     "result notifications failed; waiters fall back to the store", exc_info=True

@@ -94,7 +94,9 @@ class WorkerProcess:
         self.early = EarlyArrivals()
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.baton = Baton(lambda: self.pool.submit(self._drive))
-        self.committer = Committer(self.runtime.state, self.runtime.broker, self.runtime.waiter)
+        self.committer = Committer(
+            self.runtime.state, self.runtime.broker, self.runtime.waiter, self._notify
+        )
         self.executor = Executor(
             app, self.runtime, self.id, self.slots, self.committer, self.in_hand
         )
@@ -162,6 +164,13 @@ class WorkerProcess:
         if self._starved:
             self._wakeup()
 
+    def _notify(self, notes: Sequence[tuple[str, bytes]]) -> None:
+        """Result notifications: on the consumer's connection when this thread may use
+        it (the invocation runs on the baton's lender), else through the broker."""
+        consumer = self._consumer
+        if consumer is None or not self.baton.run_if_lent(lambda: consumer.notify(notes)):
+            self.runtime.broker.notify(notes)
+
     def _wakeup(self) -> None:
         consumer = self._consumer
         if consumer is not None:
@@ -198,8 +207,7 @@ class WorkerProcess:
     def _consume(self) -> Job | None:
         """Receive, claim and start work until there is an invocation for this thread."""
         if self._consumer is None:
-            prefetch = max([self.threads, *(self.app.queues.get(q).prefetch for q in self.queues)])
-            self._consumer = self.runtime.broker.consumer(self.queues, prefetch)
+            self._consumer = self.runtime.broker.consumer(self.queues, self.prefetch())
             self.ready.set()
         consumer = self._consumer
         early = self.early
@@ -222,6 +230,13 @@ class WorkerProcess:
                     self.pool.submit(job)
                 return jobs[-1]
         return None
+
+    def prefetch(self) -> int:
+        """Messages this process may hold undelivered: the largest `prefetch` of its
+        queues (at least one per slot), else two per slot (so that acks can be sent in
+        batches of one per slot while as many messages wait for the slots)."""
+        configured = max(self.app.queues.get(q).prefetch for q in self.queues)
+        return max(self.threads, configured) if configured else 2 * self.threads
 
     def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> list[Job]:
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]] = []
