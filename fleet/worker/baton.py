@@ -9,8 +9,8 @@ Contract:
   invocation it claimed, and nobody touches the consumer) or CLOSED.
 - `take()`: FREE -> HELD (False otherwise). `lend()`: HELD -> LENT, by the holder.
   `back()`: LENT -> HELD by the same thread, False if the baton was passed on meanwhile
-  (the thread is then an ordinary pool thread). `drop()`: HELD -> FREE, by a holder that
-  stops driving because the process stops.
+  (the thread is then an ordinary pool thread). `drop()`: HELD -> FREE, True, when the
+  calling thread holds it (else nothing, False): a holder that stops driving.
 - `pass_on()`: LENT -> FREE at once, by the lender's own thread (an invocation about to
   wait for others), then `on_free()`, which hands the driving to an idle thread.
 - A standby thread ends any lend older than `patience` the same way. It wakes every
@@ -48,7 +48,8 @@ class Baton:
         self.takeovers = 0
         """Lends ended by the standby (for tests and diagnostics)."""
         self._cond = threading.Condition()
-        self._lender = 0
+        self._holder = 0
+        """The thread holding the baton, HELD or LENT."""
         self._since = 0.0
         self._ticking = False
         self._standby: threading.Thread | None = None
@@ -58,6 +59,7 @@ class Baton:
             if self.state is not State.FREE:
                 return False
             self.state = State.HELD
+            self._holder = threading.get_ident()
             return True
 
     def lend(self) -> None:
@@ -65,7 +67,6 @@ class Baton:
         with self._cond:
             assert self.state is State.HELD, f"lend() while {self.state.value}"
             self.state = State.LENT
-            self._lender = threading.get_ident()
             self._since = now
             if not self._ticking:
                 self._ticking = True
@@ -79,27 +80,27 @@ class Baton:
 
     def back(self) -> bool:
         with self._cond:
-            if self.state is State.LENT and self._lender == threading.get_ident():
+            if self.state is State.LENT and self._holder == threading.get_ident():
                 self.state = State.HELD
-                self._lender = 0
                 return True
             return False
 
-    def drop(self) -> None:
+    def drop(self) -> bool:
         with self._cond:
-            if self.state is State.HELD:
-                self.state = State.FREE
-                self._cond.notify_all()
+            if self.state is not State.HELD or self._holder != threading.get_ident():
+                return False
+            self._free()
+            return True
 
     def run_if_lent(self, fn: Callable[[], bool]) -> bool:
         """`fn()` if the baton is lent to this thread (it cannot be taken over meanwhile),
         else False."""
         with self._cond:
-            return self.state is State.LENT and self._lender == threading.get_ident() and fn()
+            return self.state is State.LENT and self._holder == threading.get_ident() and fn()
 
     def pass_on(self) -> None:
         with self._cond:
-            if self.state is not State.LENT or self._lender != threading.get_ident():
+            if self.state is not State.LENT or self._holder != threading.get_ident():
                 return
             self._free()
         self.on_free()
@@ -113,7 +114,7 @@ class Baton:
 
     def _free(self) -> None:
         self.state = State.FREE
-        self._lender = 0
+        self._holder = 0
         self._cond.notify_all()
 
     def _watch(self) -> None:

@@ -129,25 +129,35 @@ class WorkerProcess:
         """Drive the consumer while this thread holds the baton; run what it lends us."""
         if not self.baton.take():
             return
-        delay = 0.1
-        while not self._stop.is_set():
-            try:
-                job = self._consume()
-                delay = 0.1
-            except Exception:
-                log.exception(
-                    "worker %s: broker or state store failed; retrying in %.1fs", self.id, delay
-                )
-                self._close_consumer()
-                self._stop.wait(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 10.0)
-                continue
-            if job is not None:
-                self.baton.lend()
-                job()
-                if not self.baton.back():
-                    return  # passed on meanwhile: back to the pool as an ordinary thread
-        self.baton.drop()
+        try:
+            delay = 0.1
+            while not self._stop.is_set():
+                try:
+                    job = self._consume()
+                    delay = 0.1
+                except Exception:
+                    log.exception(
+                        "worker %s: broker or state store failed; retrying in %.1fs",
+                        self.id,
+                        delay,
+                    )
+                    self._close_consumer()
+                    self._stop.wait(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 10.0)
+                    continue
+                if job is not None:
+                    self.baton.lend()
+                    try:
+                        job()
+                    finally:
+                        mine = self.baton.back()
+                    if not mine:
+                        return  # passed on meanwhile: back to the pool, an ordinary thread
+        finally:
+            # Still ours when stopping, or when something escaped: let another thread
+            # drive unless the process stops.
+            if self.baton.drop() and not self._stop.is_set():
+                self.pool.submit(self._drive)
 
     def stop(self) -> None:
         self._stop.set()

@@ -33,8 +33,13 @@ def baton(freed: list[int]) -> Baton:
 def test_one_holder_at_a_time(baton: Baton) -> None:
     assert baton.take()
     assert not baton.take()
-    baton.drop()
-    assert baton.state is State.FREE
+    other: list[bool] = []
+    thread = threading.Thread(target=lambda: other.append(baton.drop()))
+    thread.start()
+    thread.join()
+    assert other == [False] and baton.state is State.HELD  # only the holder drops it
+    assert baton.drop()
+    assert baton.state is State.FREE and not baton.drop()
     assert baton.take()
 
 
