@@ -11,6 +11,13 @@ Contract:
 - Every thread gets its own connection (WAL journal, `synchronous=NORMAL`); connections
   of threads that ended are closed when the next one opens, and `close()` closes all of
   them. A process that forks gets fresh connections.
+- Writers on one host take turns through an `flock` on `<file>-writer`, held around
+  each write attempt, so a writer that waits for another is woken by the kernel the
+  moment it is done, instead of polling SQLite (in W1 the producer spent ~5% of its
+  time in those pauses). Each thread has its own descriptor, so threads of a process
+  take turns too. Nothing is held between attempts or after an error; a process that
+  dies releases it with its descriptors; where the file cannot be opened, writers
+  just poll SQLite as below.
 - Locks are waited for here, not by SQLite's busy handler (which sleeps 1, 2, 5, 10 ms:
   a p99 of ~9 ms with four processes at 1,200 round trips/s on the dev VM, against
   ~1.5 ms with the short jittered pauses used here), up to `busy_timeout` seconds. The
@@ -35,7 +42,9 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import logging
 import math
 import os
@@ -157,6 +166,7 @@ class Database:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._writer_fds: list[int] = []
         self._closed = False
         self._pid = os.getpid()
         self._dirty = threading.Event()
@@ -184,12 +194,7 @@ class Database:
         with self._lock:
             if self._closed:
                 raise self.error(f"sqlite database {str(self.path)!r} is closed")
-            if self._pid != os.getpid():  # forked: the parent's connections are not ours
-                self._pid = os.getpid()
-                self._conns = []
-                self._local = threading.local()
-                self._checkpointer = None
-                self._dirty = threading.Event()
+            self._after_fork()
             conn = sqlite3.connect(
                 self.path,
                 timeout=0,  # we wait for the lock ourselves, see _retry
@@ -211,6 +216,59 @@ class Database:
             self._local.conn = conn
             return conn
 
+    def _after_fork(self) -> None:
+        """In a forked child (under `_lock`): forget the parent's connections and
+        threads, and close its copies of the writer lock descriptors."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._conns = []
+        self._local = threading.local()
+        self._checkpointer = None
+        self._dirty = threading.Event()
+        for fd in self._writer_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # a copy: the parent's own descriptor keeps its lock
+        self._writer_fds = []
+
+    def _writer(self) -> int:
+        """This thread's descriptor of the writer lock file (-1: none can be opened)."""
+        mine: tuple[int, int] | None = getattr(self._local, "writer", None)
+        if mine is not None and mine[0] == _pid:
+            return mine[1]
+        try:
+            fd = os.open(f"{self.path}-writer", os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError as exc:
+            log.debug("sqlite %s: no writer lock file (%s); polling only", self.path, exc)
+            fd = -1
+        with self._lock:
+            self._after_fork()
+            if self._closed:
+                if fd >= 0:
+                    os.close(fd)
+                raise self.error(f"sqlite database {str(self.path)!r} is closed")
+            if fd >= 0:
+                self._writer_fds.append(fd)
+        self._local.writer = (_pid, fd)
+        return fd
+
+    def _exclusive(self, attempt: Callable[[], T]) -> Callable[[], T]:
+        """`attempt`, run holding the host's writer lock (see the module docstring)."""
+
+        def locked() -> T:
+            fd = self._writer()
+            if fd < 0:
+                return attempt()
+            # The lock is taken inside the try, and the finally's first call releases
+            # it: an asynchronous exception (a cancelled task) cannot leave it held.
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                return attempt()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+        return locked
+
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in one write transaction (BEGIN IMMEDIATE), retried while busy."""
 
@@ -228,7 +286,7 @@ class Database:
             self._wrote()
             return value
 
-        return self._retry(attempt)
+        return self._retry(self._exclusive(attempt))
 
     def read(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` without a transaction, retried while busy."""
@@ -241,14 +299,18 @@ class Database:
     def modify(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One write statement on its own (atomic by itself); returns its rows
         (RETURNING)."""
-        rows = self.read(lambda tx: tx.execute(sql, params).fetchall())
+        rows: list[Any] = self._retry(
+            self._exclusive(lambda: Tx(self, self.connection()).execute(sql, params).fetchall())
+        )
         if rows:
             self._wrote()
         return rows
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement on its own; returns the number of rows changed."""
-        n: int = self.read(lambda tx: tx.execute(sql, params).rowcount)
+        n: int = self._retry(
+            self._exclusive(lambda: Tx(self, self.connection()).execute(sql, params).rowcount)
+        )
         if n:
             self._wrote()
         return n
@@ -329,8 +391,12 @@ class Database:
             checkpointer.join()
         with self._lock:
             conns, self._conns = self._conns, []
+            fds, self._writer_fds = self._writer_fds, []
         for _, conn in conns:
             conn.close()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 _PR_SET_TIMERSLACK = 29
