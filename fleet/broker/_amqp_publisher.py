@@ -81,6 +81,9 @@ class ConfirmChannel:
         self.channel: Channel = link.channel()
         self.channel.add_on_return_callback(self._on_return)
         link.call(self.channel, "confirm_delivery", self._on_confirm)
+        number = self.channel.channel_number
+        link.connection.on_ack[number] = self._confirmed
+        self.channel.add_on_close_callback(lambda *_: link.connection.on_ack.pop(number, None))
         self._next_tag = 1
         self._low = 1
         self._pending: dict[int, int] = {}
@@ -93,8 +96,10 @@ class ConfirmChannel:
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
-        tag, multiple = method.delivery_tag, method.multiple
         failed = NACKED if isinstance(method, Basic.Nack) else None
+        self._confirmed(method.delivery_tag, method.multiple, failed)
+
+    def _confirmed(self, tag: int, multiple: bool, failed: str | None = None) -> None:
         pending = self._pending
         if multiple:
             for t in range(self._low, tag + 1):

@@ -145,3 +145,27 @@ def test_url_parsing_and_scrubbing() -> None:
         parse("amqp://h", {"publish_timeout": 0})
     with pytest.raises(ConfigError, match="amqp:// or amqps://"):
         parse("http://h", {})
+
+
+def test_publisher_confirms_are_decoded_without_pika_only_when_whole() -> None:
+    from pika import frame, spec
+
+    from fleet.broker._amqp_link import confirms
+
+    def ack(channel: int, tag: int, multiple: bool = False) -> bytes:
+        return bytes(frame.Method(channel, spec.Basic.Ack(tag, multiple)).marshal())
+
+    handlers = {1: lambda tag, multiple: None, 3: lambda tag, multiple: None}
+    assert confirms(ack(1, 7), handlers) == [(1, 7, False)]
+    assert confirms(ack(1, 2**40) + ack(3, 9, True), handlers) == [(1, 2**40, False), (3, 9, True)]
+    nack = bytes(frame.Method(1, spec.Basic.Nack(7)).marshal())
+    heartbeat = bytes(frame.Heartbeat().marshal())
+    for data in (
+        ack(2, 7),  # a channel nobody registered
+        ack(1, 7) + nack,  # anything else goes through pika, with what came along
+        ack(1, 7) + heartbeat,
+        ack(1, 7)[:-1],  # a partial frame
+        ack(1, 7)[:-1] + b"\x00",  # no frame end
+        b"",
+    ):
+        assert confirms(data, handlers) is None, data
