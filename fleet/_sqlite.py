@@ -14,10 +14,12 @@ Contract:
 - Writers on one host take turns through an `flock` on `<file>-writer`, held around
   each write attempt, so a writer that waits for another is woken by the kernel the
   moment it is done, instead of polling SQLite (in W1 the producer spent ~5% of its
-  time in those pauses). Each thread has its own descriptor, so threads of a process
-  take turns too. Nothing is held between attempts or after an error; a process that
-  dies releases it with its descriptors; where the file cannot be opened, writers
-  just poll SQLite as below.
+  time in those pauses). One thread per process waits there at a time (each thread
+  has its own descriptor); the others poll SQLite as below, so that a release never
+  wakes a crowd (many paused invocations' threads writing at once, as in W4, ran 30%
+  slower when all of them waited on the lock). Nothing is held between attempts or
+  after an error; a process that dies releases it with its descriptors; where the
+  file cannot be opened, writers just poll SQLite.
 - Locks are waited for here, not by SQLite's busy handler (which sleeps 1, 2, 5, 10 ms:
   a p99 of ~9 ms with four processes at 1,200 round trips/s on the dev VM, against
   ~1.5 ms with the short jittered pauses used here), up to `busy_timeout` seconds. The
@@ -52,6 +54,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -73,9 +76,16 @@ _pid = os.getpid()
 `Database.connection` runs once per statement)."""
 
 
+_databases: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
 def _forked() -> None:
+    # Runs in the child right after fork, before it can start a thread: the parent's
+    # threads may have held a Database's locks at that moment, so they are replaced.
     global _pid
     _pid = os.getpid()
+    for db in list(_databases):
+        db._after_fork()
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -167,11 +177,14 @@ class Database:
         self._lock = threading.Lock()
         self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._writer_fds: list[int] = []
+        self._gate = threading.Lock()
+        """Held by the one thread of this process that waits at (or holds) the writer lock."""
         self._closed = False
         self._pid = os.getpid()
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
+        _databases.add(self)
         self._retry(self._setup(schema))
 
     def _setup(self, schema: str) -> Callable[[], None]:
@@ -194,7 +207,6 @@ class Database:
         with self._lock:
             if self._closed:
                 raise self.error(f"sqlite database {str(self.path)!r} is closed")
-            self._after_fork()
             conn = sqlite3.connect(
                 self.path,
                 timeout=0,  # we wait for the lock ourselves, see _retry
@@ -217,15 +229,16 @@ class Database:
             return conn
 
     def _after_fork(self) -> None:
-        """In a forked child (under `_lock`): forget the parent's connections and
-        threads, and close its copies of the writer lock descriptors."""
-        if self._pid == os.getpid():
-            return
+        """In a forked child (see `_forked`): new locks; forget the parent's connections
+        and threads; close its copies of the writer lock descriptors."""
         self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
         self._conns = []
         self._local = threading.local()
         self._checkpointer = None
         self._dirty = threading.Event()
+        self._gate = threading.Lock()
         for fd in self._writer_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)  # a copy: the parent's own descriptor keeps its lock
@@ -242,7 +255,6 @@ class Database:
             log.debug("sqlite %s: no writer lock file (%s); polling only", self.path, exc)
             fd = -1
         with self._lock:
-            self._after_fork()
             if self._closed:
                 if fd >= 0:
                     os.close(fd)
@@ -257,15 +269,18 @@ class Database:
 
         def locked() -> T:
             fd = self._writer()
-            if fd < 0:
-                return attempt()
-            # The lock is taken inside the try, and the finally's first call releases
-            # it: an asynchronous exception (a cancelled task) cannot leave it held.
+            if fd < 0 or not self._gate.acquire(blocking=False):
+                return attempt()  # another thread of this process is in line: poll
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                return attempt()
+                # Taken inside the try, and the finally's first call releases it: an
+                # asynchronous exception (a cancelled task) cannot leave it held.
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    return attempt()
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                self._gate.release()
 
         return locked
 

@@ -131,10 +131,13 @@ def test_a_waiting_writer_goes_on_when_the_holder_lets_go(tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_writes_with_its_own_lock(tmp_path: Path) -> None:
+def test_a_forked_child_writes_with_its_own_locks(tmp_path: Path) -> None:
     db = open_db(tmp_path / "x.db")
     db.write(bump)  # the parent has its descriptor now
+    db._lock.acquire()  # as another thread of the parent may hold it at the fork
     pid = os.fork()
+    if pid != 0:
+        db._lock.release()
     if pid == 0:  # the child
         code = 1
         try:
@@ -146,4 +149,29 @@ def test_a_forked_child_writes_with_its_own_lock(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     db.write(bump)
     assert count(db) == 3
+    db.close()
+
+
+def test_one_thread_per_process_waits_at_the_lock_the_others_poll(tmp_path: Path) -> None:
+    path = tmp_path / "x.db"
+    db = open_db(path)
+    holder = os.open(f"{path}-writer", os.O_RDONLY)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer, between statements
+    first_done, second_done = threading.Event(), threading.Event()
+    first = threading.Thread(target=lambda: (db.write(bump), first_done.set()))
+    first.start()
+    deadline = time.monotonic() + DEADLINE
+    while not db._gate.locked():  # the first thread is in line at the lock
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    second = threading.Thread(target=lambda: (db.write(bump), second_done.set()))
+    second.start()
+    assert second_done.wait(DEADLINE)  # not in line: it went through SQLite alone
+    assert not first_done.is_set()
+    fcntl.flock(holder, fcntl.LOCK_UN)
+    os.close(holder)
+    assert first_done.wait(DEADLINE)
+    for thread in (first, second):
+        thread.join(DEADLINE)
+    assert count(db) == 2
     db.close()
