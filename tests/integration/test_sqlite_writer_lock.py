@@ -7,6 +7,8 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,24 @@ def bump_many(path: str, times: int) -> None:
     db.close()
 
 
+@contextmanager
+def held_elsewhere(path: Path) -> Iterator[Callable[[], None]]:
+    """The writer lock held as another process's writer holds it; call to let go."""
+    fd = os.open(f"{path}-writer", os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield lambda: fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def assert_lock_free(path: Path) -> None:
+    other = threading.Thread(target=bump_many, args=(str(path), 1))
+    other.start()
+    other.join(DEADLINE)
+    assert not other.is_alive(), "the writer lock was left held"
+
+
 def test_processes_and_threads_take_turns(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     db = open_db(path)
@@ -69,10 +89,7 @@ def test_an_error_inside_a_write_releases_the_lock(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError):
         db.write(fails)
-    other = threading.Thread(target=bump_many, args=(str(tmp_path / "x.db"), 1))
-    other.start()
-    other.join(DEADLINE)
-    assert not other.is_alive(), "the writer lock was left held"
+    assert_lock_free(tmp_path / "x.db")
     assert count(db) == 1  # the failed write was rolled back
     db.close()
 
@@ -105,10 +122,7 @@ def test_an_interrupted_writer_releases_the_lock(tmp_path: Path) -> None:
     assert writer.ident is not None and interrupt(writer.ident, Stop)
     writer.join(DEADLINE)
     assert errors and isinstance(errors[0], Stop)
-    other = threading.Thread(target=bump_many, args=(str(tmp_path / "x.db"), 1))
-    other.start()
-    other.join(DEADLINE)
-    assert not other.is_alive(), "the writer lock was left held"
+    assert_lock_free(tmp_path / "x.db")
     assert count(db) == 1
     db.close()
 
@@ -116,15 +130,13 @@ def test_an_interrupted_writer_releases_the_lock(tmp_path: Path) -> None:
 def test_a_waiting_writer_goes_on_when_the_holder_lets_go(tmp_path: Path) -> None:
     path = tmp_path / "x.db"
     db = open_db(path)
-    holder = os.open(f"{path}-writer", os.O_RDONLY)
-    fcntl.flock(holder, fcntl.LOCK_EX)  # as another process's writer would
     done = threading.Event()
-    writer = threading.Thread(target=lambda: (bump_many(str(path), 1), done.set()))
-    writer.start()
-    assert not done.wait(0.2)  # waits for the lock...
-    fcntl.flock(holder, fcntl.LOCK_UN)
-    os.close(holder)
-    assert done.wait(DEADLINE)  # ...and goes on once it is free
+    with held_elsewhere(path) as let_go:
+        writer = threading.Thread(target=lambda: (bump_many(str(path), 1), done.set()))
+        writer.start()
+        assert not done.wait(0.2)  # waits for the lock...
+        let_go()
+        assert done.wait(DEADLINE)  # ...and goes on once it is free
     writer.join(DEADLINE)
     assert count(db) == 1
     db.close()
@@ -153,24 +165,21 @@ def test_a_forked_child_writes_with_its_own_locks(tmp_path: Path) -> None:
 
 
 def test_one_thread_per_process_waits_at_the_lock_the_others_poll(tmp_path: Path) -> None:
-    path = tmp_path / "x.db"
-    db = open_db(path)
-    holder = os.open(f"{path}-writer", os.O_RDONLY)
-    fcntl.flock(holder, fcntl.LOCK_EX)  # another process's writer, between statements
+    db = open_db(tmp_path / "x.db")
     first_done, second_done = threading.Event(), threading.Event()
-    first = threading.Thread(target=lambda: (db.write(bump), first_done.set()))
-    first.start()
-    deadline = time.monotonic() + DEADLINE
-    while not db._gate.locked():  # the first thread is in line at the lock
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
-    second = threading.Thread(target=lambda: (db.write(bump), second_done.set()))
-    second.start()
-    assert second_done.wait(DEADLINE)  # not in line: it went through SQLite alone
-    assert not first_done.is_set()
-    fcntl.flock(holder, fcntl.LOCK_UN)
-    os.close(holder)
-    assert first_done.wait(DEADLINE)
+    with held_elsewhere(tmp_path / "x.db") as let_go:
+        first = threading.Thread(target=lambda: (db.write(bump), first_done.set()))
+        first.start()
+        deadline = time.monotonic() + DEADLINE
+        while not db._gate.locked():  # the first thread is in line at the lock
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        second = threading.Thread(target=lambda: (db.write(bump), second_done.set()))
+        second.start()
+        assert second_done.wait(DEADLINE)  # not in line: it went through SQLite alone
+        assert not first_done.is_set()
+        let_go()
+        assert first_done.wait(DEADLINE)
     for thread in (first, second):
         thread.join(DEADLINE)
     assert count(db) == 2
