@@ -9,11 +9,11 @@ Contract (the hot path, see ARCHITECTURE.md):
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
    process), hand those won to their threads, then ack them all. The thread that
    received them runs the last one itself (`fleet.worker.baton`: no hand-off for a
-   lone message; another thread takes over the consumer if it runs long). A lost claim whose
-   record exists is a duplicate delivery: acked and dropped. One whose record does not
-   exist yet (its producer writes it while the broker confirms, see `fleet.app`) is
-   held unacked, its slot reserved, and claimed again after 1 ms, 2 ms, ... (at most
-   0.1 s apart); after `RECORD_GRACE` seconds it is dead-lettered
+   lone message; another thread takes over the consumer if it runs long). A lost
+   claim whose record exists is a duplicate delivery: acked and dropped. One whose
+   record does not exist yet (its producer writes it while the broker confirms, see
+   `fleet.app`) is held unacked, its slot reserved, and claimed again after 1 ms,
+   2 ms, ... (at most 0.1 s apart); after `RECORD_GRACE` seconds it is dead-lettered
    (`fleet.worker._early`). A message is thus acked as its task starts, never held
    unacknowledged while it runs; an invocation whose owner dies is found RUNNING under
    a dead owner and requeued by recovery.
