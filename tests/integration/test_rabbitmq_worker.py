@@ -21,15 +21,9 @@ from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
 from fleet.testing.worker import running_worker
 from tests.integration import rabbitmq_tasks
 from tests.integration.rabbitmq_tasks import make_app
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(180)]
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture

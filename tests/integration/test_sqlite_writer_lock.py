@@ -16,6 +16,7 @@ import pytest
 from fleet._sqlite import Database, Tx
 from fleet.errors import StateError
 from fleet.worker.limits import interrupt
+from tests.waiting import wait_until
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);"
 DEADLINE = 30.0
@@ -170,10 +171,7 @@ def test_one_thread_per_process_waits_at_the_lock_the_others_poll(tmp_path: Path
     with held_elsewhere(tmp_path / "x.db") as let_go:
         first = threading.Thread(target=lambda: (db.write(bump), first_done.set()))
         first.start()
-        deadline = time.monotonic() + DEADLINE
-        while not db._gate.locked():  # the first thread is in line at the lock
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        wait_until(db._gate.locked, "the first thread to be in line at the lock")
         second = threading.Thread(target=lambda: (db.write(bump), second_done.set()))
         second.start()
         assert second_done.wait(DEADLINE)  # not in line: it went through SQLite alone

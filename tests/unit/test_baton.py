@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from fleet.worker.baton import Baton, State
+from tests.waiting import wait_until
 
 DEADLINE = 10.0
-
-
-def wait_until(condition: object, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.001)
 
 
 @pytest.fixture
@@ -55,7 +47,7 @@ def test_short_lend_comes_back_without_waking_anyone(baton: Baton, freed: list[i
 def test_long_lend_is_taken_over_by_the_standby(baton: Baton, freed: list[int]) -> None:
     assert baton.take()
     baton.lend()
-    wait_until(lambda: freed)
+    wait_until(lambda: freed, "the standby to take over")
     assert freed[0] != threading.get_ident()  # the standby called on_free
     assert baton.state is State.FREE and baton.takeovers == 1
     assert not baton.back()  # this thread is an ordinary one now
@@ -95,6 +87,6 @@ def test_standby_sleeps_once_lends_stop(baton: Baton) -> None:
     assert baton.take()
     baton.lend()
     assert baton.back()
-    wait_until(lambda: not baton._ticking)  # quiet: waits without a timeout now
+    wait_until(lambda: not baton._ticking, "the standby to go quiet")  # no timeout now
     baton.lend()  # wakes it again
-    wait_until(lambda: baton.takeovers == 1)
+    wait_until(lambda: baton.takeovers == 1, "a takeover")

@@ -17,6 +17,7 @@ from fleet.errors import (
 )
 from fleet.testing.worker import running_worker
 from fleet.worker.leader import Leader
+from tests.waiting import wait_until
 
 URL = f"memory://{uuid.uuid4().hex}"
 app = Fleet(
@@ -100,13 +101,6 @@ def worker() -> Iterator[None]:
     leader.stop()
 
 
-def wait_until(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
-
-
 def test_fib_waits_without_deadlock_on_two_slots(worker: None) -> None:
     root = fib(12)
     assert root.result(timeout=60) == 144
@@ -174,7 +168,7 @@ def test_cancel_pending_never_runs() -> None:
 def test_cancel_running_stops_it(worker: None) -> None:
     key = uuid.uuid4().hex
     invocation = spin(key)
-    wait_until(lambda: invocation.status is Status.RUNNING)
+    wait_until(lambda: invocation.status is Status.RUNNING, "it to run", timeout=10)
     assert invocation.cancel() is True
     with pytest.raises(CancelledError):
         invocation.result(timeout=10)
