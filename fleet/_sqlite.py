@@ -314,21 +314,23 @@ class Database:
     def modify(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         """One write statement on its own (atomic by itself); returns its rows
         (RETURNING)."""
-        rows: list[Any] = self._retry(
-            self._exclusive(lambda: Tx(self, self.connection()).execute(sql, params).fetchall())
-        )
-        if rows:
-            self._wrote()
+        rows: list[Any] = self._statement(sql, params, lambda cursor: cursor.fetchall())
         return rows
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One write statement on its own; returns the number of rows changed."""
-        n: int = self._retry(
-            self._exclusive(lambda: Tx(self, self.connection()).execute(sql, params).rowcount)
-        )
-        if n:
-            self._wrote()
+        n: int = self._statement(sql, params, lambda cursor: cursor.rowcount)
         return n
+
+    def _statement(self, sql: str, params: Sequence[Any], take: Callable[[sqlite3.Cursor], T]) -> T:
+        """Run one write statement under the writer lock, retried while busy; `take`
+        reads its result inside the attempt (a truthy result means it wrote)."""
+        value = self._retry(
+            self._exclusive(lambda: take(Tx(self, self.connection()).execute(sql, params)))
+        )
+        if value:
+            self._wrote()
+        return value
 
     def write_one(self, sql: str, params: Sequence[Any] = ()) -> int:
         """`write` of a single statement, without BEGIN and COMMIT: SQLite runs a lone
