@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fleet-installed
-CODE   := $(wildcard fleet tests examples bench)
+CODE   := $(wildcard fleet tests examples bench scripts)
 
 .PHONY: setup venv lint typecheck test demo bench clean
 

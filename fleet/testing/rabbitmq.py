@@ -68,7 +68,7 @@ def _pika() -> Any:
     try:
         import pika
     except ModuleNotFoundError as exc:
-        raise ServiceError("pika is missing: pip install 'fleet[rabbitmq]'") from exc
+        raise ServiceError("pika is missing: pip install 'fleet-tasks[rabbitmq]'") from exc
     return pika
 
 

@@ -25,6 +25,7 @@ from fleet import Status
 from fleet.invocation import Group, Invocation
 from fleet.testing.rabbitmq import RabbitMQServer, ServiceError
 from fleet.testing.worker import WorkerCommand
+from tests.services import unavailable
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.timeout(300)]
 TOTAL, PRODUCERS = 2000, 4
@@ -38,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitMQServer]
     try:
         node.start()
     except ServiceError as exc:  # pragma: no cover - no rabbitmq-server here
-        pytest.skip(f"RabbitMQ could not be started: {exc}")
+        unavailable("RabbitMQ (this module's node)", exc)
     yield node
     node.close()
 
