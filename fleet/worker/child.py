@@ -51,12 +51,17 @@ def load_app(path: str) -> Fleet:
     return app
 
 
-def import_task_modules(app: Fleet) -> dict[str, BaseException]:
+def import_task_modules(app: Fleet, *, log_failures: bool = True) -> dict[str, BaseException]:
     """Import the modules of the setting `task_modules`, registering their tasks.
+
+    Args:
+        app: the loaded app.
+        log_failures: log each failure with its traceback, the first time only (off
+            for callers that show it themselves, such as `fleet tasks`).
 
     Returns:
         The modules that failed to import in this process (now or before), with their
-        error; each failure is logged with its traceback the first time only.
+        error.
     """
     for name in app.settings.task_modules:
         if name in _FAILED:
@@ -65,6 +70,8 @@ def import_task_modules(app: Fleet) -> dict[str, BaseException]:
             importlib.import_module(name)
         except Exception as exc:
             _FAILED[name] = exc
+            if not log_failures:
+                continue
             log.error(
                 "task module %r failed to import; its tasks will be dead-lettered",
                 name,
