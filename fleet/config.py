@@ -6,7 +6,9 @@ Contract: sources apply lowest first: defaults, `[tool.fleet]` in `pyproject.tom
 nearest one at or above the working directory), a YAML file (`FLEET__CONFIG=path` or the
 setting `config`), `FLEET__<KEY>` environment variables, keyword arguments to `Fleet(...)`.
 Every value is checked against the field's type; an unknown key or a wrong type raises
-`ConfigError` naming the key and its source. Per-task overrides live under `tasks`
+`ConfigError` naming the key and its source; list settings (`task_modules`,
+`codec_modules`) take a list in the files and a comma-separated string in the
+environment, of dotted module names. Per-task overrides live under `tasks`
 (`{task name: {option: value}}`) in the files and are validated when tasks are defined.
 `load_settings` reads the environment only when called, never at import.
 """

@@ -240,3 +240,21 @@ def test_a_task_module_that_fails_to_import_is_named_with_its_error(
     assert len(logged) == 1  # once per module, with its traceback
     assert name in logged[0].getMessage() and logged[0].exc_info is not None
     app.close()
+
+
+# -- the settings ---------------------------------------------------------------------
+
+
+def test_module_list_settings_from_files_env_and_keywords() -> None:
+    from fleet.config import load_settings
+    from fleet.errors import ConfigError
+
+    env = {"FLEET__TASK_MODULES": "shop.tasks, shop.more,", "FLEET__CODEC_MODULES": ""}
+    loaded = load_settings({"codec_modules": ["shop.models"]}, environ=env, cwd=Path("/"))
+    assert loaded.settings.task_modules == ("shop.tasks", "shop.more")
+    assert loaded.settings.codec_modules == ("shop.models",)
+    assert load_settings(environ={}, cwd=Path("/")).settings.task_modules == ()
+    with pytest.raises(ConfigError, match=r"'task_modules' \(from env FLEET__TASK_MODULES\)"):
+        load_settings(environ={"FLEET__TASK_MODULES": "shop/tasks.py"}, cwd=Path("/"))
+    with pytest.raises(ConfigError, match="expected a list of dotted module names, got 5"):
+        load_settings({"codec_modules": 5}, environ={}, cwd=Path("/"))
