@@ -1,15 +1,18 @@
 """Entry point of a spawned worker process, and how a worker loads its app and tasks.
 
 Job: in a fresh interpreter, die with the supervisor, load the app by its import path
-(`load_app`) and the modules of its setting `task_modules` (`import_task_modules`), run
-a `WorkerProcess` until SIGTERM, and exit. A task module that fails to import does not
-stop the worker: its traceback is logged once per process, and `failed_imports` keeps
-the error so that a message for one of its tasks is dead-lettered with that cause
-instead of a bare "unknown task". Contract: exit status 0 after a clean
-stop (including recycling after `max_tasks_per_child` tasks or above
-`max_memory_per_child` MiB), 75 after stopping itself for a hard time limit, 70 at
-once when the supervisor that spawned it is already gone (it died before this process
-could arm PR_SET_PDEATHSIG, which would otherwise kill this process with it).
+(`load_app`), run a `WorkerProcess` until SIGTERM, and exit. Every `WorkerProcess`
+imports the modules of the app's setting `task_modules` as it starts
+(`import_task_modules`, also used by `fleet tasks`). A task module that fails to import
+does not stop the worker: its traceback is logged once per process, and the error is
+kept so that a message for one of its tasks is dead-lettered with that cause
+(`unknown_task`) instead of a bare "unknown task".
+
+Contract: exit status 0 after a clean stop (including recycling after
+`max_tasks_per_child` tasks or above `max_memory_per_child` MiB), 75 after stopping
+itself for a hard time limit, 70 at once when the supervisor that spawned it is already
+gone (it died before this process could arm PR_SET_PDEATHSIG, which would otherwise
+kill this process with it).
 """
 
 from __future__ import annotations
