@@ -2,10 +2,12 @@
 
 Job: map values that have no native msgpack/JSON form (tuples, sets, datetimes, UUIDs,
 decimals, enums, named tuples, dataclasses, big ints) to a (tag, payload) pair made of
-encodable values, and build them back. Contract: `reduce` and the `build_*` functions
-are exact inverses for every type `fleet.codec` documents; classes are imported only by
-module name plus attribute lookup, and only enum, dataclass and named tuple classes are
-ever called.
+encodable values, and build them back. Contract: `reduce` and the builders are exact
+inverses for every type `fleet.codec` documents; classes are imported only by module
+name plus attribute lookup, and only enum, dataclass and named tuple classes are ever
+called. The builders of a codec given a `TrustedModules` take classes only from the
+modules it allows, checked before anything is imported; the module-level `BUILD`
+(codecs with no policy) takes them from any importable module.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import datetime as dt
 import enum
 import importlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -73,7 +75,43 @@ def _import_class(path: str) -> object:
     return obj
 
 
-def _load_class(path: str, kind: str, check: Callable[[type], bool]) -> type:
+class TrustedModules:
+    """The modules whose enum, dataclass and named tuple classes a codec may rebuild.
+
+    Args:
+        listed: module names; each allows itself and its submodules ("shop" allows
+            "shop.models").
+        exact: called on a miss, returns module names allowed exactly (a `Fleet`
+            passes the modules of its registered tasks, which may grow).
+    """
+
+    def __init__(
+        self, listed: Iterable[str] = (), exact: Callable[[], Iterable[str]] = tuple
+    ) -> None:
+        self.listed = tuple(listed)
+        self._exact = exact
+        self._allowed: set[str] = set()  # answers so far (only yes: the hot path)
+
+    def allows(self, module: str) -> bool:
+        if module in self._allowed:
+            return True
+        ok = any(module == m or module.startswith(m + ".") for m in self.listed)
+        if ok or module in set(self._exact()):
+            self._allowed.add(module)
+            return True
+        return False
+
+
+def _load_class(
+    path: str, kind: str, check: Callable[[type], bool], trusted: TrustedModules | None = None
+) -> type:
+    if trusted is not None:
+        module = path.partition(":")[0]
+        if not trusted.allows(module):
+            raise Undecodable(
+                f"refusing to decode type {path!r}: its module {module!r} is neither the "
+                "module of a registered task nor listed in the setting `codec_modules`"
+            )
     cls = _CLASSES.get(path)
     if cls is None:
         obj = _import_class(path)
@@ -182,8 +220,7 @@ def reduce(o: object) -> tuple[str | None, object]:
     raise Unencodable(type(o))
 
 
-def _build_dataclass(path: str, values: dict[str, Any]) -> object:
-    cls = _load_class(path, "a dataclass", dataclasses.is_dataclass)
+def _build_dataclass(cls: type, path: str, values: dict[str, Any]) -> object:
     names, init = _dc_fields(cls)
     unknown = values.keys() - set(names)
     if unknown:
@@ -207,17 +244,33 @@ def _build_datetime(v: list[Any]) -> dt.datetime:
     return dt.datetime(year, month, day, hour, minute, second, micro, _tz_in(tz), fold=fold)
 
 
-BUILD: dict[str, Callable[[Any], object]] = {
-    "tuple": tuple,
-    "set": set,
-    "frozenset": frozenset,
-    "datetime": _build_datetime,
-    "date": lambda v: dt.date(*v),
-    "time": lambda v: dt.time(v[0], v[1], v[2], v[3], _tz_in(v[5]), fold=v[4]),
-    "timedelta": lambda v: dt.timedelta(*v),
-    "uuid": lambda v: uuid.UUID(hex=v),
-    "decimal": Decimal,
-    "enum": lambda v: _load_class(v[0], "an enum", lambda c: issubclass(c, enum.Enum))(v[1]),
-    "dataclass": lambda v: _build_dataclass(v[0], v[1]),
-    "namedtuple": lambda v: _load_class(v[0], "a named tuple", _is_namedtuple)(*v[1]),
-}
+def _is_enum(cls: type) -> bool:
+    return issubclass(cls, enum.Enum)
+
+
+def builders(trusted: TrustedModules | None = None) -> dict[str, Callable[[Any], object]]:
+    """The builder of each tag; classes only from the modules `trusted` allows."""
+
+    def load(path: str, kind: str, check: Callable[[type], bool]) -> type:
+        return _load_class(path, kind, check, trusted)
+
+    return {
+        "tuple": tuple,
+        "set": set,
+        "frozenset": frozenset,
+        "datetime": _build_datetime,
+        "date": lambda v: dt.date(*v),
+        "time": lambda v: dt.time(v[0], v[1], v[2], v[3], _tz_in(v[5]), fold=v[4]),
+        "timedelta": lambda v: dt.timedelta(*v),
+        "uuid": lambda v: uuid.UUID(hex=v),
+        "decimal": Decimal,
+        "enum": lambda v: load(v[0], "an enum", _is_enum)(v[1]),
+        "dataclass": lambda v: _build_dataclass(
+            load(v[0], "a dataclass", dataclasses.is_dataclass), v[0], v[1]
+        ),
+        "namedtuple": lambda v: load(v[0], "a named tuple", _is_namedtuple)(*v[1]),
+    }
+
+
+BUILD = builders()
+"""Builders that take classes from any importable module (codecs with no policy)."""

@@ -3,7 +3,8 @@
 Job: turn an invocation into the bytes a broker carries and back, and the same for the
 small push notifications that tell waiters an invocation finished (and tell workers to
 cancel one). Contract: always msgpack, versioned, independent of the argument codec
-(the arguments travel as opaque bytes encoded by it). `unpack` raises
+(the arguments travel as opaque bytes encoded by it, whose name the envelope carries so
+that a worker can refuse a codec other than its setting `codec`). `unpack` raises
 `SerializationError` with a reason fit for a dead-letter header on anything malformed.
 """
 
@@ -36,7 +37,9 @@ class Envelope:
     reply_to: str = ""
     parent: str = ""
     module: str = ""
-    """Module that defines the task (imported on demand by workers)."""
+    """Module that defines the task, as the producer saw it. Untrusted: workers never
+    import it (only their app's registry counts); it only names a task module that
+    failed to import there in the dead-letter reason."""
     attempt: int = 0
     """Attempts started before this delivery (retries and recovered runs)."""
 

@@ -46,7 +46,7 @@ from fleet._exceptions import rebuild
 from fleet._prepare import new_id
 from fleet._waiter import Waiter, outcome_of
 from fleet.broker import Broker, Message, Publishing, open_broker
-from fleet.codec import Codec, get_codec
+from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import CancelledError, InvocationNotFoundError, PublishError, TaskDefinitionError
 from fleet.invocation import Invocation
@@ -98,8 +98,14 @@ class Fleet:
             settings["name"] = name
         self.loaded: LoadedSettings = load_settings(settings)
         self.settings: Settings = self.loaded.settings
-        self.codec: Codec = get_codec(self.settings.codec, allow_pickle=self.settings.allow_pickle)
         self.tasks: dict[str, Task[Any, Any]] = {}
+        # Decoded classes come only from task modules and the listed ones (fleet.codec).
+        trusted = TrustedModules(
+            self.settings.codec_modules, lambda: [t.module for t in self.tasks.values()]
+        )
+        self.codec: Codec = get_codec(
+            self.settings.codec, allow_pickle=self.settings.allow_pickle, trusted=trusted
+        )
         self._queues: QueueTable | None = None
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()

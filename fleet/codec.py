@@ -25,6 +25,12 @@ Contract:
   pickle data can run arbitrary code.
 - Decoding imports classes only by module name plus attribute lookup, and only accepts
   enum, dataclass and named tuple classes; it never calls any other object named in data.
+- A codec given `trusted` (a `TrustedModules`) takes those classes only from the modules
+  it allows and refuses any other with `SerializationError` naming the type, before
+  importing anything. A `Fleet`'s codec (`app.codec`, what workers decode arguments
+  and producers results with) always has one: the modules of the app's registered
+  tasks plus the setting `codec_modules`. `get_codec(name)` with no `trusted` allows
+  any importable module: use it only on data you wrote yourself.
 The mapping of non-native types to tagged payloads lives in `fleet._codec_types`.
 """
 
@@ -41,7 +47,15 @@ from typing import Any
 
 import msgpack
 
-from fleet._codec_types import BUILD, Undecodable, Unencodable, reduce, type_name
+from fleet._codec_types import (
+    BUILD,
+    TrustedModules,
+    Undecodable,
+    Unencodable,
+    builders,
+    reduce,
+    type_name,
+)
 from fleet.errors import ConfigError, SerializationError
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -74,6 +88,10 @@ class Codec(ABC):
 
     name: str
     """The short name used in settings and stored with each invocation."""
+
+    def __init__(self, trusted: TrustedModules | None = None) -> None:
+        self.trusted = trusted
+        """Where decoded classes may come from; None: any importable module."""
 
     @abstractmethod
     def encode(self, value: object) -> bytes:
@@ -138,23 +156,31 @@ def _msgpack_pack(value: object) -> bytes:
     return data
 
 
-def _msgpack_ext(code: int, data: bytes) -> object:
-    if code == _EXT_BIGINT:
-        return int.from_bytes(data, "big", signed=True)
-    tag = _EXT_TAGS.get(code)
-    if tag is None:
-        raise Undecodable(f"unknown msgpack extension type {code}")
-    return BUILD[tag](_msgpack_unpack(data))
+def _msgpack_unpacker(build: dict[str, Callable[[Any], object]]) -> Callable[[bytes], object]:
+    """An unpack function whose extension types are built by `build`."""
 
+    def ext(code: int, data: bytes) -> object:
+        if code == _EXT_BIGINT:
+            return int.from_bytes(data, "big", signed=True)
+        tag = _EXT_TAGS.get(code)
+        if tag is None:
+            raise Undecodable(f"unknown msgpack extension type {code}")
+        return build[tag](unpack(data))
 
-def _msgpack_unpack(data: bytes) -> object:
-    return msgpack.unpackb(data, ext_hook=_msgpack_ext, raw=False, strict_map_key=False)
+    def unpack(data: bytes) -> object:
+        return msgpack.unpackb(data, ext_hook=ext, raw=False, strict_map_key=False)
+
+    return unpack
 
 
 class MsgpackCodec(Codec):
     """msgpack with extension types for the values in the module docstring (default)."""
 
     name = "msgpack"
+
+    def __init__(self, trusted: TrustedModules | None = None) -> None:
+        super().__init__(trusted)
+        self._unpack = _msgpack_unpacker(BUILD if trusted is None else builders(trusted))
 
     def encode(self, value: object) -> bytes:
         try:
@@ -164,7 +190,7 @@ class MsgpackCodec(Codec):
 
     def decode(self, data: bytes) -> object:
         try:
-            return _msgpack_unpack(data)
+            return self._unpack(data)
         except Exception as exc:
             raise _decode_error(self.name, exc) from exc
 
@@ -190,8 +216,7 @@ def _to_json(o: object) -> object:
     return {_TAG: tag, "v": _to_json(payload)}
 
 
-_JSON_BUILD: dict[str, Callable[[Any], object]] = {
-    **BUILD,
+_JSON_ONLY: dict[str, Callable[[Any], object]] = {
     "dict": lambda v: {k: x for k, x in v},
     "bytes": base64.b64decode,
     "int": lambda v: int(v, 16),
@@ -199,13 +224,19 @@ _JSON_BUILD: dict[str, Callable[[Any], object]] = {
 }
 
 
-def _from_json(d: dict[str, Any]) -> object:
-    tag = d.get(_TAG)
-    if tag is None:
-        return d
-    if tag not in _JSON_BUILD:
-        raise Undecodable(f"unknown tag {tag!r} in JSON data")
-    return _JSON_BUILD[tag](d["v"])
+def _json_hook(build: dict[str, Callable[[Any], object]]) -> Callable[[dict[str, Any]], object]:
+    """A json object hook whose tagged values are built by `build`."""
+    table = {**build, **_JSON_ONLY}
+
+    def hook(d: dict[str, Any]) -> object:
+        tag = d.get(_TAG)
+        if tag is None:
+            return d
+        if tag not in table:
+            raise Undecodable(f"unknown tag {tag!r} in JSON data")
+        return table[tag](d["v"])
+
+    return hook
 
 
 class JsonCodec(Codec):
@@ -218,6 +249,10 @@ class JsonCodec(Codec):
 
     name = "json"
 
+    def __init__(self, trusted: TrustedModules | None = None) -> None:
+        super().__init__(trusted)
+        self._hook = _json_hook(BUILD if trusted is None else builders(trusted))
+
     def encode(self, value: object) -> bytes:
         try:
             text = json.dumps(
@@ -229,7 +264,7 @@ class JsonCodec(Codec):
 
     def decode(self, data: bytes) -> object:
         try:
-            return json.loads(data, object_hook=_from_json)
+            return json.loads(data, object_hook=self._hook)
         except Exception as exc:
             raise _decode_error(self.name, exc) from exc
 
@@ -258,12 +293,16 @@ CODECS: dict[str, type[Codec]] = {"msgpack": MsgpackCodec, "json": JsonCodec, "p
 _INSTANCES: dict[str, Codec] = {}
 
 
-def get_codec(name: str, *, allow_pickle: bool = False) -> Codec:
-    """Return the (shared) codec called `name`.
+def get_codec(
+    name: str, *, allow_pickle: bool = False, trusted: TrustedModules | None = None
+) -> Codec:
+    """Return the codec called `name`: shared when `trusted` is None, else a new one.
 
     Args:
         name: a key of `CODECS`: "msgpack", "json" or "pickle".
         allow_pickle: the `allow_pickle` setting; required for "pickle".
+        trusted: the modules decoded classes may come from (see the module docstring);
+            pickle ignores it (it runs whatever the data says).
 
     Raises:
         ConfigError: the name is unknown, or "pickle" is asked for without allow_pickle.
@@ -278,6 +317,8 @@ def get_codec(name: str, *, allow_pickle: bool = False) -> Codec:
             "decoding pickle data can execute arbitrary code, so anyone who can publish to "
             "your queues or write to the state store could run code on your workers"
         )
+    if trusted is not None:
+        return cls(trusted)
     codec = _INSTANCES.get(name)
     if codec is None:
         codec = _INSTANCES.setdefault(name, cls())
@@ -378,6 +419,7 @@ __all__ = [
     "JsonCodec",
     "MsgpackCodec",
     "PickleCodec",
+    "TrustedModules",
     "call_key",
     "decode_call",
     "encode_call",

@@ -6,7 +6,9 @@ Contract: sources apply lowest first: defaults, `[tool.fleet]` in `pyproject.tom
 nearest one at or above the working directory), a YAML file (`FLEET__CONFIG=path` or the
 setting `config`), `FLEET__<KEY>` environment variables, keyword arguments to `Fleet(...)`.
 Every value is checked against the field's type; an unknown key or a wrong type raises
-`ConfigError` naming the key and its source. Per-task overrides live under `tasks`
+`ConfigError` naming the key and its source; list settings (`task_modules`,
+`codec_modules`) take a list in the files and a comma-separated string in the
+environment, of dotted module names. Per-task overrides live under `tasks`
 (`{task name: {option: value}}`) in the files and are validated when tasks are defined.
 `load_settings` reads the environment only when called, never at import.
 """
@@ -48,6 +50,15 @@ class Settings:
     """Argument and result encoding: msgpack, json, or pickle (with allow_pickle)."""
     allow_pickle: bool = False
     """Permit the pickle codec (decoding pickle runs arbitrary code)."""
+    task_modules: tuple[str, ...] = ()
+    """Modules a worker imports at start to register their tasks, besides the app's own
+    module (a list, or comma-separated in FLEET__TASK_MODULES). Workers run only tasks
+    registered this way; they never import a module a message names."""
+    codec_modules: tuple[str, ...] = ()
+    """Modules (with their submodules) whose enum, dataclass and named tuple classes the
+    app's codec may rebuild, besides the modules of registered tasks. Default: none, so a
+    message can only make a worker build classes of the task modules it already
+    imported; list e.g. "shop.models" to pass its dataclasses as arguments."""
     config: str = ""
     """YAML settings file (also FLEET__CONFIG)."""
     queues_file: str = ""
@@ -175,6 +186,14 @@ def _coerce(tp: Any, value: Any) -> Any:
         if isinstance(value, str):
             return value
         raise TypeError(value)
+    if origin is tuple:
+        items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise TypeError(value)
+        names = tuple(item.strip() if isinstance(item, str) else item for item in items)
+        if not all(isinstance(n, str) and _is_module_name(n) for n in names):
+            raise ValueError(value)
+        return names
     if origin in (Mapping, dict):
         if isinstance(value, str):
             value = yaml.safe_load(value)
@@ -184,6 +203,10 @@ def _coerce(tp: Any, value: Any) -> Any:
     raise TypeError(f"unsupported setting type {tp!r}")  # pragma: no cover
 
 
+def _is_module_name(name: str) -> bool:
+    return all(part.isidentifier() for part in name.split("."))
+
+
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True}
 _BOOLS |= {"0": False, "false": False, "no": False, "off": False}
 
@@ -191,6 +214,8 @@ _BOOLS |= {"0": False, "false": False, "no": False, "off": False}
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
+    if typing.get_origin(tp) is tuple:
+        return "a list of dotted module names"
     if isinstance(tp, types.GenericAlias) or typing.get_origin(tp):
         return "a mapping"
     return str(tp)

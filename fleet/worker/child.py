@@ -1,11 +1,18 @@
-"""Entry point of a spawned worker process.
+"""Entry point of a spawned worker process, and how a worker loads its app and tasks.
 
-Job: in a fresh interpreter, die with the supervisor, load the app by its import path,
-run a `WorkerProcess` until SIGTERM, and exit. Contract: exit status 0 after a clean
-stop (including recycling after `max_tasks_per_child` tasks or above
-`max_memory_per_child` MiB), 75 after stopping itself for a hard time limit, 70 at
-once when the supervisor that spawned it is already gone (it died before this process
-could arm PR_SET_PDEATHSIG, which would otherwise kill this process with it).
+Job: in a fresh interpreter, die with the supervisor, load the app by its import path
+(`load_app`), run a `WorkerProcess` until SIGTERM, and exit. Every `WorkerProcess`
+imports the modules of the app's setting `task_modules` as it starts
+(`import_task_modules`, also used by `fleet tasks`). A task module that fails to import
+does not stop the worker: its traceback is logged once per process, and the error is
+kept so that a message for one of its tasks is dead-lettered with that cause
+(`unknown_task`) instead of a bare "unknown task".
+
+Contract: exit status 0 after a clean stop (including recycling after
+`max_tasks_per_child` tasks or above `max_memory_per_child` MiB), 75 after stopping
+itself for a hard time limit, 70 at once when the supervisor that spawned it is already
+gone (it died before this process could arm PR_SET_PDEATHSIG, which would otherwise
+kill this process with it).
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import sys
 from typing import TYPE_CHECKING
 
 from fleet._logging import setup_logging
+from fleet.errors import UnknownTaskError
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
 EXIT_ORPHANED = 70
+_FAILED: dict[str, BaseException] = {}
+"""Task modules that failed to import in this process, with their error."""
 
 
 def load_app(path: str) -> Fleet:
@@ -42,6 +52,69 @@ def load_app(path: str) -> Fleet:
     if not isinstance(app, Fleet):
         raise ConfigError(f"--app {path!r}: {module_name}.{attribute or 'app'} is not a Fleet app")
     return app
+
+
+def import_task_modules(app: Fleet, *, log_failures: bool = True) -> dict[str, BaseException]:
+    """Import the modules of the setting `task_modules`, registering their tasks.
+
+    Args:
+        app: the loaded app.
+        log_failures: log each failure with its traceback, the first time only (off
+            for callers that show it themselves, such as `fleet tasks`).
+
+    Returns:
+        The modules that failed to import in this process (now or before), with their
+        error.
+    """
+    for name in app.settings.task_modules:
+        if name in _FAILED:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            _FAILED[name] = exc
+            if not log_failures:
+                continue
+            log.error(
+                "task module %r failed to import; its tasks will be dead-lettered",
+                name,
+                exc_info=exc,
+                extra={"task_module": name},
+            )
+    return failed_imports()
+
+
+def failed_imports() -> dict[str, BaseException]:
+    """Task modules that failed to import in this process, with their error."""
+    return dict(_FAILED)
+
+
+def unknown_task(task: str, module: str = "") -> UnknownTaskError:
+    """The error for a message naming `task`, which is not registered here.
+
+    Args:
+        task: the task name in the message.
+        module: the module the message says defines it; only looked up among the
+            failed imports, never imported.
+
+    Returns:
+        An error naming the task, and the import error of its module (chained) when
+        that module is a task module that failed to import in this process.
+    """
+    parts = task.split(".")
+    for name in [module, *(".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1))]:
+        cause = _FAILED.get(name)
+        if cause is not None:
+            error = UnknownTaskError(
+                f"unknown task {task!r}: its module {name!r} failed to import on this "
+                f"worker: {type(cause).__name__}: {cause}"
+            )
+            error.__cause__ = cause
+            return error
+    return UnknownTaskError(
+        f"unknown task {task!r}: not registered on this worker (workers import the app's "
+        "module and the setting `task_modules`, never a module a message names)"
+    )
 
 
 def _die_with_parent() -> None:

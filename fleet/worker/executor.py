@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fleet import _context, _values
 from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
-from fleet.codec import decode_call, get_codec
+from fleet.codec import decode_call
 from fleet.errors import SerializationError, WaitCycleError
 from fleet.state import Change
 from fleet.status import Status
@@ -136,7 +136,7 @@ class Executor:
         ids = {"invocation_id": envelope.id, "task": envelope.task}
         state = self.runtime.state
         try:
-            codec = get_codec(envelope.codec, allow_pickle=self.app.settings.allow_pickle)
+            codec = self.app.codec  # the setting, never the message (checked on receipt)
             data = persist("loading arguments", lambda: _values.resolve(state, envelope.args))
             args, kwargs = decode_call(codec, data)
             log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)

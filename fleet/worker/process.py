@@ -4,8 +4,9 @@ Job: turn messages into finished invocations, as many at a time as it has slots.
 
 Contract (the hot path, see ARCHITECTURE.md):
 1. Receive at most as many messages as there are free slots (urgent first).
-2. Dead-letter what cannot run (undecodable body, unknown task) with the reason; the
-   invocation, if there is one, is marked FAILED; the loop goes on.
+2. Dead-letter what cannot run (undecodable body, a task not in the app's registry, a
+   codec other than the setting `codec`) with the reason; the invocation, if there is
+   one, is marked FAILED; the loop goes on. Nothing a message names is imported.
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
    process), hand those won to their threads, then ack them all. The thread that
    received them runs the last one itself (`fleet.worker.baton`: no hand-off for a
@@ -28,7 +29,6 @@ calling `run()` only waits for that; pool threads drive the consumer.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -41,11 +41,17 @@ from typing import TYPE_CHECKING, Any
 from fleet._envelope import Envelope, unpack
 from fleet._exceptions import error_info
 from fleet.broker import Consumer, Delivery
-from fleet.errors import HardTimeLimitExceeded, SerializationError, UnknownTaskError
+from fleet.errors import (
+    FleetError,
+    HardTimeLimitExceeded,
+    SerializationError,
+    UnknownTaskError,
+)
 from fleet.state import Change, RunnerRecord
 from fleet.status import CLAIMABLE, Status
 from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.baton import Baton
+from fleet.worker.child import import_task_modules, unknown_task
 from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
 from fleet.worker.limits import Watchdog
@@ -79,6 +85,7 @@ class WorkerProcess:
         supervisor: str = "",
     ) -> None:
         self.app = app
+        import_task_modules(app)  # before anything is received: tasks resolve by registry
         self.runtime = app.runtime()
         self.queues = list(queues) or app.queues.names()
         self.threads = max(1, threads)
@@ -258,7 +265,8 @@ class WorkerProcess:
                 continue
             task = self.resolve(envelope)
             if task is None:
-                self._reject(consumer, delivery, f"unknown task {envelope.task!r}", envelope)
+                refusal = self.refusal(envelope)
+                self._reject(consumer, delivery, str(refusal), envelope, refusal)
                 continue
             runnable.append((delivery, envelope, task))
         if not runnable:
@@ -324,7 +332,12 @@ class WorkerProcess:
         return jobs
 
     def _reject(
-        self, consumer: Consumer, delivery: Delivery, reason: str, envelope: Envelope | None
+        self,
+        consumer: Consumer,
+        delivery: Delivery,
+        reason: str,
+        envelope: Envelope | None,
+        error: BaseException | None = None,
     ) -> None:
         log.error(
             "dead-lettering message %s: %s",
@@ -334,7 +347,7 @@ class WorkerProcess:
         )
         consumer.dead_letter(delivery, reason)
         if envelope is not None:
-            error = error_info(UnknownTaskError(reason))
+            info = error_info(error or UnknownTaskError(reason))
             self.runtime.state.apply(
                 [
                     Change(
@@ -342,29 +355,35 @@ class WorkerProcess:
                         Status.FAILED,
                         CLAIMABLE,
                         by=self.id,
-                        error=error,
+                        error=info,
                         note=f"dead-lettered: {reason}",
                     )
                 ]
             )
 
     def resolve(self, envelope: Envelope) -> Task[Any, Any] | None:
-        """The task a message names, importing its module on first sight if needed."""
-        tasks = self.app.tasks
-        task = tasks.get(envelope.task)
-        if task is not None:
-            return task
-        candidates = [envelope.module] if envelope.module else []
-        parts = envelope.task.split(".")
-        candidates += [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
-        for module in candidates:
-            try:
-                importlib.import_module(module)
-            except Exception:
-                continue
-            if envelope.task in tasks:
-                return tasks[envelope.task]
-        return None
+        """The registered task a message names, if this worker may run the message.
+
+        Only the app's registry counts (the app's module and the setting
+        `task_modules`, imported at start): a module a message names is never imported
+        here, or anyone who can publish to a queue could make workers import any
+        installed module. A message in another codec than the setting `codec` is not
+        run either: the codec is this app's choice, never the message's.
+        """
+        if envelope.codec != self.app.codec.name:
+            return None
+        return self.app.tasks.get(envelope.task)
+
+    def refusal(self, envelope: Envelope) -> FleetError:
+        """Why `resolve` found nothing: the error for the dead-letter reason and the
+        invocation, chained to the import error of the task's module if there is one."""
+        codec = self.app.codec.name
+        if envelope.codec != codec:
+            return SerializationError(
+                f"message {envelope.id} is encoded with codec {envelope.codec!r}, but this "
+                f"worker's setting `codec` is {codec!r}"
+            )
+        return unknown_task(envelope.task, envelope.module)
 
     # -- heartbeats and cancellation ----------------------------------------------------
 
