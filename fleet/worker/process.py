@@ -252,7 +252,7 @@ class WorkerProcess:
                 timeout = 1.0
                 if early and free:
                     timeout = min(timeout, early.wait(now) or 0.0)
-                room = max(0, free - early.blocking(now))
+                room = max(0, free - early.blocking(now)) if early else free
                 deliveries = consumer.receive(room, timeout=timeout)
                 if deliveries:
                     self._dispatch(consumer, deliveries, jobs)
