@@ -1,6 +1,7 @@
 """Leader-run services, elected with a lease: whoever holds it runs them.
 
-Job: on exactly one runner at a time, recover invocations of dead hosts, release due
+Job: on exactly one runner at a time, recover invocations of dead hosts and those a
+live worker process does not hold (`recovery.recover_unheld`), release due
 scheduled invocations and retries, republish pending invocations whose message may be
 lost, and forget heartbeat records older than `runner_retention`.
 
@@ -10,8 +11,9 @@ Contract: every supervisor runs a `Leader` thread. Each tick (every
 holder that stops renewing (killed, partitioned) loses the lease at its expiry and the
 next runner to try takes over, so the services are never starved and never run by two
 at once (the individual moves are compare-and-sets as well, so even an overlap at the
-lease boundary requeues nothing twice). Dead-runner recovery runs every
-`recovery_interval`; due releases every tick.
+lease boundary requeues nothing twice). Dead-runner and unheld recovery run every
+`recovery_interval` (an unheld invocation is requeued when two passes in a row find it
+so, see `recovery.recover_unheld`); due releases every tick.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class Leader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-leader", daemon=True)
         self._last_recovery = 0.0
+        self._unheld: dict[str, tuple[str, float, float]] = {}
+        """Suspects of the last `recover_unheld` pass (requeued when seen twice)."""
 
     def start(self) -> None:
         self._thread.start()
@@ -77,5 +81,6 @@ class Leader:
         if now - self._last_recovery >= settings.recovery_interval:
             self._last_recovery = now
             recovery.recover_orphans(self.app, self.runner, now)
+            recovery.recover_unheld(self.app, self.runner, now, self._unheld)
             recovery.republish_stale(self.app, self.runner, now)
             state.forget_runners(now - settings.runner_retention)

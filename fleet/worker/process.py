@@ -10,14 +10,24 @@ Contract (the hot path, see ARCHITECTURE.md):
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
    process), hand those won to their threads, then ack them all. The thread that
    received them runs the last one itself (`fleet.worker.baton`: no hand-off for a
-   lone message; another thread takes over the consumer if it runs long). A lost
-   claim whose record exists is a duplicate delivery: acked and dropped. One whose
-   record does not exist yet (its producer writes it while the broker confirms, see
-   `fleet.app`) is held unacked, its slot reserved, and claimed again after 1 ms,
-   2 ms, ... (at most 0.1 s apart); after `RECORD_GRACE` seconds it is dead-lettered
-   (`fleet.worker._early`). A message is thus acked as its task starts, never held
-   unacknowledged while it runs; an invocation whose owner dies is found RUNNING under
-   a dead owner and requeued by recovery.
+   lone message; another thread takes over the consumer if it runs long). Nothing
+   claimed is dropped: the runs of the claims won are collected before anything else
+   can raise (giving back slots, the ack, holding early arrivals, dead-lettering) and
+   handed out even when one of those raises. A claim whose outcome is unknown (the
+   store raised, maybe after applying it) is read back once the store answers again:
+   RUNNING under this process means it runs; otherwise it is sorted out like a lost
+   claim. A lost claim whose record exists is a duplicate delivery: acked and dropped.
+   One whose record does not exist yet (its producer writes it while the broker
+   confirms, see `fleet.app`) is held unacked without a slot and claimed again (on a
+   slot taken then) after 1 ms, 2 ms, ... (at most 0.1 s apart); for its first 0.1 s
+   it holds back new receives as its slot would. At most `prefetch()` are held (one
+   more pushes out the oldest) and each at most `RECORD_GRACE` seconds; then it is
+   dead-lettered with the reason (`fleet.worker._early`), so a flood of messages
+   without records cannot starve real work. A message is thus acked as its task
+   starts, never held unacknowledged while it runs; an invocation whose owner dies is
+   found RUNNING under a dead owner and requeued by recovery, and one its live owner
+   does not hold (not in its heartbeat) is requeued by the leader as well
+   (`fleet.worker.recovery.recover_unheld`).
 4. Run each claimed invocation on a slot; its thread commits the outcome (with those of
    the invocations that finish meanwhile, see `committer`).
 5. A heartbeat record (id, host, pid, queues, invocations in hand) is written every
@@ -36,6 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from fleet._envelope import Envelope, unpack
@@ -98,7 +109,7 @@ class WorkerProcess:
         self._starved = False
         """True while the dispatcher may be waiting for a slot (see `_slot_freed`)."""
         self.slots = Slots(self.threads, self._slot_freed)
-        self.early = EarlyArrivals()
+        self.early = EarlyArrivals(limit=self.prefetch())
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.baton = Baton(lambda: self.pool.submit(self._drive))
         self.committer = Committer(
@@ -211,7 +222,7 @@ class WorkerProcess:
             )
 
     def _close_consumer(self) -> None:
-        self.slots.give_back(len(self.early.clear()))  # their deliveries go back too
+        self.early.clear()  # their deliveries go back with the consumer
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             try:
@@ -222,31 +233,45 @@ class WorkerProcess:
     # -- consuming --------------------------------------------------------------------
 
     def _consume(self) -> Job | None:
-        """Receive, claim and start work until there is an invocation for this thread."""
+        """Receive, claim and start work until there is an invocation for this thread.
+
+        A claim won is put in `jobs` before anything else can raise; on an error the
+        jobs are handed to the pool before it propagates: nothing claimed is dropped.
+        """
         if self._consumer is None:
             self._consumer = self.runtime.broker.consumer(self.queues, self.prefetch())
             self.ready.set()
         consumer = self._consumer
         early = self.early
-        while not self._stop.is_set():
-            self._starved = True  # set first: a slot freed while we look must wake us
-            free = self.slots.free()
-            self._starved = free == 0
-            timeout = 1.0
-            if early:
-                timeout = min(timeout, early.wait(time.monotonic()) or 0.0)
-            deliveries = consumer.receive(free, timeout=timeout)
-            jobs = self._dispatch(consumer, deliveries) if deliveries else []
-            if early:
-                due = early.due(time.monotonic())
-                if due:
+        jobs: list[Job] = []
+        try:
+            while not jobs and not self._stop.is_set():
+                self._starved = True  # set first: a slot freed while we look must wake us
+                free = self.slots.free()
+                self._starved = free == 0
+                now = time.monotonic()
+                due = early.due(now, free) if early else []
+                if due:  # early arrivals first, each on a slot taken for it
+                    self.slots.take(len(due))
                     again = [(e.delivery, e.envelope, e.task) for e in due]
-                    jobs += self._claim(consumer, again, due)
-            if jobs:
-                for job in jobs[:-1]:
-                    self.pool.submit(job)
-                return jobs[-1]
-        return None
+                    self._claim(consumer, again, jobs, due)
+                    continue
+                timeout = 1.0
+                if early and free:
+                    timeout = min(timeout, early.wait(now) or 0.0)
+                room = max(0, free - early.blocking(now)) if early else free
+                deliveries = consumer.receive(room, timeout=timeout)
+                if deliveries:
+                    self._dispatch(consumer, deliveries, jobs)
+        except BaseException:
+            for job in jobs:
+                self.pool.submit(job)
+            raise
+        if not jobs:
+            return None
+        for job in jobs[:-1]:
+            self.pool.submit(job)
+        return jobs[-1]
 
     def prefetch(self) -> int:
         """Messages this process may hold undelivered: the largest `prefetch` of its
@@ -255,7 +280,7 @@ class WorkerProcess:
         configured = max(self.app.queues.get(q).prefetch for q in self.queues)
         return max(self.threads, configured) if configured else 2 * self.threads
 
-    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery]) -> list[Job]:
+    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery], jobs: list[Job]) -> None:
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]] = []
         for delivery in deliveries:
             try:
@@ -269,19 +294,20 @@ class WorkerProcess:
                 self._reject(consumer, delivery, str(refusal), envelope, refusal)
                 continue
             runnable.append((delivery, envelope, task))
-        if not runnable:
-            return []
-        self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
-        return self._claim(consumer, runnable)
+        if runnable:
+            self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
+            self._claim(consumer, runnable, jobs)
 
     def _claim(
         self,
         consumer: Consumer,
         runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]],
+        jobs: list[Job],
         retried: list[Early] | None = None,
-    ) -> list[Job]:
-        """Claim deliveries whose slots are taken; return the runs of those won, drop the
-        duplicates, ack both, and hold those whose record is not there yet (`_early`)."""
+    ) -> None:
+        """Claim deliveries whose slots are taken; add the runs of those won to `jobs`
+        first, then give back the other slots, ack, drop the duplicates and hold those
+        whose record is not there yet (`_early`)."""
         claims = [
             Change(env.id, Status.RUNNING, CLAIMABLE, by=self.id, count_attempt=True)
             for _, env, _ in runnable
@@ -289,47 +315,90 @@ class WorkerProcess:
         try:
             won = self.runtime.state.apply(claims)
         except Exception:
-            consumer.release([d for d, _, _ in runnable])
-            self.slots.give_back(len(runnable))
-            raise
-        held: set[int] = set()
-        expired: list[Early] = []
-        if not all(won):
-            held, expired = self.early.sort_out(self.runtime.state, runnable, won, retried)
-        started = [(env, task) for (_, env, task), ok in zip(runnable, won, strict=True) if ok]
-        self.slots.give_back(len(runnable) - len(started) - len(held) + len(expired))
+            won = self._read_back(consumer, runnable)
         now = time.time()
         limited = False
-        jobs: list[Job] = []
-        for envelope, task in started:
-            running = Running(envelope, now)
-            limits = task.options
-            if limits.soft_time_limit:
-                running.soft_deadline = now + limits.soft_time_limit
-            if limits.hard_time_limit:
-                running.hard_deadline = now + limits.hard_time_limit
-            limited = limited or bool(limits.soft_time_limit or limits.hard_time_limit)
-            self.in_hand[envelope.id] = running
-            jobs.append(lambda e=envelope, t=task: self.executor.run(e, t))  # type: ignore[misc]
-        # Acked now, in the same round: the acks go out while the tasks run.
-        consumer.ack([d for i, (d, _, _) in enumerate(runnable) if i not in held])
+        started = 0
+        for (_, envelope, task), ok in zip(runnable, won, strict=True):
+            if ok:
+                limited = self._take_in_hand(envelope, task, now) or limited
+                jobs.append(partial(self.executor.run, envelope, task))
+                started += 1
+        # The jobs are handed out whatever happens from here on (see `_consume`).
+        self.slots.give_back(len(runnable) - started)
+        self.processed += started
         if limited:
             self.watchdog.poke()
-        self.processed += len(started)
+        held: set[int] = set()
+        dropped: list[tuple[Early, str]] = []
+        if started < len(runnable):
+            held, dropped = self.early.sort_out(self.runtime.state, runnable, won, retried)
+        # Acked now, in the same round: the acks go out while the tasks run.
+        consumer.ack([d for i, (d, _, _) in enumerate(runnable) if i not in held])
         recycle_after = self.app.settings.max_tasks_per_child
         if recycle_after and self.processed >= recycle_after:
             log.info("worker %s: recycling after %d tasks", self.id, self.processed)
             self.stop()
-        duplicates = len(runnable) - len(started) - len(held)
+        duplicates = len(runnable) - started - len(held)
         if duplicates:
             log.debug("dropped %d duplicate deliveries", duplicates)
-        for early in expired:
-            reason = (
-                f"no invocation record {early.envelope.id} after {self.early.grace:g}s "
-                "(its producer failed or died before writing it)"
-            )
+        for early, reason in dropped:
             self._reject(consumer, early.delivery, reason, None)
-        return jobs
+
+    def _take_in_hand(self, envelope: Envelope, task: Task[Any, Any], now: float) -> bool:
+        """Count a claimed invocation in hand; True if it has a time limit."""
+        running = Running(envelope, now)
+        limits = task.options
+        if limits.soft_time_limit:
+            running.soft_deadline = now + limits.soft_time_limit
+        if limits.hard_time_limit:
+            running.hard_deadline = now + limits.hard_time_limit
+        self.in_hand[envelope.id] = running
+        return bool(limits.soft_time_limit or limits.hard_time_limit)
+
+    def _read_back(
+        self, consumer: Consumer, runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]]
+    ) -> list[bool]:
+        """The claims failed with an error, after which they may have been applied or
+        not: wait until the store answers (keeping the consumer's connection alive), read
+        the records back and report as won those RUNNING under this process and not in
+        hand already. Stopping before the store answers, it releases the deliveries and
+        their slots and raises: what it may have claimed is requeued after its stop."""
+        ids = [env.id for _, env, _ in runnable]
+        log.warning(
+            "worker %s: state store failed claiming %d invocation(s); reading them back",
+            self.id,
+            len(ids),
+            exc_info=True,
+        )
+        delay = 0.1
+        while True:
+            try:
+                records = self.runtime.state.get(ids)
+                break
+            except Exception:
+                if self._stop.is_set():
+                    self.slots.give_back(len(runnable))
+                    consumer.release([d for d, _, _ in runnable])
+                    raise
+                log.warning("worker %s: state store still failing", self.id, exc_info=True)
+                self._pause(consumer, delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 5.0)
+        mine = {r.id for r in records if r.status is Status.RUNNING and r.owner == self.id}
+        won = []
+        for invocation_id in ids:
+            won.append(invocation_id in mine and invocation_id not in self.in_hand)
+            mine.discard(invocation_id)  # a second delivery in the same batch: a duplicate
+        return won
+
+    def _pause(self, consumer: Consumer, seconds: float) -> None:
+        """Wait `seconds` (less when stopping) while the consumer keeps its connection."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                consumer.receive(0, timeout=left)
+            except Exception:
+                self._stop.wait(left)
 
     def _reject(
         self,
@@ -346,19 +415,25 @@ class WorkerProcess:
             extra={"invocation_id": delivery.message.invocation_id},
         )
         consumer.dead_letter(delivery, reason)
-        if envelope is not None:
-            info = error_info(error or UnknownTaskError(reason))
-            self.runtime.state.apply(
-                [
-                    Change(
-                        envelope.id,
-                        Status.FAILED,
-                        CLAIMABLE,
-                        by=self.id,
-                        error=info,
-                        note=f"dead-lettered: {reason}",
-                    )
-                ]
+        if envelope is None:
+            return
+        info = error_info(error or UnknownTaskError(reason))
+        failed = Change(
+            envelope.id,
+            Status.FAILED,
+            CLAIMABLE,
+            by=self.id,
+            error=info,
+            note=f"dead-lettered: {reason}",
+        )
+        try:
+            self.runtime.state.apply([failed])
+        except Exception:  # the message is gone: recovery publishes the PENDING record again
+            log.warning(
+                "marking %s FAILED failed; it stays PENDING until recovery publishes it again",
+                envelope.id,
+                exc_info=True,
+                extra={"invocation_id": envelope.id, "task": envelope.task},
             )
 
     def resolve(self, envelope: Envelope) -> Task[Any, Any] | None:

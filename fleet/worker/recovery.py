@@ -1,8 +1,9 @@
 """Requeueing invocations whose owner is gone, and releasing held ones that are due.
 
 Job: put invocations back on the broker: those owned by a dead worker process, those
-held (scheduled, retry) whose due time has come, and pending ones whose message may
-have been lost (the producer died between registering and publishing).
+owned by a live one that does not hold them (dropped by an error between claim and
+run), those held (scheduled, retry) whose due time has come, and pending ones whose
+message may have been lost (the producer died between registering and publishing).
 
 Contract: every move is a compare-and-set in the state store first (so two services
 racing requeue an invocation once), then a publish. If the publish fails the
@@ -122,6 +123,77 @@ def recover_orphans(app: Fleet, by: str, now: float | None = None) -> int:
     live = [r.id for r in state.runners() if r.beat >= horizon and not r.stopped]
     records = state.find(Query(statuses=OWNED, not_owners=live, updated_before=horizon, limit=500))
     return requeue(app, records, by, "owner's heartbeat stopped")
+
+
+def recover_unheld(
+    app: Fleet,
+    by: str,
+    now: float | None = None,
+    seen: dict[str, tuple[str, float, float]] | None = None,
+    margin: float | None = None,
+) -> int:
+    """Requeue owned invocations that their live owner does not hold (leader service).
+
+    A worker process's heartbeat lists the invocations it holds (`RunnerRecord.in_hand`);
+    one RUNNING or PAUSED under a live process that its heartbeat does not list was
+    dropped by it (an error between claim and run), and `recover_orphans` never looks at
+    it since its owner beats. Two races are ruled out:
+
+    - Claimed just after the heartbeat was written (not listed yet): only records last
+      updated (`updated`, written by the owner itself) more than `margin` seconds
+      (default `heartbeat_interval`) before the owner's heartbeat `beat` are suspects.
+    - Finished just before the heartbeat, its outcome not committed yet: with `seen` (a
+      dict the caller keeps between calls), a suspect is requeued only when the previous
+      call found it a suspect too, under an earlier heartbeat of the same owner and with
+      the same `updated`; without `seen`, at once.
+
+    Args:
+        app: the app whose state store and broker are used.
+        by: the runner making the changes (recorded in the history).
+        now: the time of the check (default: now).
+        seen: suspects of the previous call, updated in place.
+        margin: seconds a record must predate its owner's heartbeat.
+
+    Returns:
+        How many invocations were published again.
+    """
+    now = time.time() if now is None else now
+    settings = app.settings
+    margin = settings.heartbeat_interval if margin is None else margin
+    state = app.runtime().state
+    horizon = now - settings.dead_after
+    live = {
+        r.id: r
+        for r in state.runners()
+        if r.kind == "process" and r.beat >= horizon and not r.stopped
+    }
+    suspects: dict[str, tuple[str, float, float]] = {}
+    records: list[InvocationRecord] = []
+    if live:
+        # Each owner's listed ones come first at most: the rest of the limit is theirs.
+        held = sum(len(r.in_hand) for r in live.values())
+        latest = max(r.beat for r in live.values()) - margin
+        query = Query(statuses=OWNED, owners=list(live), updated_before=latest, limit=held + 500)
+        for record in state.find(query):
+            runner = live[record.owner]
+            if record.updated < runner.beat - margin and record.id not in runner.in_hand:
+                suspects[record.id] = (record.owner, record.updated, runner.beat)
+                before = seen.get(record.id) if seen is not None else None
+                if seen is None or (
+                    before is not None
+                    and before[:2] == (record.owner, record.updated)
+                    and before[2] < runner.beat
+                ):
+                    records.append(record)
+    if seen is not None:
+        for invocation_id, sighting in suspects.items():
+            before = seen.get(invocation_id)
+            if before is None or before[:2] != sighting[:2]:
+                seen[invocation_id] = sighting  # the first sighting of this claim
+        for invocation_id in list(seen):
+            if invocation_id not in suspects:
+                del seen[invocation_id]
+    return requeue(app, records, by, "its live owner does not hold it")
 
 
 def release_due(app: Fleet, by: str, now: float | None = None) -> int:
