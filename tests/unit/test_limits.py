@@ -100,3 +100,30 @@ def test_hard_limit_commit_during_outage_does_not_stop_other_limits(
     assert limited.result(timeout=20) == "stopped softly"
     with pytest.raises(HardTimeLimitExceeded):
         hung.result(timeout=20)
+
+
+@app.task
+def spinning() -> None:
+    while True:
+        time.sleep(0.005)
+
+
+def test_limit_and_abandon_logs_name_the_task_and_why(
+    store: FailingStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="fleet.worker")
+    limited = soft()
+    assert limited.result(timeout=20) == "stopped softly"
+    soft_lines = [r.getMessage() for r in caplog.records if "soft time limit" in r.getMessage()]
+    assert soft_lines and soft.name in soft_lines[0] and limited.id in soft_lines[0]
+
+    cancelled = spinning()
+    wait_until(lambda: cancelled.status is Status.RUNNING, "it to run", timeout=10)
+    assert cancelled.cancel()
+
+    def abandoned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "abandoned" in r.getMessage()]
+
+    wait_until(lambda: bool(abandoned()), "the abandon log line", timeout=10)
+    line = abandoned()[0]
+    assert spinning.name in line and cancelled.id in line and "cancelled" in line
