@@ -37,6 +37,9 @@ class FailingStore(StateStore):
     def register(self, records: Sequence[InvocationRecord]) -> None:
         self.real.register(records)
 
+    def clear_due(self, ids: Sequence[str]) -> None:
+        self.real.clear_due(ids)
+
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
         return self.real.get(ids)
 

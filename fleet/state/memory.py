@@ -113,6 +113,14 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                 out.append(ok)
         return out
 
+    def clear_due(self, ids: Sequence[str]) -> None:
+        d = self._data
+        with d.lock:
+            for invocation_id in ids:
+                rec = d.records.get(invocation_id)
+                if rec is not None and rec.status is Status.PENDING and rec.due is not None:
+                    d.records[invocation_id] = replace(rec, due=None)
+
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
         with self._data.lock:
             records = self._data.records

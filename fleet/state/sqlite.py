@@ -211,6 +211,21 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             sql = self._sql[shape] = f"UPDATE fleet_invocations SET {', '.join(sets)} WHERE {where}"
         return sql, params
 
+    def clear_due(self, ids: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return
+
+        def tx_fn(tx: Tx) -> None:
+            for part in chunks(unique):
+                tx.execute(
+                    "UPDATE fleet_invocations SET due = NULL WHERE status = 'PENDING' "
+                    f"AND due IS NOT NULL AND id IN ({placeholders(part)})",
+                    part,
+                )
+
+        self.db.write(tx_fn)
+
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
         if not ids:
             return []

@@ -6,8 +6,10 @@ to the committer; let a task that waits on other invocations pause.
 Contract:
 - The outcome is SUCCESS with the encoded value; RETRY with a due time when the
   exception matches `retry_for` and attempts remain (exponential backoff, equal
-  jitter); else FAILED with the exception (type, message, traceback). A value that
-  cannot be encoded fails the invocation with `SerializationError` naming the task.
+  jitter; a backoff shorter than the leader's tick is released by this process at its
+  due time, see `fleet._followup`); else FAILED with the exception (type, message,
+  traceback). A value that cannot be encoded fails the invocation with
+  `SerializationError` naming the task.
 - Waiting (`pause_for`): the invocation goes PAUSED (recording what it waits on), gives
   its slot away, and goes back to RUNNING when the results are in, ahead of new work.
   A wait cycle raises `WaitCycleError` in the invocation that closes it. If the
@@ -30,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fleet import _context, _values
+from fleet import _context, _followup, _values
 from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
 from fleet.codec import decode_call, get_codec
@@ -145,6 +147,8 @@ class Executor:
                 if running.resume is not None:  # ahead of the outcome, which expects RUNNING
                     self.committer.put(running.resume, "")
                 self.committer.put(change, envelope.reply_to)  # commits in this thread
+                if change.to is Status.RETRY and change.due is not None:
+                    _followup.hold(self.app, [envelope.id], change.due)
             self.on_done()
 
     def _call(self, envelope: Envelope, task: Task[Any, Any], attempt: int) -> Change:

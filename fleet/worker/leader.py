@@ -1,8 +1,9 @@
 """Leader-run services, elected with a lease: whoever holds it runs them.
 
 Job: on exactly one runner at a time, recover invocations of dead hosts, release due
-scheduled invocations and retries, republish pending invocations whose message may be
-lost, and forget heartbeat records older than `runner_retention`.
+scheduled invocations and retries, republish pending invocations whose publish was
+never confirmed (their deadline is still set, see `fleet._followup`), and forget
+heartbeat records older than `runner_retention`.
 
 Contract: every supervisor runs a `Leader` thread. Each tick (every
 `schedule_interval` seconds) it tries to acquire or renew the lease
@@ -11,7 +12,9 @@ holder that stops renewing (killed, partitioned) loses the lease at its expiry a
 next runner to try takes over, so the services are never starved and never run by two
 at once (the individual moves are compare-and-sets as well, so even an overlap at the
 lease boundary requeues nothing twice). Dead-runner recovery runs every
-`recovery_interval`; due releases every tick.
+`recovery_interval`; due releases every tick. Holds shorter than a tick (a sub-second
+retry backoff or countdown) are released at their due time by the process that made
+them (`fleet._followup`); the tick is their fallback if that process is gone.
 """
 
 from __future__ import annotations

@@ -7,8 +7,12 @@ have been lost (the producer died between registering and publishing).
 Contract: every move is a compare-and-set in the state store first (so two services
 racing requeue an invocation once), then a publish. If the publish fails the
 invocation stays PENDING with a deadline, and recovery tries again after it: nothing is
-dropped. An invocation that has lost more runs to dead workers than `max_recoveries`
-allows fails with `WorkerLostError` instead of killing workers forever.
+dropped. Once the broker confirms the publish, the deadline is cleared
+(`fleet._followup`), as producers do for the invocations they submit: a PENDING
+invocation is republished only while its deadline stands, i.e. when no publish of it
+was ever confirmed, never because its message waits long in a backlog. An invocation
+that has lost more runs to dead workers than `max_recoveries` allows fails with
+`WorkerLostError` instead of killing workers forever.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from fleet import _followup
 from fleet._envelope import from_record, pack
 from fleet._exceptions import error_info
 from fleet.broker import Message
@@ -85,6 +90,7 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
     if messages:
         runtime.declare(sorted({m.queue for m in messages}))
         runtime.broker.publish(messages)
+        _followup.of(app).published(messages)
     for record, change, ok in zip(records, changes, applied, strict=True):
         if ok:
             log.info(
@@ -131,8 +137,21 @@ def release_due(app: Fleet, by: str, now: float | None = None) -> int:
     return requeue(app, records, by, "due")
 
 
+def release(app: Fleet, ids: Sequence[str], by: str, now: float | None = None) -> int:
+    """Publish those of `ids` that are held and due (`fleet._followup` releases short
+    holds at their due time rather than at the leader's next tick)."""
+    now = time.time() if now is None else now
+    records = [
+        r
+        for r in app.runtime().state.get(ids)
+        if r.status in HELD and r.due is not None and r.due <= now
+    ]
+    return requeue(app, records, by, "due")
+
+
 def republish_stale(app: Fleet, by: str, now: float | None = None) -> int:
-    """Publish again pending invocations past their deadline (message maybe lost)."""
+    """Publish again pending invocations whose deadline passed: no publish of them was
+    ever confirmed (the producer died, or its confirm was never recorded)."""
     now = time.time() if now is None else now
     records = app.runtime().state.find(Query(statuses=[Status.PENDING], due_before=now, limit=1000))
     return requeue(app, records, by, "pending past its deadline; published again")
