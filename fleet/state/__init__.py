@@ -96,10 +96,16 @@ class Change:
     waits_on: tuple[str, ...] = ()
     count_attempt: bool = False
     """Increment `attempt` (a claim that starts a new attempt)."""
+    refund_attempt: bool = False
+    """Decrement `attempt`: the run it counted ended through no fault of its own (its
+    process was replaced for another invocation's hard time limit), so it is not
+    charged toward `max_recoveries`."""
 
     def __post_init__(self) -> None:
         for src in self.expect:
             check(src, self.to)
+        if self.count_attempt and self.refund_attempt:
+            raise ValueError("a change cannot both count and refund an attempt")
         if self.to in OWNED and not self.by:
             raise ValueError(f"a change to {self.to.value} needs `by` (the new owner)")
 

@@ -103,7 +103,7 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                         error=rec.error if change.error is None else change.error,
                         due=rec.due if change.due is None else change.due,
                         waits_on=tuple(change.waits_on) if change.to is Status.PAUSED else (),
-                        attempt=rec.attempt + 1 if change.count_attempt else rec.attempt,
+                        attempt=rec.attempt + change.count_attempt - change.refund_attempt,
                         updated=when,
                         history=(
                             *rec.history,

@@ -176,6 +176,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             ch.error is not None,
             ch.due is not None,
             ch.count_attempt,
+            ch.refund_attempt,
         )
         waits = json.dumps(list(ch.waits_on)) if ch.to is Status.PAUSED else "[]"
         entry = c.entry_json(HistoryEntry(ch.to, when, ch.by, ch.note))
@@ -205,6 +206,8 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             ]
             if ch.count_attempt:
                 sets.append("attempt = attempt + 1")
+            if ch.refund_attempt:
+                sets.append("attempt = attempt - 1")
             where = f"id = ? AND status IN ({placeholders(expect)})"
             if ch.expect_owner is not None:
                 where += " AND owner = ?"

@@ -24,9 +24,10 @@ Contract (the hot path, see ARCHITECTURE.md):
 On `stop()` it takes no new work, lets running invocations finish within the grace
 period, and returns; whatever it still owns is requeued by its supervisor. A task past
 its hard time limit in a process of `fleet worker` stops the process the same way (its
-neighbours finish, uncharged) and the process exits with `EXIT_HARD_LIMIT` to be
-replaced (see `_hard_limit`). The thread
-calling `run()` only waits for that; pool threads drive the consumer.
+neighbours finish; those still running after the grace period are requeued with their
+attempt given back, uncharged) and the process exits with `EXIT_HARD_LIMIT` to be
+replaced (see `_hard_limit`). The thread calling `run()` only waits for that; pool
+threads drive the consumer.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from fleet._exceptions import error_info
 from fleet.broker import Consumer, Delivery
 from fleet.errors import HardTimeLimitExceeded, SerializationError, UnknownTaskError
 from fleet.state import Change, RunnerRecord
-from fleet.status import CLAIMABLE, Status
+from fleet.status import CLAIMABLE, OWNED, Status
+from fleet.worker import recovery
 from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.baton import Baton
 from fleet.worker.committer import Committer
@@ -202,6 +204,8 @@ class WorkerProcess:
         self.watchdog.close()
         self.pool.shutdown()
         left = set(self.in_hand) - self.hung
+        if left and self.hung:
+            left -= self._requeue_uncharged(left)
         self.beat(stopped=not left)
         if left:
             log.warning(
@@ -212,6 +216,30 @@ class WorkerProcess:
 
     def _drained(self) -> bool:
         return set(self.in_hand) <= self.hung
+
+    def _requeue_uncharged(self, ids: set[str]) -> set[str]:
+        """Requeue invocations still running when a process replaced for a hard time
+        limit exits, giving back the attempt of the run cut short; the ids done."""
+        try:
+            records = self.runtime.state.get(sorted(ids))
+            mine = [r for r in records if r.status in OWNED and r.owner == self.id]
+            recovery.requeue(
+                self.app,
+                mine,
+                self.id,
+                "requeued uncharged: its process was replaced for another "
+                "invocation's hard time limit",
+                refund=True,
+            )
+        except Exception:
+            log.warning(
+                "worker %s: could not requeue %d invocation(s); the supervisor will",
+                self.id,
+                len(ids),
+                exc_info=True,
+            )
+            return set()
+        return {r.id for r in mine}
 
     def _close_consumer(self) -> None:
         self.slots.give_back(len(self.early.clear()))  # their deliveries go back too
@@ -428,8 +456,8 @@ class WorkerProcess:
         (`exit_on_hard_limit`), its thread may be stuck where no exception reaches it, so
         the process is replaced without charging the other invocations it runs: it stops
         taking work, lets them finish within `shutdown_grace` (whatever is left is
-        requeued by the supervisor, as at any shutdown), and exits with
-        `EXIT_HARD_LIMIT` (`child_main`); the supervisor starts a new one at once.
+        requeued with its attempt given back), and exits with `EXIT_HARD_LIMIT`
+        (`child_main`); the supervisor starts a new one at once.
         """
         running = self.in_hand.get(invocation_id)
         task = self.resolve(running.envelope) if running is not None else None

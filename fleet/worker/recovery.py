@@ -44,8 +44,15 @@ def _attempt_limit(app: Fleet, task: str) -> int:
     return retries + 1 + app.settings.max_recoveries
 
 
-def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str) -> int:
-    """Move records (owned, held or pending) to PENDING and publish them again."""
+def requeue(
+    app: Fleet, records: Sequence[InvocationRecord], by: str, note: str, *, refund: bool = False
+) -> int:
+    """Move records (owned, held or pending) to PENDING and publish them again.
+
+    With `refund`, the runs of owned records ended through no fault of their own (their
+    process was replaced for another invocation's hard time limit): the attempt their
+    claim counted is given back, so it is not charged toward `max_recoveries`.
+    """
     if not records:
         return 0
     runtime = app.runtime()
@@ -54,7 +61,11 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
     changes = []
     for record in records:
         owner = record.owner if record.status in OWNED else None
-        if record.status in OWNED and record.attempt >= _attempt_limit(app, record.task):
+        if (
+            record.status in OWNED
+            and not refund
+            and record.attempt >= _attempt_limit(app, record.task)
+        ):
             lost = WorkerLostError(
                 f"{record.task} lost {record.attempt} run(s) to dead workers; giving up"
             )
@@ -79,6 +90,7 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
                 expect_owner=owner,
                 due=deadline,
                 note=note,
+                refund_attempt=refund and record.status in OWNED and record.attempt > 0,
             )
         )
     applied = runtime.state.apply(changes, at=now)

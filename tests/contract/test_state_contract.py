@@ -276,6 +276,25 @@ def test_clear_due_clears_pending_deadlines_only(state: StateStore) -> None:
     assert state.get(["inv-0001"])[0].due == T0 + 9
 
 
+def test_refund_attempt_gives_back_a_counted_attempt(state: StateStore) -> None:
+    state.register([record(1)])
+    assert state.apply([claim("inv-0001", "w1")]) == [True]
+    requeue = Change(
+        "inv-0001",
+        S.PENDING,
+        frozenset({S.RUNNING}),
+        by="w1",
+        expect_owner="w1",
+        refund_attempt=True,
+    )
+    assert state.apply([requeue]) == [True]
+    assert state.get(["inv-0001"])[0].attempt == 0
+    with pytest.raises(ValueError, match="refund"):
+        Change(
+            "x", S.RUNNING, frozenset({S.PENDING}), by="w", count_attempt=True, refund_attempt=True
+        )
+
+
 def test_counts_by_status(state: StateStore) -> None:
     state.register([record(i) for i in range(5)] + [record(9, S.SCHEDULED)])
     state.apply([claim("inv-0000", "w"), claim("inv-0001", "w")])

@@ -43,3 +43,20 @@ def test_hard_limit_replaces_the_process_and_its_neighbours_finish_once(stack: S
 
     stack.wait_until("a new worker process", replaced)
     assert stack.tasks.quick(41).result(timeout=60) == 42  # and it serves
+
+
+def test_a_neighbour_cut_short_after_the_grace_period_is_requeued_uncharged(
+    stack: Stack,
+) -> None:
+    stack.worker(processes=1, threads=2, FLEET__SHUTDOWN_GRACE="0.5")
+    app = stack.tasks.app
+    neighbour = stack.tasks.neighbour(0, 4.0)
+    stack.wait_until("the neighbour running", lambda: neighbour.status is Status.RUNNING)
+    runaway = stack.tasks.runaway(1)
+    with pytest.raises(HardTimeLimitExceeded):
+        runaway.result(timeout=60)
+    assert neighbour.result(timeout=60) == 0  # ran again in the replacement process
+    record = app.record(neighbour.id)
+    assert record.attempt == 1  # the run cut short was given back
+    assert any("uncharged" in h.note for h in record.history)
+    assert len(list(stack.marks.glob("neighbour-done-0-*"))) == 1
