@@ -8,13 +8,13 @@ countdown) at their due time, instead of at the leader's next tick.
 Contract:
 - `published(messages)` only records the ids (no I/O on the caller's thread); one
   background thread clears their `due` (`StateStore.clear_due`) in one write per batch,
-  at most `FLUSH_DELAY` after the first confirm, and at `close` (`Runtime.close`). A
-  record registered PENDING keeps `due = now + pending_timeout` until then, and the
-  leader republishes only PENDING records whose due time has passed: those whose
-  message was never confirmed. A process that dies between a confirm and the flush
-  leaves its deadline in place, so that invocation is published once more after
-  `pending_timeout`: one harmless extra copy at most (the claim is a compare-and-set).
-  A failed flush is logged and dropped with the same consequence.
+  at most `FLUSH_DELAY` after the first confirm, and at `close` (`Runtime.close`, or
+  interpreter exit). A record registered PENDING keeps `due = now + pending_timeout`
+  until then, and the leader republishes only PENDING records whose due time has
+  passed: those whose message was never confirmed. A process that dies between a
+  confirm and the flush leaves its deadline in place, so that invocation is published
+  once more after `pending_timeout`: one harmless extra copy at most (the claim is a
+  compare-and-set). A failed flush is logged and dropped with the same consequence.
 - `release_at(ids, due)` wakes the same thread at `due` (no polling: it sleeps until
   the earliest due time or the next flush) and requeues those of `ids` that are still
   held and due (`fleet.worker.recovery.release`, a compare-and-set, so the leader and
@@ -24,6 +24,7 @@ Contract:
 
 from __future__ import annotations
 
+import atexit
 import heapq
 import logging
 import os
@@ -57,6 +58,17 @@ def of(app: Fleet) -> FollowUp:
     return follow
 
 
+@atexit.register
+def _flush_all() -> None:
+    """At interpreter exit (a script that never closed its app): record what the broker
+    confirmed, so that recovery does not publish it again."""
+    with _lock:
+        follows = list(_by_runtime.values())
+    for follow in follows:
+        if follow.pid == os.getpid():
+            follow.close()
+
+
 def hold(app: Fleet, ids: Sequence[str], due: float) -> None:
     """`ids` were just held until `due`: release them then if that comes before the
     leader's next tick could (within `schedule_interval`); else leave them to it."""
@@ -77,6 +89,7 @@ class FollowUp:
 
     def __init__(self, app: Fleet, runtime: Runtime) -> None:
         self._app = weakref.ref(app)
+        self.pid = os.getpid()
         self._runtime = runtime
         self._by = f"{socket.gethostname()}:{os.getpid()}:release"
         self._cond = threading.Condition()

@@ -47,7 +47,7 @@ from fleet._exceptions import error_info
 from fleet.broker import Consumer, Delivery
 from fleet.errors import HardTimeLimitExceeded, SerializationError, UnknownTaskError
 from fleet.state import Change, RunnerRecord
-from fleet.status import CLAIMABLE, OWNED, Status
+from fleet.status import CLAIMABLE, Status
 from fleet.worker import recovery
 from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.baton import Baton
@@ -204,8 +204,13 @@ class WorkerProcess:
         self.watchdog.close()
         self.pool.shutdown()
         left = set(self.in_hand) - self.hung
-        if left and self.hung:
-            left -= self._requeue_uncharged(left)
+        if left and self.hung:  # replaced for a hard limit: not their fault, not charged
+            try:
+                left -= recovery.requeue_uncharged(self.app, left, self.id)
+            except Exception:
+                log.warning(
+                    "worker %s: requeue failed; the supervisor will", self.id, exc_info=True
+                )
         self.beat(stopped=not left)
         if left:
             log.warning(
@@ -216,30 +221,6 @@ class WorkerProcess:
 
     def _drained(self) -> bool:
         return set(self.in_hand) <= self.hung
-
-    def _requeue_uncharged(self, ids: set[str]) -> set[str]:
-        """Requeue invocations still running when a process replaced for a hard time
-        limit exits, giving back the attempt of the run cut short; the ids done."""
-        try:
-            records = self.runtime.state.get(sorted(ids))
-            mine = [r for r in records if r.status in OWNED and r.owner == self.id]
-            recovery.requeue(
-                self.app,
-                mine,
-                self.id,
-                "requeued uncharged: its process was replaced for another "
-                "invocation's hard time limit",
-                refund=True,
-            )
-        except Exception:
-            log.warning(
-                "worker %s: could not requeue %d invocation(s); the supervisor will",
-                self.id,
-                len(ids),
-                exc_info=True,
-            )
-            return set()
-        return {r.id for r in mine}
 
     def _close_consumer(self) -> None:
         self.slots.give_back(len(self.early.clear()))  # their deliveries go back too

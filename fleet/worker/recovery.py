@@ -116,6 +116,17 @@ def requeue(
     return len(messages)
 
 
+def requeue_uncharged(app: Fleet, ids: Collection[str], owner: str) -> set[str]:
+    """Requeue those of `ids` that `owner` still runs as it exits to be replaced for
+    another invocation's hard time limit, giving back the attempt of the run cut short;
+    return the ids requeued."""
+    records = app.runtime().state.get(sorted(ids))
+    mine = [r for r in records if r.status in OWNED and r.owner == owner]
+    note = "requeued uncharged: its process was replaced for another invocation's hard limit"
+    requeue(app, mine, owner, note, refund=True)
+    return {r.id for r in mine}
+
+
 def recover_owned(app: Fleet, owners: Collection[str], by: str, note: str) -> int:
     """Requeue every RUNNING or PAUSED invocation owned by one of `owners`."""
     if not owners:
