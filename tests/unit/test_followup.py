@@ -58,7 +58,7 @@ def test_short_countdown_is_released_at_its_due_time(worker: None) -> None:
     scheduled, released = invocation.history[0], invocation.history[1]
     assert (scheduled.status, released.status) == (Status.SCHEDULED, Status.PENDING)
     due = scheduled.at + 0.2
-    assert due - 0.05 <= released.at < due + MARGIN
+    assert due - 0.1 <= released.at < due + MARGIN  # due was set just before `at`
 
 
 def test_sub_second_retry_backoff_is_released_at_its_due_time(worker: None) -> None:
