@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleet import _values
+from fleet import _followup, _values
 from fleet._envelope import Outcome, unpack_notes
 from fleet._urls import scheme_of
 from fleet._waiter import outcome_of
@@ -231,6 +231,7 @@ class _AsyncRuntime:
         except PublishError as exc:
             await asyncio.to_thread(_mark_failed, self.app, messages, exc)
             raise
+        _followup.of(self.app).published(messages)  # clears their recovery deadline
         return handles
 
     def _register(self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]) -> Any:

@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _prepare, _values
+from fleet import _context, _followup, _prepare, _values
 from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
 from fleet._prepare import new_id
@@ -80,6 +80,7 @@ class Runtime:
                 self._declared.update(missing)
 
     def close(self) -> None:
+        _followup.close(self)  # first: it writes to the store
         self.waiter.close()
         self.broker.close()
         self.state.close()
@@ -201,6 +202,7 @@ class Fleet:
             self._register_and_publish(runtime, prepared)
         else:
             runtime.state.register(prepared.records())
+            _followup.hold(self, ids, due)
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
@@ -244,6 +246,7 @@ class Fleet:
         """Wait for a publish; on failure mark its invocations FAILED and re-raise."""
         try:
             publishing.wait()
+            _followup.of(self).published(messages)
         except PublishError as exc:
             error = ErrorInfo("fleet.errors.PublishError", str(exc))
             self.runtime().state.apply(

@@ -82,7 +82,8 @@ class Settings:
     recovery_interval: float = 10.0
     """Seconds between the leader's checks for dead runners and due invocations."""
     schedule_interval: float = 1.0
-    """Seconds between the leader's releases of due scheduled invocations and retries."""
+    """Seconds between the leader's releases of due scheduled invocations and retries
+    (shorter holds are released at their due time by the process that made them)."""
     max_recoveries: int = 3
     """Runs lost to dead workers an invocation may have before it fails instead."""
     runner_retention: float = 86400.0
@@ -90,7 +91,9 @@ class Settings:
     lease_ttl: float = 15.0
     """Seconds a leader lease lasts without renewal."""
     pending_timeout: float = 1800.0
-    """Seconds a PENDING invocation may wait before recovery publishes it again."""
+    """Seconds after which recovery publishes a PENDING invocation again if no publish
+    of it was ever confirmed (its producer died first); a queued backlog is never
+    republished."""
     shutdown_grace: float = 30.0
     """Seconds running tasks get to finish after SIGTERM."""
     max_retries: int = 0

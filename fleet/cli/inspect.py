@@ -1,10 +1,18 @@
-"""`fleet config show`, `fleet status`, `fleet check`: look at a running fleet."""
+"""`fleet config show`, `fleet status`, `fleet check`: look at a running fleet.
+
+`fleet check` (the liveness probe) exits 0 while the fleet on this host is alive: its
+live supervisor(s) and their current children beat within `dead_after` (see `judge`).
+It exits 1 when they do not, 0 ("unknown") when the state store cannot be reached
+(1 with `--strict`), and 2 on a configuration error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import socket
 import time
+
+from fleet.state import RunnerRecord
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,13 +75,17 @@ def show_status(args: argparse.Namespace) -> int:
 
 
 def check_health(args: argparse.Namespace) -> int:
+    """Exit 0 while this host's fleet is alive, 1 when it is not (see `judge`); a
+    configuration error (bad URL, bad option) is never "unknown": it exits 2."""
     from fleet.cli import load
+    from fleet.errors import ConfigError
 
     app = load(args.app)
     now = time.time()
-    horizon = now - app.settings.dead_after
     try:
         runners = app.runtime().state.runners()
+    except ConfigError:
+        raise  # the CLI prints it and exits 2: restarting cannot fix a wrong setting
     except Exception as exc:
         # The workers may be fine and just waiting for the store: restarting them (what a
         # failing liveness probe does) would not help, so only --strict fails here.
@@ -81,14 +93,54 @@ def check_health(args: argparse.Namespace) -> int:
         return 1 if args.strict else 0
     finally:
         app.close()
-    mine = [r for r in runners if r.host == args.host and not r.stopped]
-    if not mine:
-        print(f"unhealthy: no running fleet runner on host {args.host!r}")
+    problems, judged = judge(runners, args.host, now - app.settings.dead_after, now)
+    for problem in problems:
+        print(f"unhealthy: {problem}")
+    if problems:
         return 1
-    stale = [r for r in mine if r.beat < horizon]
-    if stale:
-        for runner in stale:
-            print(f"unhealthy: {runner.id} last beat {now - runner.beat:.1f}s ago")
-        return 1
-    print(f"healthy: {len(mine)} runner(s) on {args.host}")
+    print(f"healthy: {judged} runner(s) on {args.host}")
     return 0
+
+
+def judge(
+    runners: list[RunnerRecord], host: str, horizon: float, now: float
+) -> tuple[list[str], int]:
+    """What is wrong with the fleet on `host`, and how many runners were judged.
+
+    Only what runs now is judged: the supervisors of the host that still beat (one that
+    stopped beating long ago without saying so, e.g. killed with its container, is
+    history, as long as a newer one beats) and the children each lists. A child the
+    supervisor replaced is marked stopped by it, so a killed child counts only until
+    its replacement beats. Worker processes without a supervisor (`WorkerProcess` run
+    directly) are judged by their own heartbeats.
+    """
+    here = [r for r in runners if r.host == host and not r.stopped]
+    by_id = {r.id: r for r in runners}
+    supervisors = [r for r in here if r.kind == "supervisor"]
+    alone = [r for r in here if r.kind != "supervisor" and not r.parent]
+    if not supervisors and not alone:
+        return [f"no running fleet runner on host {host!r}"], 0
+    live = [r for r in supervisors if r.beat >= horizon]
+    if supervisors and not live:
+        newest = max(supervisors, key=lambda r: r.beat)
+        return [f"{newest.id} last beat {now - newest.beat:.1f}s ago"], 0
+    judged = [*live, *alone]
+    for supervisor in live:
+        children = supervisor.info.get("children", [])
+        children = children if isinstance(children, list) else []
+        wanted = supervisor.info.get("processes", 0)
+        if isinstance(wanted, int) and len(children) < wanted:
+            judged.append(RunnerRecord(f"{supervisor.id} (starting)", "process", host, 0, 0.0))
+        for child_id in children:
+            child = by_id.get(str(child_id))
+            if child is None:
+                judged.append(RunnerRecord(str(child_id), "process", host, 0, 0.0))
+            elif not child.stopped:  # stopped: replaced since the supervisor's last beat
+                judged.append(child)
+    problems = []
+    for runner in judged:
+        if not runner.beat:
+            problems.append(f"{runner.id} has not reported yet")
+        elif runner.beat < horizon:
+            problems.append(f"{runner.id} last beat {now - runner.beat:.1f}s ago")
+    return problems, len(judged)

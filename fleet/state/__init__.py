@@ -12,6 +12,8 @@ Contract, for every implementation:
   claimers of one invocation can never both win, and the first commit of an outcome
   wins over any later one.
 - History entries come back in the order they were applied.
+- `clear_due` removes the deadline of PENDING invocations whose message the broker
+  confirmed; only PENDING invocations with a due time past are republished by recovery.
 - `lease` acquires or renews a named lease for `holder` until now + ttl, atomically;
   at most one holder has an unexpired lease at any time.
 - Methods are thread-safe and safe across processes sharing the store.
@@ -94,10 +96,16 @@ class Change:
     waits_on: tuple[str, ...] = ()
     count_attempt: bool = False
     """Increment `attempt` (a claim that starts a new attempt)."""
+    refund_attempt: bool = False
+    """Decrement `attempt`: the run it counted ended through no fault of its own (its
+    process was replaced for another invocation's hard time limit), so it is not
+    charged toward `max_recoveries`."""
 
     def __post_init__(self) -> None:
         for src in self.expect:
             check(src, self.to)
+        if self.count_attempt and self.refund_attempt:
+            raise ValueError("a change cannot both count and refund an attempt")
         if self.to in OWNED and not self.by:
             raise ValueError(f"a change to {self.to.value} needs `by` (the new owner)")
 
@@ -155,6 +163,12 @@ class StateStore(ABC):
     @abstractmethod
     def apply(self, changes: Sequence[Change], at: float | None = None) -> list[bool]:
         """Apply compare-and-set changes; True for each that took effect."""
+
+    @abstractmethod
+    def clear_due(self, ids: Sequence[str]) -> None:
+        """Clear the recovery deadline (`due`) of those of `ids` that are PENDING: their
+        message is confirmed on the broker, so recovery must not publish them again.
+        Not a status change: no history entry; other ids are left alone."""
 
     @abstractmethod
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:

@@ -164,8 +164,8 @@ def change_op(
         sets["due"] = ch.due
     if ch.to.final:
         sets["finished"] = date(now)
-    if ch.count_attempt:
-        update["$inc"] = {"attempt": 1}
+    if ch.count_attempt or ch.refund_attempt:
+        update["$inc"] = {"attempt": 1 if ch.count_attempt else -1}
     return flt, update
 
 

@@ -103,7 +103,7 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                         error=rec.error if change.error is None else change.error,
                         due=rec.due if change.due is None else change.due,
                         waits_on=tuple(change.waits_on) if change.to is Status.PAUSED else (),
-                        attempt=rec.attempt + 1 if change.count_attempt else rec.attempt,
+                        attempt=rec.attempt + change.count_attempt - change.refund_attempt,
                         updated=when,
                         history=(
                             *rec.history,
@@ -112,6 +112,14 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                     )
                 out.append(ok)
         return out
+
+    def clear_due(self, ids: Sequence[str]) -> None:
+        d = self._data
+        with d.lock:
+            for invocation_id in ids:
+                rec = d.records.get(invocation_id)
+                if rec is not None and rec.status is Status.PENDING and rec.due is not None:
+                    d.records[invocation_id] = replace(rec, due=None)
 
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
         with self._data.lock:

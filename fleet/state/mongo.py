@@ -320,6 +320,13 @@ class MongoStateStore(StateStore, MongoTriggers):
         with self._errors("runners"):
             return [docs.runner_from(d) for d in self._col("runners").find({}, sort=[("_id", 1)])]
 
+    def clear_due(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        flt = {"_id": {"$in": list(dict.fromkeys(ids))}, "status": Status.PENDING.value}
+        with self._errors("clear_due"):
+            self._col("invocations").update_many(flt, {"$set": {"due": None}})
+
     def forget_runners(self, before: float) -> int:
         with self._errors("forget_runners"):
             return int(self._col("runners").delete_many({"beat": {"$lt": before}}).deleted_count)

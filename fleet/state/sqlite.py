@@ -176,6 +176,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             ch.error is not None,
             ch.due is not None,
             ch.count_attempt,
+            ch.refund_attempt,
         )
         waits = json.dumps(list(ch.waits_on)) if ch.to is Status.PAUSED else "[]"
         entry = c.entry_json(HistoryEntry(ch.to, when, ch.by, ch.note))
@@ -205,11 +206,28 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             ]
             if ch.count_attempt:
                 sets.append("attempt = attempt + 1")
+            if ch.refund_attempt:
+                sets.append("attempt = attempt - 1")
             where = f"id = ? AND status IN ({placeholders(expect)})"
             if ch.expect_owner is not None:
                 where += " AND owner = ?"
             sql = self._sql[shape] = f"UPDATE fleet_invocations SET {', '.join(sets)} WHERE {where}"
         return sql, params
+
+    def clear_due(self, ids: Sequence[str]) -> None:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return
+
+        def tx_fn(tx: Tx) -> None:
+            for part in chunks(unique):
+                tx.execute(
+                    "UPDATE fleet_invocations SET due = NULL WHERE status = 'PENDING' "
+                    f"AND due IS NOT NULL AND id IN ({placeholders(part)})",
+                    part,
+                )
+
+        self.db.write(tx_fn)
 
     def get(self, ids: Sequence[str]) -> list[InvocationRecord]:
         if not ids:

@@ -10,7 +10,8 @@ kept so that a message for one of its tasks is dead-lettered with that cause
 
 Contract: exit status 0 after a clean stop (including recycling after
 `max_tasks_per_child` tasks or above `max_memory_per_child` MiB), 75 after stopping
-itself for a hard time limit, 70 at once when the supervisor that spawned it is already
+itself for a hard time limit (once its other invocations finished, within
+`shutdown_grace`), 70 at once when the supervisor that spawned it is already
 gone (it died before this process could arm PR_SET_PDEATHSIG, which would otherwise
 kill this process with it).
 """
@@ -136,7 +137,7 @@ def child_main(
     app_path: str, runner: str, supervisor: str, queues: list[str], threads: int
 ) -> None:
     _die_with_parent()
-    from fleet.worker.process import WorkerProcess
+    from fleet.worker.process import EXIT_HARD_LIMIT, WorkerProcess
 
     app = load_app(app_path)
     setup_logging(app.settings.log_level, app.settings.log_format)
@@ -148,3 +149,7 @@ def child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
     worker.run()
     app.close()
+    if worker.hung:
+        # A thread past its hard limit may still run: only leaving at once ends it.
+        logging.shutdown()
+        os._exit(EXIT_HARD_LIMIT)

@@ -6,13 +6,20 @@ to the committer; let a task that waits on other invocations pause.
 Contract:
 - The outcome is SUCCESS with the encoded value; RETRY with a due time when the
   exception matches `retry_for` and attempts remain (exponential backoff, equal
-  jitter); else FAILED with the exception (type, message, traceback). A value that
-  cannot be encoded fails the invocation with `SerializationError` naming the task.
+  jitter; a backoff shorter than the leader's tick is released by this process at its
+  due time, see `fleet._followup`); else FAILED with the exception (type, message,
+  traceback). A value that cannot be encoded fails the invocation with
+  `SerializationError` naming the task.
 - Waiting (`pause_for`): the invocation goes PAUSED (recording what it waits on), gives
   its slot away, and goes back to RUNNING when the results are in, ahead of new work.
   A wait cycle raises `WaitCycleError` in the invocation that closes it. If the
   invocation stopped being ours meanwhile (cancelled, or recovered elsewhere), the
-  thread unwinds with `Abandoned` and commits nothing.
+  thread unwinds with `Abandoned` and commits nothing. If the store stays down while
+  pausing or resuming (`persist` gives up), the record may be PAUSED while the task
+  goes on: the resume is then committed with the outcome, just ahead of it (same
+  batch, same retries), so the record ends final, or PAUSED under a dead owner if this
+  process dies first, which recovery requeues. It is never left PAUSED under a live
+  owner that has finished with it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fleet import _context, _values
+from fleet import _context, _followup, _values
 from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
 from fleet.codec import decode_call
@@ -66,6 +73,11 @@ class Running:
     guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
     interrupted: bool = False
     """An interrupt was sent to the thread (`finished` then withdraws it if pending)."""
+    resume: Change | None = None
+    """A PAUSED -> RUNNING change not known to be written (the store was down): it is
+    committed ahead of the outcome."""
+    why: str = ""
+    """Why it is no longer ours, for the log ('cancelled', 'hard time limit', ...)."""
 
     def interrupt(self, exc_type: type[BaseException] | None = None) -> bool:
         """Raise `exc_type` (default `Abandoned`) in the thread running the invocation,
@@ -118,9 +130,12 @@ class Executor:
             change = self._call(envelope, task, attempt)
         except Abandoned:
             log.info(
-                "invocation %s of %s abandoned: it is no longer ours",
-                envelope.id,
+                "%s %s abandoned without committing: %s",
                 envelope.task,
+                envelope.id,
+                running.why
+                or ("it was cancelled" if running.cancelled else "")
+                or "its record changed meanwhile (cancelled, or recovered elsewhere)",
                 extra={"invocation_id": envelope.id, "task": envelope.task},
             )
         finally:
@@ -129,7 +144,11 @@ class Executor:
             self.in_hand.pop(envelope.id, None)
             self.slots.release()
             if change is not None:
+                if running.resume is not None:  # ahead of the outcome, which expects RUNNING
+                    self.committer.put(running.resume, "")
                 self.committer.put(change, envelope.reply_to)  # commits in this thread
+                if change.to is Status.RETRY and change.due is not None:
+                    _followup.hold(self.app, [envelope.id], change.due)
             self.on_done()
 
     def _call(self, envelope: Envelope, task: Task[Any, Any], attempt: int) -> Change:
@@ -235,6 +254,12 @@ class Executor:
             return waiter.wait(ids, 0)
         me = execution.invocation_id
         state = self.runtime.state
+        running = self.in_hand.get(me)
+        resume = Change(me, Status.RUNNING, PAUSED, by=self.runner_id, expect_owner=self.runner_id)
+        if running is not None and running.resume is not None:
+            # An earlier resume is not known to be written: write it before pausing again.
+            persist("resuming", lambda: state.apply([resume]))
+            running.resume = None
         pause = Change(
             me,
             Status.PAUSED,
@@ -243,9 +268,15 @@ class Executor:
             expect_owner=self.runner_id,
             waits_on=tuple(ids),
         )
-        if not persist("pausing", lambda: state.apply([pause]))[0]:
+        try:
+            paused = persist("pausing", lambda: state.apply([pause]))[0]
+        except Exception:
+            # It may have been written all the same (an unsure write): resume first.
+            if running is not None:
+                running.resume = resume
+            raise
+        if not paused:
             raise Abandoned
-        running = self.in_hand.get(me)
         if running is not None:
             running.paused = True
         self.slots.release()
@@ -257,11 +288,29 @@ class Executor:
             self.slots.resume()
             if running is not None:
                 running.paused = False
-            resume = Change(
-                me, Status.RUNNING, PAUSED, by=self.runner_id, expect_owner=self.runner_id
-            )
-            if not persist("resuming", lambda: state.apply([resume]))[0]:
+            if not self._resume(execution, resume, running):
                 raise Abandoned
+
+    def _resume(
+        self, execution: _context.Execution, resume: Change, running: Running | None
+    ) -> bool:
+        """Write PAUSED -> RUNNING; False if the invocation is no longer ours. If the store
+        stays down, go on running and commit the resume ahead of the outcome."""
+        try:
+            return persist("resuming", lambda: self.runtime.state.apply([resume]))[0]
+        except Exception:
+            log.error(
+                "%s %s: could not record its resume (state store down); it goes on and the "
+                "resume is committed with its outcome",
+                execution.task,
+                execution.invocation_id,
+                exc_info=True,
+                extra={"invocation_id": execution.invocation_id, "task": execution.task},
+            )
+            if running is None:
+                raise
+            running.resume = resume
+            return True
 
     def _check_cycle(self, me: str, ids: Sequence[str]) -> None:
         """Raise WaitCycleError if any of `ids` (transitively) waits on `me`."""

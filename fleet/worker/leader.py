@@ -2,8 +2,9 @@
 
 Job: on exactly one runner at a time, recover invocations of dead hosts and those a
 live worker process does not hold (`recovery.recover_unheld`), release due
-scheduled invocations and retries, republish pending invocations whose message may be
-lost, and forget heartbeat records older than `runner_retention`.
+scheduled invocations and retries, republish pending invocations whose publish was
+never confirmed (their deadline is still set, see `fleet._followup`), and forget
+heartbeat records older than `runner_retention`.
 
 Contract: every supervisor runs a `Leader` thread. Each tick (every
 `schedule_interval` seconds) it tries to acquire or renew the lease
@@ -13,7 +14,10 @@ next runner to try takes over, so the services are never starved and never run b
 at once (the individual moves are compare-and-sets as well, so even an overlap at the
 lease boundary requeues nothing twice). Dead-runner and unheld recovery run every
 `recovery_interval` (an unheld invocation is requeued when two passes in a row find it
-so, see `recovery.recover_unheld`); due releases every tick.
+so, see `recovery.recover_unheld`); due releases every tick. Holds shorter than a tick
+(a sub-second retry backoff or countdown) are released at their due time by the
+process that made them (`fleet._followup`); the tick is their fallback if that process
+is gone.
 """
 
 from __future__ import annotations

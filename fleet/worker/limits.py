@@ -8,7 +8,9 @@ the task's thread; at the hard limit it calls `on_hard`, which fails or retries 
 invocation and replaces the slot (the process exits and its supervisor starts a new
 one, since a thread cannot be killed). An asynchronous exception reaches Python code at
 its next bytecode: code blocked inside a C call (a long `time.sleep`, a socket read)
-notices it only when that call returns, which is why the hard limit exists.
+notices it only when that call returns, which is why the hard limit exists. `on_hard`
+runs on a thread of its own: committing the failure may wait for a state store that is
+down, and the other invocations' limits must keep firing meanwhile.
 """
 
 from __future__ import annotations
@@ -85,14 +87,25 @@ class Watchdog:
             if soft is not None and invocation_id not in self._fired_soft:
                 if soft <= now:
                     self._fired_soft.add(invocation_id)
-                    log.warning("soft time limit reached", extra={"invocation_id": invocation_id})
+                    task = running.envelope.task
+                    log.warning(
+                        "%s %s: soft time limit reached; raising SoftTimeLimitExceeded in it",
+                        task,
+                        invocation_id,
+                        extra={"invocation_id": invocation_id, "task": task},
+                    )
                     running.interrupt(SoftTimeLimitExceeded)
                 else:
                     nearest = soft if nearest is None else min(nearest, soft)
             if hard is not None and invocation_id not in self._fired_hard:
                 if hard <= now:
                     self._fired_hard.add(invocation_id)
-                    self._on_hard(invocation_id)
+                    threading.Thread(
+                        target=self._on_hard,
+                        args=(invocation_id,),
+                        name=f"fleet-hard-limit-{invocation_id[-6:]}",
+                        daemon=True,
+                    ).start()
                 else:
                     nearest = hard if nearest is None else min(nearest, hard)
         self._fired_soft &= set(self._in_hand)

@@ -33,8 +33,12 @@ Contract (the hot path, see ARCHITECTURE.md):
 5. A heartbeat record (id, host, pid, queues, invocations in hand) is written every
    `heartbeat_interval`, one write per interval, never per task.
 On `stop()` it takes no new work, lets running invocations finish within the grace
-period, and returns; whatever it still owns is requeued by its supervisor. The thread
-calling `run()` only waits for that; pool threads drive the consumer.
+period, and returns; whatever it still owns is requeued by its supervisor. A task past
+its hard time limit in a process of `fleet worker` stops the process the same way (its
+neighbours finish; those still running after the grace period are requeued with their
+attempt given back, uncharged) and the process exits with `EXIT_HARD_LIMIT` to be
+replaced (see `_hard_limit`). The thread calling `run()` only waits for that; pool
+threads drive the consumer.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from fleet.errors import (
 )
 from fleet.state import Change, RunnerRecord
 from fleet.status import CLAIMABLE, Status
+from fleet.worker import recovery
 from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.baton import Baton
 from fleet.worker.child import import_task_modules, unknown_task
@@ -121,6 +126,9 @@ class WorkerProcess:
         self.executor.on_done = self._task_done
         self.executor.on_wait = self.baton.pass_on
         self.exit_on_hard_limit = False
+        self.hung: set[str] = set()
+        """Invocations past their hard limit whose threads may never return (see
+        `_hard_limit`); the drain does not wait for them."""
         self.watchdog = Watchdog(self.in_hand, self._hard_limit)
         self._done = threading.Condition()
         self.started = time.time()
@@ -209,17 +217,28 @@ class WorkerProcess:
         self.baton.close()
         self._close_consumer()
         with self._done:
-            self._done.wait_for(lambda: not self.in_hand, self.app.settings.shutdown_grace)
+            self._done.wait_for(self._drained, self.app.settings.shutdown_grace)
         self.committer.close(timeout=10)
         self.watchdog.close()
         self.pool.shutdown()
-        self.beat(stopped=not self.in_hand)
-        if self.in_hand:
+        left = set(self.in_hand) - self.hung
+        if left and self.hung:  # replaced for a hard limit: not their fault, not charged
+            try:
+                left -= recovery.requeue_uncharged(self.app, left, self.id)
+            except Exception:
+                log.warning(
+                    "worker %s: requeue failed; the supervisor will", self.id, exc_info=True
+                )
+        self.beat(stopped=not left)
+        if left:
             log.warning(
                 "worker %s: %d invocation(s) still running at shutdown; they will be requeued",
                 self.id,
-                len(self.in_hand),
+                len(left),
             )
+
+    def _drained(self) -> bool:
+        return set(self.in_hand) <= self.hung
 
     def _close_consumer(self) -> None:
         self.early.clear()  # their deliveries go back with the consumer
@@ -506,27 +525,40 @@ class WorkerProcess:
         running.interrupt()
 
     def _hard_limit(self, invocation_id: str) -> None:
-        """Fail (or retry) an invocation past its hard limit and replace its slot."""
+        """Fail (or retry) an invocation past its hard limit and free its slot.
+
+        Runs on a thread of its own (`Watchdog`). In a process of `fleet worker`
+        (`exit_on_hard_limit`), its thread may be stuck where no exception reaches it, so
+        the process is replaced without charging the other invocations it runs: it stops
+        taking work, lets them finish within `shutdown_grace` (whatever is left is
+        requeued with its attempt given back), and exits with `EXIT_HARD_LIMIT`
+        (`child_main`); the supervisor starts a new one at once.
+        """
         running = self.in_hand.get(invocation_id)
         task = self.resolve(running.envelope) if running is not None else None
         if running is None or task is None:
             return
         running.cancelled = True
+        running.why = "it ran past its hard time limit (failure committed by the watchdog)"
         limit = task.options.hard_time_limit
-        exc = HardTimeLimitExceeded(f"{task.name} ran past its hard time limit of {limit}s")
-        change = self.executor.failure(running.envelope, task, running.envelope.attempt + 1, exc)
-        self.committer.put(change, running.envelope.reply_to)
         log.error(
-            "%s: hard time limit of %ss exceeded",
+            "%s %s: hard time limit of %ss exceeded%s",
             task.name,
+            invocation_id,
             limit,
+            "; replacing the process once its other invocations finish"
+            if self.exit_on_hard_limit
+            else "",
             extra={"invocation_id": invocation_id, "task": task.name},
         )
         if self.exit_on_hard_limit:
-            self.committer.flush(timeout=10)
-            self.beat()
-            os._exit(EXIT_HARD_LIMIT)
-        running.interrupt()
+            self.hung.add(invocation_id)
+            self.stop()  # first: take no new work even if the commit below waits
+        exc = HardTimeLimitExceeded(f"{task.name} ran past its hard time limit of {limit}s")
+        change = self.executor.failure(running.envelope, task, running.envelope.attempt + 1, exc)
+        self.committer.put(change, running.envelope.reply_to)
+        running.interrupt()  # reaches the thread if it ever runs Python code again
+        self._task_done()  # the drain may be waiting only for this one
 
 
 def resident_mib() -> float:

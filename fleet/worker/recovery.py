@@ -8,8 +8,12 @@ message may have been lost (the producer died between registering and publishing
 Contract: every move is a compare-and-set in the state store first (so two services
 racing requeue an invocation once), then a publish. If the publish fails the
 invocation stays PENDING with a deadline, and recovery tries again after it: nothing is
-dropped. An invocation that has lost more runs to dead workers than `max_recoveries`
-allows fails with `WorkerLostError` instead of killing workers forever.
+dropped. Once the broker confirms the publish, the deadline is cleared
+(`fleet._followup`), as producers do for the invocations they submit: a PENDING
+invocation is republished only while its deadline stands, i.e. when no publish of it
+was ever confirmed, never because its message waits long in a backlog. An invocation
+that has lost more runs to dead workers than `max_recoveries` allows fails with
+`WorkerLostError` instead of killing workers forever.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
+from fleet import _followup
 from fleet._envelope import from_record, pack
 from fleet._exceptions import error_info
 from fleet.broker import Message
@@ -40,8 +45,15 @@ def _attempt_limit(app: Fleet, task: str) -> int:
     return retries + 1 + app.settings.max_recoveries
 
 
-def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str) -> int:
-    """Move records (owned, held or pending) to PENDING and publish them again."""
+def requeue(
+    app: Fleet, records: Sequence[InvocationRecord], by: str, note: str, *, refund: bool = False
+) -> int:
+    """Move records (owned, held or pending) to PENDING and publish them again.
+
+    With `refund`, the runs of owned records ended through no fault of their own (their
+    process was replaced for another invocation's hard time limit): the attempt their
+    claim counted is given back, so it is not charged toward `max_recoveries`.
+    """
     if not records:
         return 0
     runtime = app.runtime()
@@ -50,7 +62,11 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
     changes = []
     for record in records:
         owner = record.owner if record.status in OWNED else None
-        if record.status in OWNED and record.attempt >= _attempt_limit(app, record.task):
+        if (
+            record.status in OWNED
+            and not refund
+            and record.attempt >= _attempt_limit(app, record.task)
+        ):
             lost = WorkerLostError(
                 f"{record.task} lost {record.attempt} run(s) to dead workers; giving up"
             )
@@ -75,6 +91,7 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
                 expect_owner=owner,
                 due=deadline,
                 note=note,
+                refund_attempt=refund and record.status in OWNED and record.attempt > 0,
             )
         )
     applied = runtime.state.apply(changes, at=now)
@@ -86,6 +103,7 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
     if messages:
         runtime.declare(sorted({m.queue for m in messages}))
         runtime.broker.publish(messages)
+        _followup.of(app).published(messages)
     for record, change, ok in zip(records, changes, applied, strict=True):
         if ok:
             log.info(
@@ -97,6 +115,17 @@ def requeue(app: Fleet, records: Sequence[InvocationRecord], by: str, note: str)
                 extra={"invocation_id": record.id, "task": record.task},
             )
     return len(messages)
+
+
+def requeue_uncharged(app: Fleet, ids: Collection[str], owner: str) -> set[str]:
+    """Requeue those of `ids` that `owner` still runs as it exits to be replaced for
+    another invocation's hard time limit, giving back the attempt of the run cut short;
+    return the ids requeued."""
+    records = app.runtime().state.get(sorted(ids))
+    mine = [r for r in records if r.status in OWNED and r.owner == owner]
+    note = "requeued uncharged: its process was replaced for another invocation's hard limit"
+    requeue(app, mine, owner, note, refund=True)
+    return {r.id for r in mine}
 
 
 def recover_owned(app: Fleet, owners: Collection[str], by: str, note: str) -> int:
@@ -203,8 +232,21 @@ def release_due(app: Fleet, by: str, now: float | None = None) -> int:
     return requeue(app, records, by, "due")
 
 
+def release(app: Fleet, ids: Sequence[str], by: str, now: float | None = None) -> int:
+    """Publish those of `ids` that are held and due (`fleet._followup` releases short
+    holds at their due time rather than at the leader's next tick)."""
+    now = time.time() if now is None else now
+    records = [
+        r
+        for r in app.runtime().state.get(ids)
+        if r.status in HELD and r.due is not None and r.due <= now
+    ]
+    return requeue(app, records, by, "due")
+
+
 def republish_stale(app: Fleet, by: str, now: float | None = None) -> int:
-    """Publish again pending invocations past their deadline (message maybe lost)."""
+    """Publish again pending invocations whose deadline passed: no publish of them was
+    ever confirmed (the producer died, or its confirm was never recorded)."""
     now = time.time() if now is None else now
     records = app.runtime().state.find(Query(statuses=[Status.PENDING], due_before=now, limit=1000))
     return requeue(app, records, by, "pending past its deadline; published again")

@@ -5,8 +5,11 @@ owned, start a replacement (with backoff when it keeps crashing), recycle proces
 that did too many tasks or grew too big, write its own heartbeat, run the leader
 services thread, and shut everything down gracefully on SIGTERM.
 
-Contract: a dead child is detected through its process sentinel (no polling) and its
-RUNNING/PAUSED invocations are requeued before the replacement starts. Children die
+Contract: a dead child is detected through its process sentinel (no polling), its
+RUNNING/PAUSED invocations are requeued and its heartbeat record is marked stopped
+(a SIGKILLed child cannot do it) before the replacement starts; the supervisor's own
+record lists its current children. A child that exits with `EXIT_HARD_LIMIT` (it
+stopped itself for a task past its hard limit) is replaced at once, without backoff. Children die
 with the supervisor (PR_SET_PDEATHSIG on Linux), so a SIGKILLed supervisor looks like
 a lost host: its heartbeats go stale and the leader elsewhere requeues its work. On
 SIGTERM or SIGINT: children get SIGTERM, stop taking work, finish within
@@ -130,12 +133,14 @@ class Supervisor:
             lived,
         )
         self._recover([child.runner], f"worker process exited ({code})")
+        self._mark_stopped([child])
         crashed = code not in (0, EXIT_HARD_LIMIT)
         failures = child.failures + 1 if crashed and lived < 10 else 0
         delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
         if delay and self._stopping.wait(delay):
             return
         self._start(child.index, failures)
+        self.beat()  # name the replacement at once (`fleet check` judges current children)
 
     def _shutdown(self) -> None:
         log.info("supervisor %s: shutting down", self.id)
@@ -150,6 +155,7 @@ class Supervisor:
                 child.process.kill()
                 child.process.join()
         self._recover([c.runner for c in self.children.values()], "worker shut down")
+        self._mark_stopped(list(self.children.values()))
         self.leader.stop()
         self.beat(stopped=True)
         self.app.close()
@@ -164,6 +170,30 @@ class Supervisor:
             return
         if moved:
             log.warning("requeued %d invocation(s) of %s (%s)", moved, ", ".join(owners), why)
+
+    def _mark_stopped(self, children: list[Child]) -> None:
+        """Record exited children as stopped (a killed one could not say so itself), so
+        that neither `fleet check` nor recovery takes them for live or lost runners."""
+        now = time.time()
+        records = [
+            RunnerRecord(
+                id=c.runner,
+                kind="process",
+                host=socket.gethostname(),
+                pid=c.process.pid or 0,
+                beat=now,
+                parent=self.id,
+                queues=tuple(self.queues),
+                started=time.time() - (time.monotonic() - c.started),
+                stopped=True,
+                info={"exitcode": c.process.exitcode},
+            )
+            for c in children
+        ]
+        try:
+            self.app.runtime().state.beat(records)
+        except Exception:
+            log.warning("could not mark %d exited worker process(es) stopped", len(records))
 
     def record(self, stopped: bool = False) -> RunnerRecord:
         return RunnerRecord(

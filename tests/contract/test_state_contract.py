@@ -259,6 +259,42 @@ def test_apply_many_changes_in_order(state: StateStore) -> None:
     assert got[1].history[-1].at == got[1].updated
 
 
+def test_clear_due_clears_pending_deadlines_only(state: StateStore) -> None:
+    state.register(
+        [record(1, due=T0 + 5), record(2, due=T0 + 5), record(3, S.SCHEDULED, due=T0 + 5)]
+    )
+    state.clear_due(["inv-0001", "inv-0003", "inv-0001", "no-such-id"])
+    state.clear_due([])
+    one, two, three = state.get(["inv-0001", "inv-0002", "inv-0003"])
+    assert (one.due, two.due, three.due) == (None, T0 + 5, T0 + 5)
+    assert len(one.history) == 1  # bookkeeping, not a status change
+    stale = state.find(Query(statuses=[S.PENDING], due_before=T0 + 10))
+    assert [r.id for r in stale] == ["inv-0002"]  # recovery no longer sees a confirmed one
+    # A later requeue sets a deadline again.
+    again = Change("inv-0001", S.PENDING, frozenset({S.PENDING}), by="r", due=T0 + 9)
+    assert state.apply([again]) == [True]
+    assert state.get(["inv-0001"])[0].due == T0 + 9
+
+
+def test_refund_attempt_gives_back_a_counted_attempt(state: StateStore) -> None:
+    state.register([record(1)])
+    assert state.apply([claim("inv-0001", "w1")]) == [True]
+    requeue = Change(
+        "inv-0001",
+        S.PENDING,
+        frozenset({S.RUNNING}),
+        by="w1",
+        expect_owner="w1",
+        refund_attempt=True,
+    )
+    assert state.apply([requeue]) == [True]
+    assert state.get(["inv-0001"])[0].attempt == 0
+    with pytest.raises(ValueError, match="refund"):
+        Change(
+            "x", S.RUNNING, frozenset({S.PENDING}), by="w", count_attempt=True, refund_attempt=True
+        )
+
+
 def test_counts_by_status(state: StateStore) -> None:
     state.register([record(i) for i in range(5)] + [record(9, S.SCHEDULED)])
     state.apply([claim("inv-0000", "w"), claim("inv-0001", "w")])

@@ -75,3 +75,14 @@ def soft_limited() -> str:
             time.sleep(0.01)
     except SoftTimeLimitExceeded:
         return "stopped softly"
+
+
+@app.task
+def neighbour(n: int, seconds: float) -> int:
+    """Runs `seconds`, marking its start and its end (bodies counted in files)."""
+    _mark("neighbour-start", n)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    _mark("neighbour-done", n)
+    return n
