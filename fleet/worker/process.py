@@ -80,7 +80,7 @@ class WorkerProcess:
     ) -> None:
         self.app = app
         self.runtime = app.runtime()
-        self.queues = list(queues) or app.queues.names()
+        self.queues = app.queues.worker_queues(queues, app.tasks.values())
         self.threads = max(1, threads)
         self.id = runner or runner_id("process")
         self.supervisor = supervisor

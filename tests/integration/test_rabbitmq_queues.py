@@ -117,9 +117,9 @@ def test_mismatch_names_every_difference_and_what_to_do(
 def test_quorum_queue_refuses_reject_publish_dlx(
     broker: RabbitMQBroker, unique_name: Callable[[str], str]
 ) -> None:
-    spec = QueueSpec(unique_name("q"), max_length=2, overflow="reject-publish-dlx")
+    # Refused when the spec is built (the queues file is read), before any declare.
     with pytest.raises(ConfigError, match="reject-publish-dlx"):
-        broker.declare([spec])
+        broker.declare([QueueSpec(unique_name("q"), max_length=2, overflow="reject-publish-dlx")])
 
 
 def test_cli_declares_and_shows_status(
