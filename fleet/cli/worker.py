@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    from fleet._urls import redact
     from fleet.cli import load
     from fleet.worker.supervisor import Supervisor
 
@@ -49,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     queues = app.queues.worker_queues(requested, app.tasks.values(), what="--queues")
     if not requested:
         log.info("no --queues given: consuming %s, where the app's tasks route", queues)
+    # Absolute since the settings resolved them: says which database a worker really uses.
+    log.info("broker %s, state store %s", redact(settings.broker_url), redact(settings.state_url))
     processes = settings.processes if args.processes is None else args.processes
     threads = settings.threads if args.threads is None else args.threads
     supervisor = Supervisor(app, args.app, processes=processes, threads=threads, queues=queues)
