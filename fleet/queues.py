@@ -16,8 +16,8 @@ Queues are a checked contract: the defined queues are the configured ones plus t
 default queue (with no queues file, only the default queue exists). A task whose
 `queue=` names another queue is refused when it is defined (`check_task`), a worker
 asked for an undefined queue is refused (`check`), and nothing declares an undefined
-queue (`declarable`). A worker given no queues consumes those its app's tasks route to
-(`worker_queues`).
+queue (`declarable`). A worker given no queues consumes the default queue and those its
+app's tasks route to (`worker_queues`).
 """
 
 from __future__ import annotations
@@ -206,14 +206,17 @@ class QueueTable:
     def worker_queues(
         self, given: Sequence[str], tasks: Iterable[RoutedTask], what: str = "worker queues"
     ) -> list[str]:
-        """The queues a worker consumes: `given` (each must be defined), else those the
-        app's `tasks` route to, in definition order; every defined queue when the app
-        has no tasks yet (a worker that imports task modules as messages name them)."""
+        """The queues a worker consumes: `given` (each must be defined), else the default
+        queue and those the app's `tasks` route to, in definition order; every defined
+        queue when the app has no tasks yet (a worker that imports task modules as
+        messages name them)."""
         if given:
             self.check(given, what)
             return list(given)
         routed = {self.route(task.name, task.options.queue) for task in tasks}
-        return [name for name in self.names() if name in routed] if routed else self.names()
+        if not routed:
+            return self.names()
+        return [name for name in self.names() if name in routed or name == self.default]
 
     @staticmethod
     def _unknown(name: str, known: list[str]) -> str:

@@ -18,8 +18,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     parser.add_argument(
         "--queues",
         default="",
-        help="comma-separated queues, each defined in the queues file (default: every queue "
-        "the app's tasks route to)",
+        help="comma-separated queues, each defined in the queues file (default: the default "
+        "queue and every queue the app's tasks route to)",
     )
     parser.add_argument(
         "--processes",
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     requested = [q.strip() for q in args.queues.split(",") if q.strip()]
     queues = app.queues.worker_queues(requested, app.tasks.values(), what="--queues")
     if not requested:
-        log.info("no --queues given: consuming %s, where the app's tasks route", queues)
+        log.info("no --queues given: consuming %s (default queue and task routes)", queues)
     # Absolute since the settings resolved them: says which database a worker really uses.
     log.info("broker %s, state store %s", redact(settings.broker_url), redact(settings.state_url))
     processes = settings.processes if args.processes is None else args.processes

@@ -185,14 +185,15 @@ def test_a_worker_given_no_queues_consumes_where_its_tasks_route(tmp_path: Path)
         {"queues": {"default": {}, "cpu": {}, "reports": {"tasks": ["*.reports.*"]}}}, "t"
     )
     tasks = [_Task("shop.reports.daily"), _Task("shop.x", "cpu")]
-    assert table.worker_queues((), tasks) == ["cpu", "reports"]
+    assert table.worker_queues((), tasks) == ["default", "cpu", "reports"]
+    assert table.worker_queues((), [_Task("shop.x", "cpu")]) == ["default", "cpu"]
     assert table.worker_queues((), [_Task("shop.y")]) == ["default"]
     assert table.worker_queues((), []) == ["default", "cpu", "reports"]  # no tasks: all
     assert table.worker_queues(["cpu"], tasks) == ["cpu"]
 
     fleet = memory_app(tmp_path)
     fleet.task(queue="cpu")(_noop)
-    assert WorkerProcess(fleet).queues == ["cpu"]
+    assert WorkerProcess(fleet).queues == ["default", "cpu"]
     fleet.close()
 
 
