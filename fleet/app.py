@@ -76,7 +76,7 @@ class Runtime:
         missing = [n for n in names if n not in self._declared]
         if missing:
             with self._lock:
-                self.broker.declare([self._queues.get(n) for n in missing])
+                self.broker.declare(self._queues.declarable(missing))
                 self._declared.update(missing)
 
     def close(self) -> None:

@@ -11,6 +11,14 @@ Every value is checked against the field's type; an unknown key or a wrong type 
 environment, of dotted module names. Per-task overrides live under `tasks`
 (`{task name: {option: value}}`) in the files and are validated when tasks are defined.
 `load_settings` reads the environment only when called, never at import.
+
+Relative paths (`config`, `queues_file`, and `sqlite:///relative.db` in `broker_url` and
+`state_url`) never follow the working directory: one set in `pyproject.toml` or in the
+YAML file is relative to that file's folder; one set by an environment variable, a
+keyword argument or a default is relative to the project root, the folder of the
+nearest `pyproject.toml` at or above the working directory (the working directory when
+there is none). The settings hold the absolute results, so a script started from a
+subfolder uses the same database and queues file (`fleet config show` prints them).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ class Settings:
     name: str = "fleet"
     """Application name; separates apps sharing one broker and store."""
     broker_url: str = DEFAULT_DB
-    """Where messages travel: sqlite:///path, memory://name, amqp://, amqps://."""
+    """Where messages travel: sqlite:///path, memory://name, amqp://, amqps://. A relative
+    sqlite path is made absolute (see the module doc)."""
     state_url: str = DEFAULT_DB
     """Where state lives: sqlite:///path, memory://name, mongodb://, mongodb+srv://."""
     inline: bool = False
@@ -62,7 +71,8 @@ class Settings:
     config: str = ""
     """YAML settings file (also FLEET__CONFIG)."""
     queues_file: str = ""
-    """YAML queue definitions; default configs/queues.yaml when it exists."""
+    """YAML queue definitions; default configs/queues.yaml under the project root when it
+    exists. Without one only the default queue exists."""
     default_queue: str = "default"
     """Queue for tasks with no route."""
     publish_timeout: float = 10.0
@@ -232,6 +242,29 @@ def find_pyproject(start: Path) -> Path | None:
     return None
 
 
+def project_root(cwd: Path) -> Path:
+    """The folder relative paths from env, keywords and defaults are resolved against."""
+    found = find_pyproject(cwd)
+    return found.parent if found is not None else cwd
+
+
+PATH_KEYS = ("config", "queues_file", "broker_url", "state_url")
+"""Settings that may hold a relative path (a sqlite URL, for the URLs)."""
+
+
+def resolve_path(key: str, value: str, base: Path) -> str:
+    """`value` of setting `key` with a relative path made absolute against `base`."""
+    if key in ("config", "queues_file"):
+        return os.path.abspath(base / value) if value else value
+    scheme, sep, rest = value.partition("://")
+    if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
+        return value  # not a file URL; malformed ones are refused where they are opened
+    path = rest[1:]
+    if not path or path.startswith("/") or path.startswith(":memory:") or "?" in path:
+        return value
+    return f"{scheme}:///{os.path.abspath(base / path)}"
+
+
 def _from_pyproject(cwd: Path) -> tuple[dict[str, Any], str]:
     path = find_pyproject(cwd)
     if path is None:
@@ -280,39 +313,50 @@ def load_settings(
     """Load settings from every source; see the module docstring for the order."""
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
+    root = project_root(cwd)
     values: dict[str, Any] = {}
     sources: dict[str, str] = dict.fromkeys(FIELDS, "default")
+    bases: dict[str, Path] = {}
+    """Folder each path setting is relative to: that of the file that set it, or root."""
 
-    def layer(items: Mapping[str, Any], source: str) -> None:
+    def layer(items: Mapping[str, Any], source: str, base: Path = root) -> None:
         for key, value in items.items():
             if key == "tasks" and key in values:
                 values[key] = _merge_tasks(values[key], coerce(key, value, source))
             else:
                 values[key] = coerce(key, value, source)
             sources[key] = source
+            bases[key] = base
 
     section, source = _from_pyproject(cwd)
-    layer(section, source)
+    layer(section, source, root)  # the pyproject found is the root's
     env = _from_env(environ)
     overrides = dict(overrides or {})
     config_path, config_origin = values.get("config", ""), sources["config"]
+    config_base = bases.get("config", root)
     if "config" in env:
         config_path, config_origin = env["config"]
+        config_base = root
     if "config" in overrides:
         config_path, config_origin = str(overrides["config"]), "Fleet(config=...)"
+        config_base = root
     if config_path:
-        path = Path(config_path)
-        if not path.is_absolute():
-            path = cwd / path
+        path = Path(resolve_path("config", config_path, config_base))
         data, source = _from_yaml(str(path), config_origin)
-        layer(data, source)
+        layer(data, source, path.parent)
     for key, (value, origin) in env.items():
         layer({key: value}, origin)
     for key, value in overrides.items():
         layer({key: value}, f"Fleet({key}=...)")
-    if not values.get("queues_file") and (cwd / "configs" / "queues.yaml").is_file():
-        values["queues_file"] = str(cwd / "configs" / "queues.yaml")
+    if not values.get("queues_file") and (root / "configs" / "queues.yaml").is_file():
+        values["queues_file"] = "configs/queues.yaml"
         sources["queues_file"] = "default (configs/queues.yaml exists)"
+    for key in PATH_KEYS:
+        given = values.get(key, FIELDS[key].default)
+        resolved = resolve_path(key, given, bases.get(key, root))
+        if resolved != given:
+            values[key] = resolved
+            sources[key] += f"; relative to {bases.get(key, root)}"
     return LoadedSettings(Settings(**values), sources)
 
 

@@ -172,6 +172,7 @@ class Task(Generic[P, R]):
         self.signature = inspect.signature(func)
         self.params = tuple(self.signature.parameters)
         self.options = build_options(self.name, options, app.settings.tasks)
+        app.queues.check_task(self.name, self.options.queue)  # queues are a checked contract
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:

@@ -92,6 +92,8 @@ class QueueStats:
     consumers: int
     dead: int
     """Messages in the queue's dead-letter queue."""
+    declared: bool = True
+    """False where the broker knows the queue does not exist (RabbitMQ, before declare)."""
 
 
 class Consumer(ABC):

@@ -126,7 +126,7 @@ class RabbitMQBroker(Broker):
     def stats(self, queue: str) -> QueueStats:
         main = self.admin.counts(queue)
         if main is None:
-            return QueueStats(queue, 0, -1, 0, 0)
+            return QueueStats(queue, 0, -1, 0, 0, declared=False)
         urgent = self.admin.counts(urgent_lane(queue))
         dead = self.admin.counts(f"{queue}.dead")
         ready = main[0] + (urgent[0] if urgent else 0)

@@ -27,11 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_app_option(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    default = "required" if required else "default: settings only"
     parser.add_argument(
         "--app",
         required=required,
         metavar="MODULE:ATTR",
-        help="the Fleet app to load, e.g. myproject.tasks:app (default: settings only)",
+        help=f"the Fleet app to load, e.g. myproject.tasks:app ({default})",
     )
 
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 import socket
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleet.state import StateStore
 
 from fleet.state import RunnerRecord
 
@@ -47,6 +51,7 @@ def show_config(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     from fleet.cli import load
+    from fleet.cli.queues import queue_notes, unacked
 
     app = load(args.app)
     runtime = app.runtime()
@@ -64,14 +69,34 @@ def show_status(args: argparse.Namespace) -> int:
             f"  in hand {len(runner.in_hand)}"
         )
     print("queues:")
-    for name in app.queues.names():
+    defined = app.queues.names()
+    pending = pending_by_queue(runtime.state)
+    for name in [*defined, *sorted(set(pending) - set(defined))]:
         stats = runtime.broker.stats(name)
+        notes = "  ".join(queue_notes(stats, defined=name in defined, pending=pending.get(name, 0)))
         print(
-            f"  {name:<20} ready {stats.ready:<7} unacked {stats.unacked:<7} "
-            f"consumers {stats.consumers:<4} dead {stats.dead}"
+            f"  {name:<20} pending {pending.get(name, 0):<7} ready {stats.ready:<7} "
+            f"unacked {unacked(stats):<7} consumers {stats.consumers:<4} dead {stats.dead}"
+            f"  {notes}".rstrip()
         )
     app.close()
     return 0
+
+
+PENDING_SAMPLE = 10_000
+"""PENDING invocations `fleet status` reads to find the queues they wait in."""
+
+
+def pending_by_queue(state: StateStore) -> dict[str, int]:
+    """PENDING invocations per queue, over the oldest `PENDING_SAMPLE` of them (so a
+    queue nobody consumes shows up even when it is not defined)."""
+    from fleet.state import Query
+    from fleet.status import Status
+
+    found: dict[str, int] = {}
+    for record in state.find(Query(statuses=(Status.PENDING,), limit=PENDING_SAMPLE)):
+        found[record.queue] = found.get(record.queue, 0) + 1
+    return found
 
 
 def check_health(args: argparse.Namespace) -> int:

@@ -1,8 +1,16 @@
-"""`fleet queues declare|status`: create the configured queues, show their depth."""
+"""`fleet queues declare|status`: create the configured queues, show their depth.
+
+Also the one place that says what an operator should notice about a queue
+(`queue_notes`), shared with `fleet status`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fleet.broker import QueueStats
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,8 +50,29 @@ def queue_status(args: argparse.Namespace) -> int:
         print(f"{'queue':<24} {'ready':>8} {'unacked':>8} {'consumers':>9} {'dead':>8}")
         for name in app.queues.names():
             stats = broker.stats(name)
-            unacked = "-" if stats.unacked < 0 else str(stats.unacked)  # -1: cannot tell
-            print(f"{name:<24} {stats.ready:>8} {unacked:>8} {stats.consumers:>9} {stats.dead:>8}")
+            notes = "  ".join(queue_notes(stats, defined=True))
+            print(
+                f"{name:<24} {stats.ready:>8} {unacked(stats):>8} {stats.consumers:>9} "
+                f"{stats.dead:>8}  {notes}".rstrip()
+            )
     finally:
         app.close()
     return 0
+
+
+def unacked(stats: QueueStats) -> str:
+    """The unacked count, or '-' where the broker cannot tell (-1)."""
+    return "-" if stats.unacked < 0 else str(stats.unacked)
+
+
+def queue_notes(stats: QueueStats, *, defined: bool, pending: int = 0) -> list[str]:
+    """What is wrong with a queue, in words: undefined, undeclared, or unconsumed."""
+    notes = []
+    if not defined:
+        notes.append("NOT DEFINED in the queues file")
+    if not stats.declared:
+        notes.append("not declared on the broker (fleet queues declare)")
+    if stats.consumers == 0:
+        waiting = max(stats.ready, pending)
+        notes.append(f"NO CONSUMERS for {waiting} waiting" if waiting else "no consumers")
+    return notes

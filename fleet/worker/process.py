@@ -103,7 +103,7 @@ class WorkerProcess:
         self.app = app
         import_task_modules(app)  # before anything is received: tasks resolve by registry
         self.runtime = app.runtime()
-        self.queues = list(queues) or app.queues.names()
+        self.queues = app.queues.worker_queues(queues, app.tasks.values())
         self.threads = max(1, threads)
         self.id = runner or runner_id("process")
         self.supervisor = supervisor

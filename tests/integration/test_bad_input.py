@@ -82,9 +82,12 @@ def test_task_defined_in_a_script_run_as_main(tmp_path: Path) -> None:
 
 def test_per_task_overrides_from_settings(tmp_path: Path) -> None:
     name = f"{__name__}._square"
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues:\n  maths: {}\n")
     app = Fleet(
         broker_url="memory://",
         state_url="memory://",
+        queues_file=str(queues),
         tasks={name: {"max_retries": 4, "queue": "maths", "retry_for": ["KeyError"]}},
     )
     task = app.task(max_retries=1)(_square)

@@ -117,9 +117,9 @@ def test_mismatch_names_every_difference_and_what_to_do(
 def test_quorum_queue_refuses_reject_publish_dlx(
     broker: RabbitMQBroker, unique_name: Callable[[str], str]
 ) -> None:
-    spec = QueueSpec(unique_name("q"), max_length=2, overflow="reject-publish-dlx")
+    # Refused when the spec is built (the queues file is read), before any declare.
     with pytest.raises(ConfigError, match="reject-publish-dlx"):
-        broker.declare([spec])
+        broker.declare([QueueSpec(unique_name("q"), max_length=2, overflow="reject-publish-dlx")])
 
 
 def test_cli_declares_and_shows_status(
@@ -151,6 +151,31 @@ def test_cli_declares_and_shows_status(
     assert main(["queues", "declare"]) == 2
     err = capsys.readouterr().err
     assert "type: configured 'classic', on the broker 'quorum'" in err
+
+
+def test_undefined_queues_are_never_declared_and_undeclared_ones_are_flagged(
+    rabbitmq: RabbitMQServer,
+    broker: RabbitMQBroker,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    unique_name: Callable[[str], str],
+) -> None:
+    from fleet import Fleet
+
+    name = unique_name("cpu")
+    queues = write_queues(tmp_path / "queues.yaml", f"default: {name}\nqueues:\n  {name}: {{}}\n")
+    monkeypatch.setenv("FLEET__BROKER_URL", rabbitmq.url)
+    monkeypatch.setenv("FLEET__STATE_URL", f"sqlite:///{tmp_path}/fleet.db")
+    monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
+    assert main(["status"]) == 0  # configured, not declared yet
+    row = next(line for line in capsys.readouterr().out.splitlines() if name in line)
+    assert "unacked -" in row and "not declared on the broker" in row
+    with Fleet() as app:
+        app.runtime().declare([name + "u"])  # a typo: refused, logged, not created
+        assert broker.stats(name + "u").declared is False
+        app.runtime().declare([name])
+        assert broker.stats(name).declared is True
 
 
 # -- dead letters -----------------------------------------------------------------------

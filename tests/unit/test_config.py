@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from fleet import Fleet
 from fleet.config import DEFAULT_DB, describe, load_settings
 from fleet.errors import ConfigError
 
 
 def test_defaults(tmp_path: Path) -> None:
     loaded = load_settings(environ={}, cwd=tmp_path)
-    assert loaded.settings.broker_url == DEFAULT_DB == loaded.settings.state_url
+    assert DEFAULT_DB == "sqlite:///.fleet/fleet.db"
+    db = f"sqlite:///{tmp_path}/.fleet/fleet.db"  # no pyproject: the working directory
+    assert loaded.settings.broker_url == db == loaded.settings.state_url
     assert loaded.settings.inline is False
-    assert loaded.sources["broker_url"] == "default"
+    assert loaded.sources["broker_url"] == f"default; relative to {tmp_path}"
 
 
 def test_layers_in_order(tmp_path: Path) -> None:
@@ -92,3 +95,67 @@ def test_queues_file_found_in_configs(tmp_path: Path) -> None:
     (tmp_path / "configs" / "queues.yaml").write_text("queues: {}\n")
     loaded = load_settings(environ={}, cwd=tmp_path)
     assert loaded.settings.queues_file == str(tmp_path / "configs" / "queues.yaml")
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'p'\n")
+    (tmp_path / "sub").mkdir()
+    loaded = load_settings(environ={}, cwd=tmp_path / "sub")  # found from a subfolder too
+    assert loaded.settings.queues_file == str(tmp_path / "configs" / "queues.yaml")
+
+
+def _project(root: Path) -> None:
+    """A project whose settings set relative paths from every kind of source."""
+    (root / "conf").mkdir()
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[tool.fleet]\nstate_url = "sqlite:///data/state.db"\nconfig = "conf/fleet.yaml"\n'
+    )
+    (root / "conf" / "fleet.yaml").write_text("queues_file: queues.yaml\n")
+
+
+def test_relative_paths_do_not_follow_the_working_directory(tmp_path: Path) -> None:
+    _project(tmp_path)
+    environ = {"FLEET__BROKER_URL": "sqlite:///env/broker.db"}
+    seen = [
+        load_settings({"name": "x"}, environ=environ, cwd=cwd)
+        for cwd in (tmp_path, tmp_path / "deep", tmp_path / "deep" / "er")
+    ]
+    first = seen[0].settings
+    assert all(loaded.settings == first for loaded in seen)
+    # pyproject: relative to its folder; YAML: to the YAML's folder; env: project root.
+    assert first.state_url == f"sqlite:///{tmp_path}/data/state.db"
+    assert first.config == str(tmp_path / "conf" / "fleet.yaml")
+    assert first.queues_file == str(tmp_path / "conf" / "queues.yaml")
+    assert first.broker_url == f"sqlite:///{tmp_path}/env/broker.db"
+    assert seen[1].sources["queues_file"].endswith(f"relative to {tmp_path / 'conf'}")
+    text = describe(seen[2])
+    assert f"sqlite:///{tmp_path}/data/state.db" in text
+
+
+def test_keyword_and_absolute_paths(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "a").mkdir()
+    loaded = load_settings(
+        {"queues_file": "q.yaml", "state_url": "sqlite:////abs/s.db", "broker_url": "memory://x"},
+        environ={},
+        cwd=tmp_path / "a",
+    )
+    assert loaded.settings.queues_file == str(tmp_path / "q.yaml")
+    assert loaded.settings.state_url == "sqlite:////abs/s.db"
+    assert loaded.settings.broker_url == "memory://x"
+    assert loaded.sources["state_url"] == "Fleet(state_url=...)"
+
+
+project_app = Fleet(broker_url="memory://test-config-cli")  # state_url: the default
+
+
+def test_worker_logs_the_absolute_database_path(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from fleet.cli import main
+    from fleet.worker.supervisor import Supervisor
+
+    monkeypatch.setattr(Supervisor, "run", lambda self: 0)  # never start processes here
+    monkeypatch.setattr("fleet.cli.worker.setup_logging", lambda *a: None)  # leave handlers
+    caplog.set_level("INFO", logger="fleet.cli.worker")
+    assert main(["worker", "--app", f"{__name__}:project_app"]) == 0
+    database = Path(__file__).parents[2] / ".fleet" / "fleet.db"  # the repository's root
+    assert f"state store sqlite:///{database}" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,12 @@ from tests.waiting import wait_until
 
 URL = f"memory://{uuid.uuid4().hex}"
 app = Fleet(
-    broker_url=URL, state_url=URL, schedule_interval=0.02, recovery_interval=0.02, shutdown_grace=2
+    broker_url=URL,
+    state_url=URL,
+    schedule_interval=0.02,
+    recovery_interval=0.02,
+    shutdown_grace=2,
+    queues_file=str(Path(__file__).with_name("worker_queues.yaml")),
 )
 calls: dict[str, int] = {}
 
@@ -96,7 +102,7 @@ def parked() -> None: ...
 def worker() -> Iterator[None]:
     leader = Leader(app, "test-leader")
     leader.start()
-    with running_worker(app, threads=2):
+    with running_worker(app, threads=2, queues=["default"]):
         yield
     leader.stop()
 

@@ -1,0 +1,39 @@
+"""A `fleet worker` given no --queues consumes the default queue and the queues its
+app's tasks route to, not every defined queue."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from fleet.testing.worker import WorkerCommand
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_worker_without_queues_consumes_where_the_tasks_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues:\n  default: {}\n  cpu: {}\n  idle: {}\n")
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    monkeypatch.setenv("FLEET__BROKER_URL", url)
+    monkeypatch.setenv("FLEET__STATE_URL", url)
+    monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
+    monkeypatch.setenv("FLEET__HEARTBEAT_INTERVAL", "0.5")
+    tasks = importlib.reload(importlib.import_module("tests.integration.queue_tasks"))
+    app = tasks.app
+    worker = WorkerCommand("tests.integration.queue_tasks:app", cwd=str(Path(__file__).parents[2]))
+    with worker:
+        worker.wait_consumers(app, 1, queue="cpu")
+        assert tasks.crunch(14).result(timeout=60) == 42
+        broker = app.runtime().broker
+        assert broker.stats("idle").consumers == 0
+        state = app.runtime().state
+        wait_until(lambda: any(r.kind == "supervisor" for r in state.runners()), "a heartbeat", 30)
+        (supervisor,) = [r for r in state.runners() if r.kind == "supervisor"]
+        assert supervisor.queues == ("default", "cpu")
+    app.close()
