@@ -41,11 +41,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     from fleet._urls import redact
     from fleet.cli import load
+    from fleet.worker.child import import_task_modules
     from fleet.worker.supervisor import Supervisor
 
     app = load(args.app)
     settings = app.settings
     setup_logging(settings.log_level, settings.log_format)
+    import_task_modules(app)  # their tasks' queues count below; children log failures too
     requested = [q.strip() for q in args.queues.split(",") if q.strip()]
     queues = app.queues.worker_queues(requested, app.tasks.values(), what="--queues")
     if not requested:

@@ -37,3 +37,24 @@ def test_worker_without_queues_consumes_where_the_tasks_route(
         (supervisor,) = [r for r in state.runners() if r.kind == "supervisor"]
         assert supervisor.queues == ("default", "cpu")
     app.close()
+
+
+def test_worker_without_queues_consumes_the_queues_of_task_modules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tasks registered by `task_modules` count when the worker works out its queues:
+    the supervisor imports them before choosing what to consume."""
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("queues:\n  default: {}\n  cpu: {}\n  idle: {}\n")
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    monkeypatch.setenv("FLEET__BROKER_URL", url)
+    monkeypatch.setenv("FLEET__STATE_URL", url)
+    monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
+    monkeypatch.setenv("FLEET__TASK_MODULES", "tests.integration.queue_extra_tasks")
+    tasks = importlib.reload(importlib.import_module("tests.integration.queue_tasks"))
+    extra = importlib.reload(importlib.import_module("tests.integration.queue_extra_tasks"))
+    worker = WorkerCommand("tests.integration.queue_tasks:app", cwd=str(Path(__file__).parents[2]))
+    with worker:
+        worker.wait_consumers(tasks.app, 1, queue="idle")
+        assert extra.nap(7).result(timeout=60) == 7
+    tasks.app.close()
