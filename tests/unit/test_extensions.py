@@ -87,7 +87,12 @@ def test_around_call_nests_first_outermost() -> None:
     seen: list[str] = []
     d = Dispatcher([Recorder("a", seen), Inner("b", seen)])
     call = Call("inv-1", "pkg.a", 1, (1,), {})
-    assert d.around_call(call, lambda: seen.append("run") or 42) == 42
+
+    def run() -> int:
+        seen.append("run")
+        return 42
+
+    assert d.around_call(call, run) == 42
     assert seen == ["a:in", "b:in", "run", "b:out", "a:out"]
 
 
