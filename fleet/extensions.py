@@ -35,7 +35,8 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 `Applied` holds only the status changes that took effect (a compare-and-set that lost
 is not in it): per change the invocation id, task name, previous and new status, the
 encoded result (SUCCESS) or the error (FAILED), the invocation's encoded arguments and
-codec, and the parent invocation id ('' for a top-level call).
+codec when the caller has them at hand (None otherwise: the record is not fetched just
+for the hook), and the parent invocation id ('' for a top-level call).
 """
 
 from __future__ import annotations
@@ -122,9 +123,11 @@ class AppliedChange:
     """The status it left (None when the invocation was just registered)."""
     status: Status
     """The status it reached."""
-    args: bytes
-    """The invocation's encoded call ([args, kwargs]); may be a large-value reference."""
-    codec: str
+    args: bytes | None = None
+    """The invocation's encoded call ([args, kwargs]), possibly a large-value reference;
+    None when the caller does not have it at hand (an extension that needs it loads it,
+    and only for the tasks it cares about)."""
+    codec: str = ""
     result: bytes | None = None
     """SUCCESS: the encoded result (may be a large-value reference)."""
     error: ErrorInfo | None = None
