@@ -158,8 +158,11 @@ class Condition:
         _scalars("event payload filter", self.payload)
         _scalars("argument filter", self.where)
         for part in self.parts:
-            if not isinstance(part, Condition) or part.kind is Kind.CRON:
-                raise ConfigError(f"a composite combines outcome or event conditions, not {part!r}")
+            if not isinstance(part, Condition) or part.kind in (Kind.CRON, Kind.ALL, Kind.ANY):
+                what = (
+                    f"a {part.kind.value} condition" if isinstance(part, Condition) else repr(part)
+                )
+                raise ConfigError(f"a composite combines outcome or event conditions, not {what}")
         if not (math.isfinite(self.window) and self.window >= 0):
             raise ConfigError(f"composite window {self.window!r} must be seconds >= 0")
 

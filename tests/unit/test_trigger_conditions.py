@@ -178,7 +178,7 @@ def test_a_call_that_cannot_be_built_is_a_derive_error(fields: Any, message: str
 def test_an_unencodable_derived_argument_is_named() -> None:
     odd = Source.of_event("e1", "order.paid", {"order_id": object()})
     d = definition(derive={"order": "payload.order_id"})
-    with pytest.raises(DeriveError, match="'order'.*object"):
+    with pytest.raises(DeriveError, match=r"'order'.*object"):
         derive_call(d, odd, signature)
     # Unknown signature (the target's module is not imported here): no fit check.
     assert derive_call(definition(), PAID, lambda task: None)[:2] == ((), {})
