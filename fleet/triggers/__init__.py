@@ -36,14 +36,13 @@ Contract:
 
 from __future__ import annotations
 
-import importlib
 import math
 import zoneinfo
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleet.errors import ConfigError
 from fleet.status import Status
@@ -86,24 +85,6 @@ _REQUIRED: dict[Kind, tuple[str, ...]] = {
     Kind.ALL: ("parts", "window"),
     Kind.ANY: ("parts",),
 }
-
-
-def _scalars(what: str, values: Mapping[str, Scalar]) -> None:
-    for key, value in values.items():
-        ok = value is None or isinstance(value, (str, int, float, bool))
-        if not isinstance(key, str) or not key or not ok:
-            raise ConfigError(f"{what} {key!r}: {value!r}: keys are names, values scalars")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{what} {key!r}: {value!r} is not finite")
-
-
-def valid_cron(expression: str) -> bool:
-    """Whether croniter accepts `expression` (5 to 7 fields, or @hourly and friends)."""
-    try:
-        croniter: Any = importlib.import_module("croniter")
-    except ModuleNotFoundError as exc:
-        raise ConfigError("cron triggers need croniter: pip install croniter") from exc
-    return bool(croniter.croniter.is_valid(expression))
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,28 +347,48 @@ def trigger_store(store: object) -> TriggerStore:
     return store
 
 
-# The store-side helpers live in _params (this module would pass 400 lines); they are
-# imported here so that `from fleet.triggers import condition_params` keeps working.
+# Helpers live in _params (this module would pass 400 lines); imported here so that
+# `from fleet.triggers import condition_params` keeps working.
+# The builder needs only the codec: imported eagerly. The engine imports the core, which
+# imports the state stores, which import this package: loaded on first use instead.
+from fleet.triggers._declare import Trigger, function  # noqa: E402
 from fleet.triggers._params import (  # noqa: E402
+    _scalars,
     check_kind,
     condition_from,
     condition_params,
     firing_order,
     matches,
     newest_first,
+    valid_cron,
 )
+
+if TYPE_CHECKING:
+    from fleet.triggers._engine import TriggerExtension
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TriggerExtension":
+        from fleet.triggers._engine import TriggerExtension
+
+        return TriggerExtension
+    raise AttributeError(f"module 'fleet.triggers' has no attribute {name!r}")
+
 
 __all__ = [
     "Condition",
     "Firing",
     "Hit",
     "Kind",
+    "Trigger",
     "TriggerDefinition",
+    "TriggerExtension",
     "TriggerStore",
     "check_kind",
     "condition_from",
     "condition_params",
     "firing_order",
+    "function",
     "matches",
     "newest_first",
     "trigger_store",

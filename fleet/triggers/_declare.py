@@ -39,8 +39,8 @@ from fleet.triggers import (
     Scalar,
     TriggerDefinition,
     TriggerStore,
-    condition_params,
 )
+from fleet.triggers._params import condition_params
 
 F = TypeVar("F", bound=Callable[..., Any])
 _REGISTRY: dict[str, Callable[..., Any]] = {}

@@ -1,20 +1,49 @@
 """Store-side helpers of `fleet.triggers`: filters and condition (de)serialization.
 
-Job: turn a `Condition` into plain parameters every store can keep (JSON-safe except a
-top-level result `value`, which stays bytes) and back, and define the `triggers` filter
-and the firing orders once for all stores.
+Job: validate cron expressions and filter values; turn a `Condition` into plain
+parameters every store can keep (JSON-safe except a top-level result `value`, which
+stays bytes) and back; define the `triggers` filter and the firing orders once for all
+stores.
 Contract: `condition_from(kind, condition_params(c)) == c` for every valid condition.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fleet.errors import ConfigError
 from fleet.status import Status
-from fleet.triggers import _DEFAULTS, _PARAMS, Condition, Firing, Kind, TriggerDefinition
+from fleet.triggers import (
+    _DEFAULTS,
+    _PARAMS,
+    Condition,
+    Firing,
+    Kind,
+    Scalar,
+    TriggerDefinition,
+)
+
+
+def _scalars(what: str, values: Mapping[str, Scalar]) -> None:
+    for key, value in values.items():
+        ok = value is None or isinstance(value, (str, int, float, bool))
+        if not isinstance(key, str) or not key or not ok:
+            raise ConfigError(f"{what} {key!r}: {value!r}: keys are names, values scalars")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{what} {key!r}: {value!r} is not finite")
+
+
+def valid_cron(expression: str) -> bool:
+    """Whether croniter accepts `expression` (5 to 7 fields, or @hourly and friends)."""
+    try:
+        croniter: Any = importlib.import_module("croniter")
+    except ModuleNotFoundError as exc:
+        raise ConfigError("cron triggers need croniter: pip install croniter") from exc
+    return bool(croniter.croniter.is_valid(expression))
 
 
 def matches(
