@@ -27,6 +27,11 @@ Contract:
   policy (`fleet.triggers._cron.due`); a leader that just took over starts from the
   newest tick fired (else from the definition's `created`). Nothing is read from the
   store between ticks: the next due time is kept in memory.
+- Sweep (leader, with `recent`): a process that commits an outcome and dies before
+  evaluating it would lose the firing; the leader evaluates again, every `grace / 2`
+  seconds, the final changes of watched tasks committed in the previous window ending
+  `grace` seconds ago (the first sweep looks back `4 * grace`). The firing record and
+  the hits make a second evaluation of the same change a no-op.
 - Errors never escape `after_change` / `on_lead` (the dispatcher would log them
   anyway): one broken trigger does not stop the others.
 """
@@ -51,6 +56,8 @@ log = logging.getLogger("fleet.triggers")
 
 Submit = Callable[[str, tuple[Any, ...], dict[str, Any], str], object]
 """submit(task, args, kwargs, invocation_id): start `task` under that invocation id."""
+Recent = Callable[[Sequence[str], float, float], Sequence[AppliedChange]]
+"""recent(tasks, since, until): final changes of these tasks committed in [since, until)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +120,8 @@ class TriggerExtension(Extension):
         load_args: an invocation's encoded call by id, for a change that does not carry
             it (only called for watched tasks whose filters or derivation need it).
         resolve: turns a large-value reference into the value's bytes.
+        recent: final changes of watched tasks in a time range (the leader's sweep);
+            None: no sweep.
         clock: epoch seconds (tests inject their own).
         refresh: seconds between reloads of the watched set.
         grace: seconds before a pending firing is recovered.
@@ -130,6 +139,7 @@ class TriggerExtension(Extension):
         signature: Callable[[str], inspect.Signature | None] = _no_signature,
         load_args: Callable[[str], bytes | None] = lambda invocation_id: None,
         resolve: Callable[[bytes], bytes] = lambda data: data,
+        recent: Recent | None = None,
         clock: Callable[[], float] = time.time,
         refresh: float = 2.0,
         grace: float = 60.0,
@@ -139,7 +149,8 @@ class TriggerExtension(Extension):
         self.store, self.submit, self.exists = store, submit, exists
         self.signature, self.load_args, self.resolve = signature, load_args, resolve
         self.clock, self.refresh, self.grace, self.on_time = clock, refresh, grace, on_time
-        self.new_id = new_id
+        self.new_id, self.recent = new_id, recent
+        self._swept: float | None = None
         self._watched = Watched()
         self._expires = 0.0
         self._last: dict[str, float] = {}
@@ -198,6 +209,7 @@ class TriggerExtension(Extension):
         if now >= self._next_recovery:
             self._next_recovery = now + self.grace / 2
             self.recover(now)
+            self.sweep(now)
 
     # -- evaluating -----------------------------------------------------------------------
 
@@ -311,6 +323,22 @@ class TriggerExtension(Extension):
             if tick is not None:
                 return tick
         return d.created or self.clock()
+
+    def sweep(self, now: float) -> None:
+        """Evaluate again the final changes of watched tasks committed in the window
+        before `now - grace` (see the module docstring)."""
+        by_task = self.watched().by_task
+        until = now - self.grace
+        since = until - 4 * self.grace if self._swept is None else self._swept
+        if self.recent is None or not by_task or until <= since:
+            return
+        try:
+            changes = self.recent(sorted(by_task), since, until)
+        except Exception:
+            log.exception("cannot read recent changes of watched tasks")
+            return
+        self._swept = until
+        self.after_change(Applied(tuple(changes)))
 
     def recover(self, now: float) -> None:
         """Settle or submit again the firings pending for longer than `grace`."""

@@ -342,3 +342,30 @@ def test_manual_fire_and_the_dispatcher(store: TriggerStore, fleet: Fleet, clock
     dispatcher = Dispatcher([ext])
     assert dispatcher.after_change_hooks == (ext,) and dispatcher.on_lead_hooks == (ext,)
     assert dispatcher.option_owners == {"triggers": ext}
+
+
+def test_the_leader_sweeps_outcomes_whose_committer_died(
+    store: TriggerStore, fleet: Fleet, clock: Clock
+) -> None:
+    declare(
+        store, [Trigger.on_result("pkg.extract", kwargs={"rows": 1}).definition("pkg.load")], NOON
+    )
+    asked: list[tuple[list[str], float, float]] = []
+    committed = [
+        success("inv-1", at=NOON - 100).changes[0],
+        success("inv-2", at=NOON - 50).changes[0],
+    ]
+
+    def recent(tasks: Any, since: float, until: float) -> list[AppliedChange]:
+        asked.append((list(tasks), since, until))
+        return [c for c in committed if since <= c.at < until]
+
+    ext = engine(store, fleet, clock, grace=30.0, recent=recent)
+    ext.after_change(Applied((committed[1],)))  # inv-2's committer evaluated it; inv-1's died
+    assert len(fleet.submitted) == 1
+    ext.on_lead(NOON)
+    assert asked == [(["pkg.extract"], NOON - 150, NOON - 30)]
+    assert sorted(f.key for f in store.firings(store.triggers()[0].id)) == ["inv-1", "inv-2"]
+    assert len(fleet.submitted) == 2  # inv-2 was not fired twice
+    ext.on_lead(NOON + 15)
+    assert asked[-1][1:] == (NOON - 30, NOON - 15)  # the next window follows on
