@@ -285,11 +285,15 @@ class TriggerExtension(Extension):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         invocation_id: str,
+        recovering: bool = False,
     ) -> None:
         error = ""
         try:
             self.submit(d.task, args, kwargs, invocation_id)
         except Exception as exc:
+            if recovering and self.exists(invocation_id):  # the first submit won the race
+                self.store.settle_firing(d.id, key)
+                return
             error = f"{type(exc).__name__}: {exc}"
             log.warning("trigger %r: submit failed: %s", d.id, error, extra=_ids(d, invocation_id))
         else:
@@ -353,7 +357,7 @@ class TriggerExtension(Extension):
                 else:
                     log.warning("trigger %r: submitting %s again", d.id, f.key, extra=_ids(d))
                     args, kwargs = decode_call(get_codec(d.codec), f.call)
-                    self._submit(d, f.key, args, kwargs, f.invocation)
+                    self._submit(d, f.key, args, kwargs, f.invocation, recovering=True)
             except Exception:
                 log.exception("cannot recover firing %r of %r", f.key, f.trigger)
 

@@ -369,3 +369,21 @@ def test_the_leader_sweeps_outcomes_whose_committer_died(
     assert len(fleet.submitted) == 2  # inv-2 was not fired twice
     ext.on_lead(NOON + 15)
     assert asked[-1][1:] == (NOON - 30, NOON - 15)  # the next window follows on
+
+
+def test_recovery_racing_a_slow_first_submit_starts_one_invocation(
+    store: TriggerStore, fleet: Fleet, clock: Clock
+) -> None:
+    (d,) = declare(store, [Trigger.on_event("e").definition("pkg.load")], NOON)
+    call = encode_call(MSGPACK, "pkg.load", (), {"rows": 7})
+    store.record_firing(Firing(d.id, "slow", NOON, "inv-slow", "event:e:1", "", call, True))
+
+    def duplicate(task: str, args: Any, kwargs: Any, inv: str) -> None:
+        fleet.registered.add(inv)  # the first submit registered it meanwhile
+        raise RuntimeError(f"invocation {inv!r} exists")
+
+    ext = engine(store, fleet, clock, grace=30.0)
+    ext.submit = duplicate
+    ext.on_lead(NOON + 31)
+    (firing,) = store.firings(d.id)
+    assert (firing.pending, firing.error) == (False, "")
