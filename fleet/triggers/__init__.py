@@ -62,8 +62,6 @@ class Kind(StrEnum):
     ANY = "any"
 
 
-TASK_KINDS = frozenset({Kind.STATUS, Kind.RESULT, Kind.EXCEPTION})
-COMPOSITE_KINDS = frozenset({Kind.ALL, Kind.ANY})
 CATCHUP = ("skip", "once", "all")
 DEFAULT_CATCHUP_LIMIT = 100
 _TASK_FILTERS = frozenset({"task", "where", "check"})
