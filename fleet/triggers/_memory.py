@@ -1,4 +1,4 @@
-"""Trigger definitions and firings kept in memory, for `MemoryStateStore`.
+"""Trigger definitions, firings and composite hits kept in memory, for `MemoryStateStore`.
 
 Job: implement `TriggerStore` on the dicts of a memory state store's shared data.
 Contract: the store provides `_trigger_home()`, returning the lock that guards its data
@@ -8,15 +8,18 @@ and the `TriggerTables` inside it; every method holds that lock, so stores shari
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
 from fleet.triggers import (
     Firing,
+    Hit,
     Kind,
     TriggerDefinition,
     TriggerStore,
     check_kind,
+    firing_order,
     matches,
     newest_first,
 )
@@ -26,6 +29,7 @@ from fleet.triggers import (
 class TriggerTables:
     definitions: dict[str, TriggerDefinition] = field(default_factory=dict)
     firings: dict[str, dict[str, Firing]] = field(default_factory=dict)
+    hits: dict[str, dict[tuple[int, str], Hit]] = field(default_factory=dict)
 
 
 class MemoryTriggers(TriggerStore):
@@ -43,6 +47,7 @@ class MemoryTriggers(TriggerStore):
         lock, tables = self._trigger_home()
         with lock:
             tables.firings.pop(trigger_id, None)
+            tables.hits.pop(trigger_id, None)
             return tables.definitions.pop(trigger_id, None) is not None
 
     def triggers(
@@ -68,3 +73,38 @@ class MemoryTriggers(TriggerStore):
         with lock:
             found = list(tables.firings.get(trigger_id, {}).values())
         return newest_first(found, limit)
+
+    def settle_firing(self, trigger_id: str, key: str, error: str = "") -> None:
+        lock, tables = self._trigger_home()
+        with lock:
+            fired = tables.firings.get(trigger_id, {})
+            if key in fired:
+                fired[key] = dataclasses.replace(fired[key], pending=False, error=error)
+
+    def pending_firings(self, before: float, limit: int = 100) -> list[Firing]:
+        lock, tables = self._trigger_home()
+        with lock:
+            found = [
+                f
+                for fired in tables.firings.values()
+                for f in fired.values()
+                if f.pending and f.fired_at < before
+            ]
+        return firing_order(found, limit)
+
+    def record_hit(self, hit: Hit, forget_before: float = 0.0) -> bool:
+        lock, tables = self._trigger_home()
+        with lock:
+            kept = tables.hits.setdefault(hit.trigger, {})
+            for old in [k for k, h in kept.items() if h.at < forget_before]:
+                del kept[old]
+            if (hit.part, hit.key) in kept:
+                return False
+            kept[(hit.part, hit.key)] = hit
+            return True
+
+    def hits(self, trigger_id: str, since: float) -> list[Hit]:
+        lock, tables = self._trigger_home()
+        with lock:
+            found = [h for h in tables.hits.get(trigger_id, {}).values() if h.at >= since]
+        return sorted(found, key=lambda h: (h.at, h.part, h.key))

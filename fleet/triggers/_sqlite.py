@@ -1,14 +1,16 @@
-"""Trigger definitions and firings in the SQLite state store's file.
+"""Trigger definitions, firings and composite hits in the SQLite state store's file.
 
-Job: implement `TriggerStore` for `SQLiteStateStore`, on two tables created with its
+Job: implement `TriggerStore` for `SQLiteStateStore`, on three tables created with its
 schema (`TRIGGER_SCHEMA`).
 
 Contract: `fleet_triggers` holds one row per definition (the condition's parameters as
 JSON, its result value as a BLOB, `subject` = watched task or event name, indexed with
 the kind); `fleet_firings` has the primary key (trigger, key), so `record_firing` is one
 `INSERT OR IGNORE` whose row count says whether this key fired before, whatever the
-number of processes racing. Deleting a definition deletes its firings in the same
-transaction.
+number of processes racing; a partial index finds the pending ones. `fleet_trigger_hits`
+has the primary key (trigger, part, key). Deleting a definition deletes its firings
+and hits in the same transaction. The definition's derivation (`derive`, `function`,
+`declared`) is one JSON column, `spec`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fleet._sqlite import Database, Tx
 from fleet.triggers import (
     Condition,
     Firing,
+    Hit,
     Kind,
     TriggerDefinition,
     TriggerStore,
@@ -40,7 +43,8 @@ CREATE TABLE IF NOT EXISTS fleet_triggers (
     args BLOB NOT NULL,
     codec TEXT NOT NULL,
     enabled INTEGER NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    spec TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS fleet_triggers_kind ON fleet_triggers (kind, subject);
 CREATE TABLE IF NOT EXISTS fleet_firings (
@@ -48,12 +52,26 @@ CREATE TABLE IF NOT EXISTS fleet_firings (
     key TEXT NOT NULL,
     fired_at REAL NOT NULL,
     invocation TEXT NOT NULL,
+    source TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT '',
+    call BLOB NOT NULL DEFAULT x'',
+    pending INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (trigger_id, key)
 );
 CREATE INDEX IF NOT EXISTS fleet_firings_latest ON fleet_firings (trigger_id, fired_at);
+CREATE INDEX IF NOT EXISTS fleet_firings_pending ON fleet_firings (fired_at) WHERE pending = 1;
+CREATE TABLE IF NOT EXISTS fleet_trigger_hits (
+    trigger_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (trigger_id, part, key)
+);
+CREATE INDEX IF NOT EXISTS fleet_trigger_hits_at ON fleet_trigger_hits (trigger_id, at);
 """
 
-_COLUMNS = "id, name, kind, subject, params, value, task, args, codec, enabled, created"
+_COLUMNS = "id, name, kind, subject, params, value, task, args, codec, enabled, created, spec"
+_FIRING = "trigger_id, key, fired_at, invocation, source, error, call, pending"
 
 
 class SQLiteTriggers(TriggerStore):
@@ -77,11 +95,12 @@ class SQLiteTriggers(TriggerStore):
             definition.codec,
             int(definition.enabled),
             definition.created,
+            json.dumps(_spec(definition), sort_keys=True),
         )
         self.db.write(
             lambda tx: tx.execute(
                 f"INSERT OR REPLACE INTO fleet_triggers ({_COLUMNS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
         )
@@ -89,6 +108,7 @@ class SQLiteTriggers(TriggerStore):
     def delete_trigger(self, trigger_id: str) -> bool:
         def tx_fn(tx: Tx) -> bool:
             tx.execute("DELETE FROM fleet_firings WHERE trigger_id = ?", (trigger_id,))
+            tx.execute("DELETE FROM fleet_trigger_hits WHERE trigger_id = ?", (trigger_id,))
             return tx.execute("DELETE FROM fleet_triggers WHERE id = ?", (trigger_id,)).rowcount > 0
 
         return self.db.write(tx_fn)
@@ -116,9 +136,17 @@ class SQLiteTriggers(TriggerStore):
     def record_firing(self, firing: Firing) -> bool:
         return (
             self.db.rowcount(
-                "INSERT OR IGNORE INTO fleet_firings (trigger_id, key, fired_at, invocation)"
-                " VALUES (?, ?, ?, ?)",
-                (firing.trigger, firing.key, firing.fired_at, firing.invocation),
+                f"INSERT OR IGNORE INTO fleet_firings ({_FIRING}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    firing.trigger,
+                    firing.key,
+                    firing.fired_at,
+                    firing.invocation,
+                    firing.source,
+                    firing.error,
+                    bytes(firing.call),
+                    int(firing.pending),
+                ),
             )
             == 1
         )
@@ -127,15 +155,65 @@ class SQLiteTriggers(TriggerStore):
         if limit <= 0:
             return []
         rows = self.db.query(
-            "SELECT trigger_id, key, fired_at, invocation FROM fleet_firings"
+            f"SELECT {_FIRING} FROM fleet_firings"
             " WHERE trigger_id = ? ORDER BY fired_at DESC, key DESC LIMIT ?",
             (trigger_id, limit),
         )
-        return [Firing(*row) for row in rows]
+        return [_firing(row) for row in rows]
+
+    def settle_firing(self, trigger_id: str, key: str, error: str = "") -> None:
+        self.db.rowcount(
+            "UPDATE fleet_firings SET pending = 0, error = ? WHERE trigger_id = ? AND key = ?",
+            (error, trigger_id, key),
+        )
+
+    def pending_firings(self, before: float, limit: int = 100) -> list[Firing]:
+        if limit <= 0:
+            return []
+        rows = self.db.query(
+            f"SELECT {_FIRING} FROM fleet_firings WHERE pending = 1 AND fired_at < ?"
+            " ORDER BY fired_at, trigger_id, key LIMIT ?",
+            (before, limit),
+        )
+        return [_firing(row) for row in rows]
+
+    def record_hit(self, hit: Hit, forget_before: float = 0.0) -> bool:
+        def tx_fn(tx: Tx) -> bool:
+            tx.execute(
+                "DELETE FROM fleet_trigger_hits WHERE trigger_id = ? AND at < ?",
+                (hit.trigger, forget_before),
+            )
+            return (
+                tx.execute(
+                    "INSERT OR IGNORE INTO fleet_trigger_hits (trigger_id, part, key, at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (hit.trigger, hit.part, hit.key, hit.at),
+                ).rowcount
+                == 1
+            )
+
+        return self.db.write(tx_fn)
+
+    def hits(self, trigger_id: str, since: float) -> list[Hit]:
+        rows = self.db.query(
+            "SELECT trigger_id, part, key, at FROM fleet_trigger_hits"
+            " WHERE trigger_id = ? AND at >= ? ORDER BY at, part, key",
+            (trigger_id, since),
+        )
+        return [Hit(*row) for row in rows]
+
+
+def _spec(d: TriggerDefinition) -> dict[str, Any]:
+    return {"derive": dict(d.derive), "function": d.function, "declared": d.declared}
+
+
+def _firing(row: tuple[Any, ...]) -> Firing:
+    trigger, key, fired_at, invocation, source, error, call, pending = row
+    return Firing(trigger, key, fired_at, invocation, source, error, bytes(call), bool(pending))
 
 
 def _definition(row: tuple[Any, ...]) -> TriggerDefinition:
-    rid, name, kind, _subject, params, value, task, args, codec, enabled, created = row
+    rid, name, kind, _subject, params, value, task, args, codec, enabled, created, spec = row
     values = json.loads(params)
     if value is not None:
         values["value"] = bytes(value)
@@ -149,4 +227,5 @@ def _definition(row: tuple[Any, ...]) -> TriggerDefinition:
         codec=codec,
         enabled=bool(enabled),
         created=created,
+        **json.loads(spec),
     )

@@ -25,8 +25,8 @@ def test_invalid_cron_is_named(expression: str) -> None:
 
 
 def test_parameters_must_fit_the_kind() -> None:
-    with pytest.raises(ConfigError, match="needs status"):
-        Condition(Kind.STATUS, task="a.b")
+    with pytest.raises(ConfigError, match="needs task"):
+        Condition(Kind.STATUS, status=Status.SUCCESS)
     with pytest.raises(ConfigError, match="takes no cron"):
         Condition(Kind.EVENT, event="e", cron="* * * * *")
     with pytest.raises(ConfigError, match="needs task"):

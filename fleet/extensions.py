@@ -1,0 +1,280 @@
+"""Extension points: the hooks through which capabilities (triggers, concurrency control,
+workflows, metrics) plug into the core without the core importing them.
+
+Job: define the `Extension` base class (every hook a no-op), one frozen dataclass per
+hook input, `ExtensionError`, and the `Dispatcher` the core calls.
+
+Contract:
+- An extension overrides only the hooks it needs. `Dispatcher` computes once, when
+  built, the tuple of extensions overriding each hook, so an unused hook costs the
+  caller one empty-tuple check (`if dispatcher.after_change_hooks:`), nothing more.
+- Before-hooks (`before_publish`, `before_claim`) refuse by raising `ExtensionError`,
+  which propagates to the caller; any other exception from them is wrapped in an
+  `ExtensionError` naming the extension (a broken policy must not let work through
+  silently). After-hooks (`after_change`, `on_lead`) never break the commit that
+  preceded them: their exceptions are logged with the extension's name and swallowed.
+- `around_call` hooks nest in registration order: the first extension is outermost.
+- `task_options`: the task options an extension owns (e.g. `{"triggers"}`); the core
+  refuses an unknown option naming the extension that would own it.
+
+Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md):
+
+- `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`).
+- `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
+  and publishing; the asyncio submit likewise.
+- `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
+- `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
+- `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
+  batch of changes: the one place every status change goes through (app, aio,
+  committer, executor, process, recovery); inline mode calls it too.
+- `on_lead(now)`: `worker/leader.py`, on every leader tick beside
+  `recovery.release_due`, only while this process holds the lease.
+- `services()`: `worker/supervisor.py` beside `leader.start()`, and `worker/child.py`
+  before `run()`.
+
+`Applied` holds only the status changes that took effect (a compare-and-set that lost
+is not in it): per change the invocation id, task name, previous and new status, the
+encoded result (SUCCESS) or the error (FAILED), the invocation's encoded arguments and
+codec when the caller has them at hand (None otherwise: the record is not fetched just
+for the hook), and the parent invocation id ('' for a top-level call).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from fleet.errors import FleetError
+from fleet.status import Status
+
+if TYPE_CHECKING:
+    from fleet.state import ErrorInfo
+
+log = logging.getLogger("fleet.extensions")
+
+
+class ExtensionError(FleetError):
+    """An extension refused an operation (raised by a before-hook), or failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    """Input of `before_publish`: calls of one task about to be registered and published."""
+
+    task: str
+    ids: tuple[str, ...]
+    args: tuple[bytes, ...]
+    """Encoded calls, one per id (as `fleet.codec.encode_call` made them)."""
+    codec: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The task's extension-owned options (see `Extension.task_options`)."""
+    due: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """One invocation a worker is about to claim."""
+
+    invocation_id: str
+    task: str
+    args: bytes
+    codec: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A `before_claim` decision: do not run `invocation_id` now (BLOCKED until `until`)."""
+
+    invocation_id: str
+    until: float | None
+    """When to try again (epoch seconds); None: until an extension releases it."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch:
+    """Input of `before_claim`."""
+
+    claims: tuple[Claim, ...]
+    worker: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Input of `around_call`: the task function about to run."""
+
+    invocation_id: str
+    task: str
+    attempt: int
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """One status change that took effect in the state store."""
+
+    invocation_id: str
+    task: str
+    source: Status | None
+    """The status it left (None when the invocation was just registered)."""
+    status: Status
+    """The status it reached."""
+    args: bytes | None = None
+    """The invocation's encoded call ([args, kwargs]), possibly a large-value reference;
+    None when the caller does not have it at hand (an extension that needs it loads it,
+    and only for the tasks it cares about)."""
+    codec: str = ""
+    result: bytes | None = None
+    """SUCCESS: the encoded result (may be a large-value reference)."""
+    error: ErrorInfo | None = None
+    """FAILED (and RETRY): the error."""
+    parent: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """Input of `after_change`: the changes of one `state.apply` that took effect."""
+
+    changes: tuple[AppliedChange, ...]
+
+
+class Extension:
+    """Base of every extension; each hook is a no-op. See the module docstring."""
+
+    task_options: ClassVar[frozenset[str]] = frozenset()
+
+    def bind(self, app: Any) -> None:
+        """Called once with the app the extension serves."""
+
+    def before_publish(self, batch: PublishBatch) -> None:
+        """Refuse the batch by raising `ExtensionError`."""
+
+    def before_claim(self, claims: ClaimBatch) -> Sequence[Hold]:
+        """Invocations not to run now; refuse all by raising `ExtensionError`."""
+        return ()
+
+    def around_call(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        """Run `proceed()` (the task function, or the next extension) and return its value."""
+        return proceed()
+
+    def after_change(self, applied: Applied) -> None:
+        """React to status changes that took effect; exceptions are logged, never raised."""
+
+    def on_lead(self, now: float) -> None:
+        """Leader tick (epoch seconds); exceptions are logged, never raised."""
+
+    def services(self) -> Sequence[Any]:
+        """Per-process services to start (objects with start() and stop())."""
+        return ()
+
+
+HOOKS = ("bind", "before_publish", "before_claim", "around_call", "after_change", "on_lead")
+HOOKS_ALL = (*HOOKS, "services")
+
+
+def _overrides(ext: Extension, hook: str) -> bool:
+    return getattr(type(ext), hook) is not getattr(Extension, hook)
+
+
+class Dispatcher:
+    """Calls the hooks of a fixed list of extensions; see the module docstring."""
+
+    def __init__(self, extensions: Iterable[Extension] = ()) -> None:
+        self.extensions: tuple[Extension, ...] = tuple(extensions)
+        for ext in self.extensions:
+            if not isinstance(ext, Extension):
+                raise ExtensionError(f"{ext!r} is not a fleet.extensions.Extension")
+        by_hook = {h: tuple(e for e in self.extensions if _overrides(e, h)) for h in HOOKS_ALL}
+        self.bind_hooks = by_hook["bind"]
+        self.before_publish_hooks = by_hook["before_publish"]
+        self.before_claim_hooks = by_hook["before_claim"]
+        self.around_call_hooks = by_hook["around_call"]
+        self.after_change_hooks = by_hook["after_change"]
+        self.on_lead_hooks = by_hook["on_lead"]
+        self.services_hooks = by_hook["services"]
+        owners: dict[str, Extension] = {}
+        for ext in self.extensions:
+            for option in type(ext).task_options:
+                if option in owners:
+                    raise ExtensionError(
+                        f"task option {option!r} is claimed by both {owners[option]!r} and {ext!r}"
+                    )
+                owners[option] = ext
+        self.option_owners: Mapping[str, Extension] = owners
+
+    def bind(self, app: Any) -> None:
+        for ext in self.bind_hooks:
+            ext.bind(app)
+
+    def before_publish(self, batch: PublishBatch) -> None:
+        for ext in self.before_publish_hooks:
+            _before(ext, "before_publish", ext.before_publish, batch)
+
+    def before_claim(self, claims: ClaimBatch) -> list[Hold]:
+        holds: list[Hold] = []
+        for ext in self.before_claim_hooks:
+            holds.extend(_before(ext, "before_claim", ext.before_claim, claims) or ())
+        return holds
+
+    def around_call(self, call: Call, func: Callable[[], Any]) -> Any:
+        """Run `func` inside every `around_call` hook, the first extension outermost."""
+        proceed = func
+        for ext in reversed(self.around_call_hooks):
+            proceed = _wrap(ext, call, proceed)
+        return proceed()
+
+    def after_change(self, applied: Applied) -> None:
+        if not applied.changes:
+            return
+        for ext in self.after_change_hooks:
+            try:
+                ext.after_change(applied)
+            except Exception:
+                first = applied.changes[0]
+                log.exception(
+                    "extension %r failed in after_change",
+                    ext,
+                    extra={"invocation_id": first.invocation_id, "task": first.task},
+                )
+
+    def on_lead(self, now: float) -> None:
+        for ext in self.on_lead_hooks:
+            try:
+                ext.on_lead(now)
+            except Exception:
+                log.exception("extension %r failed in on_lead", ext)
+
+    def services(self) -> list[Any]:
+        return [service for ext in self.services_hooks for service in ext.services()]
+
+
+def _before(ext: Extension, hook: str, method: Callable[[Any], Any], arg: Any) -> Any:
+    try:
+        return method(arg)
+    except ExtensionError:
+        raise
+    except Exception as exc:
+        raise ExtensionError(f"extension {ext!r} failed in {hook}: {exc!r}") from exc
+
+
+def _wrap(ext: Extension, call: Call, proceed: Callable[[], Any]) -> Callable[[], Any]:
+    return lambda: ext.around_call(call, proceed)
+
+
+__all__ = [
+    "Applied",
+    "AppliedChange",
+    "Call",
+    "Claim",
+    "ClaimBatch",
+    "Dispatcher",
+    "Extension",
+    "ExtensionError",
+    "Hold",
+    "PublishBatch",
+]
