@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,13 @@ from fleet.worker.leader import Leader
 from tests.waiting import wait_until
 
 URL = f"memory://{uuid.uuid4().hex}"
-app = Fleet(broker_url=URL, state_url=URL, schedule_interval=10, recovery_interval=10)
+app = Fleet(
+    broker_url=URL,
+    state_url=URL,
+    schedule_interval=10,
+    recovery_interval=10,
+    queues_file=str(Path(__file__).with_name("worker_queues.yaml")),
+)
 MARGIN = 1.0
 """Far below the leader's 10 s tick, far above scheduling noise."""
 attempts: dict[str, int] = {}
@@ -46,7 +53,7 @@ def flaky(key: str) -> int:
 def worker() -> Iterator[None]:
     leader = Leader(app, "test-leader")
     leader.start()
-    with running_worker(app, threads=2):
+    with running_worker(app, threads=2, queues=["default"]):
         yield
     leader.stop()
     app.close()
