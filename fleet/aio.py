@@ -42,6 +42,7 @@ from fleet._urls import scheme_of
 from fleet._waiter import outcome_of
 from fleet.broker import URGENT, Message
 from fleet.errors import BrokerError, PublishError
+from fleet.invocation import InlineInvocation
 from fleet.state import Change, ErrorInfo
 from fleet.status import Status
 
@@ -86,7 +87,7 @@ async def results(
         return []
     app = invocations[0].app
     runtime = _runtimes.get(app, {}).get(asyncio.get_running_loop())
-    remote = [i.id for i in invocations if i._inline is None]
+    remote = [i.id for i in invocations if not isinstance(i, InlineInvocation)]
     if remote and (runtime is None or not all(map(runtime.knows, remote))):
         # Submitted through the sync API: its notifications go to the sync waiter.
         from fleet.invocation import Group
@@ -95,8 +96,8 @@ async def results(
     outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
     values = []
     for invocation in invocations:
-        if invocation._inline is not None:
-            values.append(invocation._inline.unwrap())
+        if isinstance(invocation, InlineInvocation):
+            values.append(invocation.result())
             continue
         outcome = outcomes[invocation.id]
         if _plain(outcome):

@@ -43,7 +43,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from fleet import _context, _prepare, _values
 from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
-from fleet._prepare import new_id
+from fleet._inline import InlineRunner
 from fleet._waiter import Waiter, outcome_of
 from fleet.broker import Broker, Message, Publishing, open_broker
 from fleet.codec import Codec, get_codec
@@ -103,6 +103,7 @@ class Fleet:
         self._queues: QueueTable | None = None
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._inline = InlineRunner(self)
 
     def __repr__(self) -> str:
         return f"<Fleet {self.settings.name!r} tasks={len(self.tasks)}>"
@@ -186,7 +187,7 @@ class Fleet:
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call; see the module docstring."""
         if self.settings.inline:
-            return [self._run_inline(task, b) for b in bounds]
+            return [self._inline.run(task, b) for b in bounds]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due)
         ids = prepared.ids
@@ -254,14 +255,6 @@ class Fleet:
             )
             raise
 
-    def _run_inline(self, task: Task[Any, Any], bound: inspect.BoundArguments) -> Invocation[Any]:
-        invocation_id = new_id()
-        try:
-            value = task.func(*bound.args, **bound.kwargs)
-        except Exception as exc:
-            return Invocation.inline(self, task.name, invocation_id, error=exc)
-        return Invocation.inline(self, task.name, invocation_id, value=value)
-
     # -- results ----------------------------------------------------------------------
 
     def outcomes(self, ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
@@ -316,11 +309,22 @@ class Fleet:
         return Invocation(self, execution.invocation_id, execution.task)
 
     def invocation(self, invocation_id: str) -> Invocation[Any]:
-        """A handle on an existing invocation, by id."""
+        """A handle on an existing invocation, by id.
+
+        In inline mode this finds the recent inline calls in memory, without opening
+        the state store or the broker.
+
+        Raises:
+            InvocationNotFoundError: no such invocation.
+        """
+        if self.settings.inline:
+            return self._inline.get(invocation_id)
         return Invocation(self, invocation_id, self.record(invocation_id).task)
 
     def cancel(self, invocation_id: str, by: str = "cancel") -> bool:
         """Cancel an invocation (see `Invocation.cancel`)."""
+        if self.settings.inline:
+            return self._inline.get(invocation_id).cancel()
         runtime = self.runtime()
         for _ in range(10):
             record = self.record(invocation_id)

@@ -10,13 +10,15 @@ Contract:
 - The task name is `module.qualname`; for a script run as `__main__` it is derived
   from the script's file name, so workers that import that module find it.
 - Options come from the decorator, overridden by the `tasks` section of the settings.
-- In inline mode every call runs the function in the caller's thread.
+- In inline mode every call runs in the caller's thread as a worker would run it
+  (codec both ways, retries, fan-out and aggregation; see `fleet._inline`).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import random
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -27,6 +29,7 @@ from fleet.errors import ConfigError, TaskDefinitionError
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
+    from fleet.config import Settings
     from fleet.invocation import Group, Invocation
 
 P = ParamSpec("P")
@@ -119,6 +122,28 @@ def build_options(
     options = replace(options, **values)
     _validate(name, options)
     return options
+
+
+def retry_limit(options: TaskOptions, settings: Settings) -> int:
+    """How many retries a failed invocation of a task with `options` gets."""
+    return settings.max_retries if options.max_retries is None else options.max_retries
+
+
+def retry_delay(
+    options: TaskOptions, settings: Settings, attempt: int, exc: BaseException
+) -> float | None:
+    """Seconds before retrying after attempt number `attempt` (from 1) raised `exc`.
+
+    Returns None when it is not retried (attempts used up, or `exc` not in `retry_for`).
+    The delay grows exponentially from `retry_backoff` up to `retry_backoff_max`, with
+    equal jitter. Workers and inline mode both decide retries here.
+    """
+    if attempt > retry_limit(options, settings) or not isinstance(exc, options.retry_for):
+        return None
+    base = settings.retry_backoff if options.retry_backoff is None else options.retry_backoff
+    cap = options.retry_backoff_max
+    delay = min(settings.retry_backoff_max if cap is None else cap, base * 2 ** (attempt - 1))
+    return float(delay / 2 + random.uniform(0, delay / 2))
 
 
 def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
@@ -262,9 +287,8 @@ class DirectTask(Task[P, R]):
         return aggregate(values)  # type: ignore[no-any-return]  # aggregate_func is untyped
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        # Inline mode takes the same path: submit runs each invocation in this thread.
         bound = self.bind(args, kwargs)
-        if self.app.settings.inline:
-            return self.func(*bound.args, **bound.kwargs)
         fan_out = self.options.parallel_func
         if fan_out is None:
             value: R = self.app.submit(self, [bound])[0].result()
