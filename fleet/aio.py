@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet import _values
 from fleet._envelope import Outcome, unpack_notes
+from fleet._timeouts import result_timeout
 from fleet._urls import scheme_of
 from fleet._waiter import outcome_of
 from fleet.broker import URGENT, Message
@@ -93,7 +94,11 @@ async def results(
         from fleet.invocation import Group
 
         return await asyncio.to_thread(Group(list(invocations)).results, timeout)
-    outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
+    try:
+        outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
+    except TimeoutError:
+        state, broker = app.runtime().state, app.runtime().broker
+        raise await asyncio.to_thread(result_timeout, state, broker, remote, timeout) from None
     values = []
     for invocation in invocations:
         if isinstance(invocation, InlineInvocation):

@@ -44,11 +44,18 @@ from fleet import _context, _prepare, _values
 from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
 from fleet._inline import InlineRunner
+from fleet._timeouts import result_timeout
 from fleet._waiter import Waiter, outcome_of
 from fleet.broker import Broker, Message, Publishing, open_broker
 from fleet.codec import Codec, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
-from fleet.errors import CancelledError, InvocationNotFoundError, PublishError, TaskDefinitionError
+from fleet.errors import (
+    CancelledError,
+    InvocationNotFoundError,
+    PublishError,
+    ResultTimeoutError,
+    TaskDefinitionError,
+)
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore, open_state
@@ -127,8 +134,9 @@ class Fleet:
         return self._decorate(DirectTask, func, options)
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
-        if cls is Task and ("parallel_func" in options or "aggregate_func" in options):
-            raise TaskDefinitionError("parallel_func/aggregate_func are options of direct_task")
+        direct_only = sorted({"parallel_func", "aggregate_func", "direct_timeout"} & set(options))
+        if cls is Task and direct_only:
+            raise TaskDefinitionError(f"{'/'.join(direct_only)}: options of direct_task only")
 
         def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(f) or inspect.isclass(f):
@@ -258,13 +266,22 @@ class Fleet:
     # -- results ----------------------------------------------------------------------
 
     def outcomes(self, ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
-        """Block until every id is final; inside a task this pauses the invocation."""
+        """Block until every id is final; inside a task this pauses the invocation.
+
+        Raises:
+            ResultTimeoutError: `timeout` passed first (names status, queue, consumers).
+        """
         runtime = self.runtime()
         execution = _context.current()
-        if execution is not None and ids:
-            found = execution.pauser.pause_for(execution, ids, timeout)
-        else:
-            found = runtime.waiter.wait(ids, timeout)
+        try:
+            if execution is not None and ids:
+                found = execution.pauser.pause_for(execution, ids, timeout)
+            else:
+                found = runtime.waiter.wait(ids, timeout)
+        except ResultTimeoutError:
+            raise
+        except TimeoutError:
+            raise result_timeout(runtime.state, runtime.broker, ids, timeout) from None
         incomplete = [i for i, o in found.items() if not o.complete]
         for record in runtime.state.get(incomplete) if incomplete else ():
             outcome = outcome_of(record)
@@ -274,7 +291,11 @@ class Fleet:
 
     def outcomes_any(self, ids: Sequence[str], timeout: float | None = None) -> list[Outcome]:
         """Block until at least one id is final; return the final ones."""
-        found = self.runtime().waiter.wait_any(ids, timeout)
+        runtime = self.runtime()
+        try:
+            found = runtime.waiter.wait_any(ids, timeout)
+        except TimeoutError:
+            raise result_timeout(runtime.state, runtime.broker, ids, timeout) from None
         return list(self.outcomes([o.id for o in found], 0).values()) if found else []
 
     def unwrap(self, task: str, outcome: Outcome) -> Any:

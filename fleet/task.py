@@ -60,6 +60,9 @@ class TaskOptions:
     """DirectTask fan-out: call arguments -> list of per-item argument tuples."""
     aggregate_func: Callable[[list[Any]], Any] | None = None
     """DirectTask fan-out: per-item results in input order -> the call's value."""
+    direct_timeout: float | None = None
+    """DirectTask: seconds a call waits for its value (default: the setting
+    `direct_timeout`; 0 waits forever). Per call: `task.call_with(timeout=...)`."""
 
 
 _OPTION_NAMES = {f.name for f in fields(TaskOptions)}
@@ -171,6 +174,13 @@ def _validate(name: str, options: TaskOptions) -> None:
         raise TaskDefinitionError(
             f"{where}: max_retries must be an int >= 0, got {options.max_retries!r}"
         )
+    timeout = options.direct_timeout
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise TaskDefinitionError(
+            f"{where}: direct_timeout must be seconds >= 0 (0: forever), got {timeout!r}"
+        )
     for key in ("soft_time_limit", "hard_time_limit", "retry_backoff", "retry_backoff_max"):
         value = getattr(options, key)
         if value is not None and (not isinstance(value, (int, float)) or value <= 0):
@@ -266,36 +276,84 @@ def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 class DirectTask(Task[P, R]):
-    """A task whose call blocks and returns the value, like the plain function."""
+    """A task whose call blocks and returns the value, like the plain function.
+
+    A call waits at most the task's `direct_timeout` (option, else the setting; 300 s by
+    default, 0 forever), then raises `fleet.errors.ResultTimeoutError` (a
+    `TimeoutError`) naming the invocation, its status, its queue and that queue's
+    consumer count. `task.call_with(timeout=...)` overrides it for one call (None:
+    forever).
+    """
+
+    def call_with(self, *, timeout: float | None) -> DirectCall[P, R]:
+        """The same task with a per-call timeout: `report.call_with(timeout=5)("Q1")`.
+
+        Args:
+            timeout: seconds to wait for the value; None waits forever.
+        """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        ):
+            raise TypeError(f"{self.name}.call_with(): timeout must be seconds >= 0 or None")
+        return DirectCall(self, timeout)
+
+    def default_timeout(self) -> float | None:
+        """Seconds a call waits for its value (None: forever), from option or setting."""
+        value = self.options.direct_timeout
+        if value is None:
+            value = self.app.settings.direct_timeout
+        return float(value) if value else None
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
+        return self.call(args, kwargs, self.default_timeout())
 
     async def acall(  # type: ignore[override]  # returns the value, not an Invocation
         self, *args: P.args, **kwargs: P.kwargs
     ) -> R:
         """Await the value from async code without blocking the event loop."""
+        return await self.acall_with(args, kwargs, self.default_timeout())
+
+    def call(self, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None) -> R:
+        """Submit one call (or its fan-out) and wait up to `timeout` for the value."""
+        # Inline mode takes the same path: submit runs each invocation in this thread.
+        bound = self.bind(args, kwargs)
+        fan_out = self.options.parallel_func
+        if fan_out is None:
+            value: R = self.app.submit(self, [bound])[0].result(timeout)
+            return value
+        group: Group[R] = self.parallelize(list(fan_out(dict(bound.arguments))))
+        aggregate = self.options.aggregate_func
+        assert aggregate is not None
+        return aggregate(group.results(timeout))  # type: ignore[no-any-return]
+
+    async def acall_with(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
+    ) -> R:
+        """`call` for async code (see `fleet.aio`)."""
         from fleet import aio
 
         bound = self.bind(args, kwargs)
         fan_out = self.options.parallel_func
         if fan_out is None:
             (invocation,) = await aio.submit(self.app, self, [bound])
-            value: R = await aio.result(invocation)
+            value: R = await aio.result(invocation, timeout)
             return value
         aggregate = self.options.aggregate_func
         assert aggregate is not None
         bounds = [self.bind(*_as_call(item)) for item in fan_out(dict(bound.arguments))]
-        values = await aio.results(await aio.submit(self.app, self, bounds))
+        values = await aio.results(await aio.submit(self.app, self, bounds), timeout)
         return aggregate(values)  # type: ignore[no-any-return]  # aggregate_func is untyped
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:  # type: ignore[override]
-        # Inline mode takes the same path: submit runs each invocation in this thread.
-        bound = self.bind(args, kwargs)
-        fan_out = self.options.parallel_func
-        if fan_out is None:
-            value: R = self.app.submit(self, [bound])[0].result()
-            return value
-        arguments = dict(bound.arguments)
-        items = list(fan_out(arguments))
-        group: Group[R] = self.parallelize(items)
-        aggregate = self.options.aggregate_func
-        assert aggregate is not None
-        return aggregate(group.results())  # type: ignore[no-any-return]
+
+class DirectCall(Generic[P, R]):
+    """A direct task with a per-call timeout (`DirectTask.call_with`)."""
+
+    def __init__(self, task: DirectTask[P, R], timeout: float | None) -> None:
+        self.task = task
+        self.timeout = timeout
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.task.call(args, kwargs, self.timeout)
+
+    async def acall(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await self.task.acall_with(args, kwargs, self.timeout)
