@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleet import _values
+from fleet import _records, _values
 from fleet._envelope import Outcome, unpack_notes
 from fleet._timeouts import result_timeout
 from fleet._urls import scheme_of
@@ -44,7 +44,6 @@ from fleet._waiter import outcome_of
 from fleet.broker import URGENT, Message
 from fleet.errors import BrokerError, PublishError
 from fleet.invocation import InlineInvocation
-from fleet.state import Change, ErrorInfo
 from fleet.status import Status
 
 if TYPE_CHECKING:
@@ -235,7 +234,8 @@ class _AsyncRuntime:
         try:
             await self.publish(messages)
         except PublishError as exc:
-            await asyncio.to_thread(_mark_failed, self.app, messages, exc)
+            ids = [m.invocation_id for m in messages]
+            await asyncio.to_thread(_records.mark_unpublished, self.app.runtime().state, ids, exc)
             raise
         return handles
 
@@ -243,7 +243,7 @@ class _AsyncRuntime:
         records, messages = self.app.prepare(task, bounds, reply_to=self.address)
         runtime = self.app.runtime()
         runtime.declare(sorted({m.queue for m in messages}))
-        runtime.state.register(records)
+        _records.register(runtime.state, records)
         return records, messages
 
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -356,16 +356,3 @@ class _AsyncRuntime:
                     if not waiting:
                         del self._futures[i]
                 future.cancel()
-
-
-def _mark_failed(app: Fleet, messages: Sequence[Message], exc: PublishError) -> None:
-    error = ErrorInfo("fleet.errors.PublishError", str(exc))
-    pending = frozenset({Status.PENDING})
-    app.runtime().state.apply(
-        [
-            Change(
-                m.invocation_id, Status.FAILED, pending, note="publish not confirmed", error=error
-            )
-            for m in messages
-        ]
-    )

@@ -20,8 +20,11 @@ holds the message and claims it again, for up to `RECORD_GRACE` seconds
 - The producer dies after the message left and before the record was written: no
   record ever comes, and the worker dead-letters the message with the reason after
   `RECORD_GRACE`. The caller never got a handle, so nothing it was promised is lost.
-- Writing the records fails: the caller gets the state store's error, the publish is
-  abandoned, and a message already sent is dead-lettered as above.
+- Writing the records fails: the publish is abandoned, a message already sent is
+  dead-lettered as above, and what may have been written anyway is made final so that
+  it never runs; if even that cannot be made sure of, the caller gets
+  `RegistrationUnknownError` naming the invocations that may still run, else the state
+  store's error (`fleet._records`).
 - Writing the records took more than half of `RECORD_GRACE`: a worker may have given
   up on the message meanwhile, so it is published once more after the records exist
   (a second delivery is harmless: the claim is a compare-and-set).
@@ -40,7 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _prepare, _values
+from fleet import _context, _prepare, _records, _values
 from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
 from fleet._inline import InlineRunner
@@ -58,7 +61,7 @@ from fleet.errors import (
 )
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
-from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore, open_state
+from fleet.state import Change, InvocationRecord, StateStore, open_state
 from fleet.status import Status
 from fleet.task import DirectTask, Task
 
@@ -193,7 +196,17 @@ class Fleet:
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
     ) -> list[Invocation[Any]]:
-        """Register and publish one invocation per bound call; see the module docstring."""
+        """Register and publish one invocation per bound call; see the module docstring.
+
+        Raises:
+            ArgumentEncodingError: an argument cannot be encoded (nothing was written).
+            PublishError: the publish was not confirmed; the invocations are FAILED.
+            RegistrationUnknownError: the state store failed while registering and some
+                invocations may have been registered anyway and may still run (their
+                ids are named). A `StateError`.
+            StateError: the state store failed while registering; whatever it may have
+                written was made final and will never run.
+        """
         if self.settings.inline:
             return [self._inline.run(task, b) for b in bounds]
         runtime = self.runtime()
@@ -203,7 +216,7 @@ class Fleet:
         if due is None:
             self._register_and_publish(runtime, prepared)
         else:
-            runtime.state.register(prepared.records())
+            _records.register(runtime.state, prepared.records())
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
@@ -216,7 +229,7 @@ class Fleet:
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
         try:
-            runtime.state.register(prepared.records())
+            _records.register(runtime.state, prepared.records())
         except BaseException:
             publishing.abandon()
             raise
@@ -248,18 +261,8 @@ class Fleet:
         try:
             publishing.wait()
         except PublishError as exc:
-            error = ErrorInfo("fleet.errors.PublishError", str(exc))
-            self.runtime().state.apply(
-                [
-                    Change(
-                        m.invocation_id,
-                        Status.FAILED,
-                        frozenset({Status.PENDING}),
-                        note="publish not confirmed",
-                        error=error,
-                    )
-                    for m in messages
-                ]
+            _records.mark_unpublished(
+                self.runtime().state, [m.invocation_id for m in messages], exc
             )
             raise
 
