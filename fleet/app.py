@@ -58,12 +58,13 @@ from fleet.errors import (
     PublishError,
     ResultTimeoutError,
     TaskDefinitionError,
+    UnknownTaskError,
 )
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import Change, InvocationRecord, StateStore, open_state
 from fleet.status import Status
-from fleet.task import DirectTask, Task
+from fleet.task import DirectTask, Task, TaskRef
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -221,6 +222,46 @@ class Fleet:
         if execution is not None:
             execution.children.extend(ids)
         return [Invocation(self, i, task.name, watched=True) for i in ids]
+
+    def send(
+        self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
+    ) -> Invocation[Any]:
+        """Call a task by name, without importing its code (like Celery's `send_task`).
+
+            app.send("shop.tasks.make_thumbnail", 42, width=800).result(timeout=30)
+
+        The call is routed like a call of the decorated task: `queue`, else the task's
+        `tasks.<name>` settings, else the queue file's patterns on the name. A task
+        registered in this process is called as itself (its signature checked here);
+        any other name is submitted unchecked, and a worker that does not know it
+        dead-letters the message with the reason.
+
+        Args:
+            name: the task's name: `module.qualname`, or its `name=` option.
+            *args: positional arguments of the call.
+            queue: the queue for this call (so a task parameter named `queue` cannot be
+                passed by keyword here; pass it positionally).
+            **kwargs: keyword arguments of the call.
+
+        Returns:
+            The invocation's handle, as a `Task` call returns it.
+
+        Raises:
+            UnknownTaskError: in inline mode, `name` is not registered in this process.
+            TaskDefinitionError: `name` or `queue` is not usable.
+        """
+        known = self.tasks.get(name)
+        if known is None and self.settings.inline:
+            raise UnknownTaskError(
+                f"task {name!r} is not registered in this process; inline mode runs only "
+                "tasks it imports (import the module that defines it)"
+            )
+        task: Task[Any, Any] = (
+            known
+            if known is not None and queue is None
+            else (TaskRef(self, name, queue, like=known))
+        )
+        return self.submit(task, [task.bind(args, kwargs)])[0]
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
         """Register while the broker confirms; see the module docstring."""

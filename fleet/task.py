@@ -7,8 +7,9 @@ Contract:
 - Arguments are bound against the function's signature at the call site: a wrong call
   raises `TypeError` there, and an argument the codec cannot encode raises
   `ArgumentEncodingError` naming it, before anything is written or published.
-- The task name is `module.qualname`; for a script run as `__main__` it is derived
-  from the script's file name, so workers that import that module find it.
+- The task name is `module.qualname` (or the `name=` option); for a script run as
+  `__main__` it is derived from the script's file name, so workers that import that
+  module find it. `TaskRef` names a task this process does not import (`Fleet.send`).
 - Options come from the decorator, overridden by the `tasks` section of the settings.
 - In inline mode every call runs in the caller's thread as a worker would run it
   (codec both ways, retries, fan-out and aggregation; see `fleet._inline`).
@@ -25,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from fleet.errors import ConfigError, TaskDefinitionError
+from fleet.errors import ConfigError, TaskDefinitionError, UnknownTaskError
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
@@ -43,6 +44,9 @@ RESERVED = ("countdown", "eta")
 class TaskOptions:
     """Per-task options (decorator keywords, or `tasks.<name>` in the settings)."""
 
+    name: str | None = None
+    """Task name (default: `module.qualname`). Give producer and worker the same name
+    when the function's import path differs between them."""
     queue: str | None = None
     """Queue to route to (default: queue routing from the queue file)."""
     max_retries: int | None = None
@@ -66,11 +70,18 @@ class TaskOptions:
 
 
 _OPTION_NAMES = {f.name for f in fields(TaskOptions)}
-_FILE_OPTIONS = _OPTION_NAMES - {"parallel_func", "aggregate_func"}
+_FILE_OPTIONS = _OPTION_NAMES - {"name", "parallel_func", "aggregate_func"}
 
 
-def task_name(func: Callable[..., Any]) -> tuple[str, str]:
-    """Return (task name, module to import) for `func`."""
+def task_name(func: Callable[..., Any], name: object = None) -> tuple[str, str]:
+    """Return (task name, module to import) for `func`, named `name` if given."""
+    if name is not None:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise TaskDefinitionError(
+                f"task {func.__qualname__!r}: name must be a non-empty string, got {name!r}"
+            )
+        module = func.__module__
+        return name, "" if module == "__main__" else module
     module = func.__module__
     qualname = func.__qualname__
     if "<locals>" in qualname:
@@ -203,7 +214,7 @@ class Task(Generic[P, R]):
     def __init__(self, app: Fleet, func: Callable[P, R], options: Mapping[str, Any]) -> None:
         self.app = app
         self.func = func
-        self.name, self.module = task_name(func)
+        self.name, self.module = task_name(func, options.get("name"))
         self.signature = inspect.signature(func)
         self.params = tuple(self.signature.parameters)
         self.options = build_options(self.name, options, app.settings.tasks)
@@ -273,6 +284,48 @@ def _as_call(item: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(item, dict):
         return (), item
     return (item,), {}
+
+
+_ANY_CALL = inspect.Signature(
+    [
+        inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+    ]
+)
+
+
+class TaskRef(Task[..., Any]):
+    """A task named, not imported: what `Fleet.send` submits.
+
+    Calls are submitted like a decorated task's: the same name, the `tasks.<name>`
+    settings, routed by `queue` or else the queue file's patterns on the name. Without
+    `like` (the task is not registered in this process) the arguments are not checked
+    against a signature here; the worker checks them.
+    """
+
+    def __init__(
+        self,
+        app: Fleet,
+        name: str,
+        queue: str | None = None,
+        like: Task[Any, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip() or "." not in name:
+            raise TaskDefinitionError(
+                f"send: a task name is 'module.function' (or the task's name= option), got {name!r}"
+            )
+        self.app = app
+        self.name = name
+        self.module = like.module if like is not None else name.rpartition(".")[0]
+        self.signature = like.signature if like is not None else _ANY_CALL
+        self.params = like.params if like is not None else ()
+        options = like.options if like is not None else build_options(name, {}, app.settings.tasks)
+        self.options = replace(options, queue=queue) if queue is not None else options
+        _validate(name, self.options)
+        self.func = like.func if like is not None else self._not_here
+
+    def _not_here(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnknownTaskError(f"task {self.name!r} is not defined in this process")
 
 
 class DirectTask(Task[P, R]):
