@@ -39,7 +39,7 @@ from fleet.status import HistoryEntry, Status
 from fleet.task import retry_delay, retry_limit
 
 if TYPE_CHECKING:
-    from fleet.app import Fleet
+    from fleet._client import Client
     from fleet.task import Task
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ KEEP = 10_000
 class InlineRunner:
     """Runs calls of one app's tasks in the caller's thread and remembers the handles."""
 
-    def __init__(self, app: Fleet) -> None:
+    def __init__(self, app: Client) -> None:
         self.app = app
         self._handles: OrderedDict[str, InlineInvocation[Any]] = OrderedDict()
         self._lock = threading.Lock()

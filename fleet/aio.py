@@ -43,13 +43,12 @@ from fleet._urls import scheme_of
 from fleet._waiter import outcome_of
 from fleet.broker import URGENT, Message
 from fleet.errors import BrokerError, PublishError
-from fleet.invocation import InlineInvocation
+from fleet.invocation import Group, InlineInvocation, Invocation
 from fleet.status import Status
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
     from fleet.broker.rabbitmq import RabbitMQBroker
-    from fleet.invocation import Invocation
     from fleet.task import Task
 
 log = logging.getLogger(__name__)
@@ -74,24 +73,16 @@ async def submit(
     return await runtime.submit(task, bounds)
 
 
-async def result(invocation: Invocation[Any], timeout: float | None = None) -> Any:
-    """The value of `invocation` (or its exception), awaited."""
-    return (await results([invocation], timeout))[0]
-
-
 async def results(
-    invocations: Sequence[Invocation[Any]], timeout: float | None = None
+    app: Fleet, invocations: Sequence[Invocation[Any]], timeout: float | None = None
 ) -> list[Any]:
     """Every value, in order; the first failure raises (like `Group.results`)."""
     if not invocations:
         return []
-    app = invocations[0].app
     runtime = _runtimes.get(app, {}).get(asyncio.get_running_loop())
     remote = [i.id for i in invocations if not isinstance(i, InlineInvocation)]
     if remote and (runtime is None or not all(map(runtime.knows, remote))):
         # Submitted through the sync API: its notifications go to the sync waiter.
-        from fleet.invocation import Group
-
         return await asyncio.to_thread(Group(list(invocations)).results, timeout)
     try:
         outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
@@ -224,8 +215,6 @@ class _AsyncRuntime:
     async def submit(
         self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
     ) -> list[Invocation[Any]]:
-        from fleet.invocation import Invocation
-
         records, messages = await asyncio.to_thread(self._register, task, bounds)
         handles: list[Invocation[Any]] = [Invocation(self.app, r.id, task.name) for r in records]
         for handle in handles:

@@ -43,7 +43,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _prepare, _records, _values
+from fleet import _context, _prepare, _records, _values, aio
+from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
 from fleet._inline import InlineRunner
@@ -96,7 +97,7 @@ class Runtime:
         self.state.close()
 
 
-class Fleet:
+class Fleet(Client):
     """A fleet application: decorate functions with `task` or `direct_task`.
 
     Args:
@@ -263,6 +264,12 @@ class Fleet:
         )
         return self.submit(task, [task.bind(args, kwargs)])[0]
 
+    async def asubmit(
+        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+    ) -> list[Invocation[Any]]:
+        """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
+        return await aio.submit(self, task, bounds)
+
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
         """Register while the broker confirms; see the module docstring."""
         messages = prepared.messages
@@ -341,6 +348,12 @@ class Fleet:
         except TimeoutError:
             raise result_timeout(runtime.state, runtime.broker, ids, timeout) from None
         return list(self.outcomes([o.id for o in found], 0).values()) if found else []
+
+    async def aresults(
+        self, invocations: Sequence[Invocation[Any]], timeout: float | None = None
+    ) -> list[Any]:
+        """Every value of `invocations` in order, awaited (see `fleet.aio`)."""
+        return await aio.results(self, invocations, timeout)
 
     def unwrap(self, task: str, outcome: Outcome) -> Any:
         """The value of a finished invocation, or raise its error."""

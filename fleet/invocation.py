@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from fleet.status import HistoryEntry, Status
 
 if TYPE_CHECKING:
-    from fleet.app import Fleet
+    from fleet._client import Client
 
 R = TypeVar("R")
 
@@ -32,7 +32,9 @@ class Invocation(Generic[R]):
 
     __slots__ = ("__weakref__", "app", "id", "task")
 
-    def __init__(self, app: Fleet, invocation_id: str, task: str, *, watched: bool = False) -> None:
+    def __init__(
+        self, app: Client, invocation_id: str, task: str, *, watched: bool = False
+    ) -> None:
         self.app = app
         self.id = invocation_id
         self.task = task
@@ -74,9 +76,7 @@ class Invocation(Generic[R]):
 
     async def aresult(self, timeout: float | None = None) -> R:
         """`result` for async code: awaits without blocking the event loop (`fleet.aio`)."""
-        from fleet import aio
-
-        value: R = await aio.result(self, timeout)
+        value: R = (await self.app.aresults([self], timeout))[0]
         return value
 
     def cancel(self) -> bool:
@@ -97,7 +97,7 @@ class InlineInvocation(Invocation[R]):
 
     def __init__(
         self,
-        app: Fleet,
+        app: Client,
         invocation_id: str,
         task: str,
         history: Sequence[HistoryEntry],
@@ -159,9 +159,9 @@ class Group(Generic[R]):
 
     async def aresults(self, timeout: float | None = None) -> list[R]:
         """`results` for async code: awaits without blocking the event loop."""
-        from fleet import aio
-
-        return await aio.results(self.invocations, timeout)
+        if not self.invocations:
+            return []
+        return await self.invocations[0].app.aresults(self.invocations, timeout)
 
     def wait(self, timeout: float | None = None) -> Group[R]:
         remote = [i.id for i in self.invocations if not isinstance(i, InlineInvocation)]

@@ -21,17 +21,19 @@ import functools
 import inspect
 import random
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from fleet._exceptions import import_exception_type
 from fleet.errors import ConfigError, TaskDefinitionError, UnknownTaskError
+from fleet.invocation import Group, Invocation
 
 if TYPE_CHECKING:
-    from fleet.app import Fleet
+    from fleet._client import Client
     from fleet.config import Settings
-    from fleet.invocation import Group, Invocation
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -161,8 +163,6 @@ def retry_delay(
 
 
 def _exception_types(name: str, value: Any) -> tuple[type[BaseException], ...]:
-    from fleet._exceptions import import_exception_type
-
     names = [value] if isinstance(value, str) else list(value)
     try:
         return tuple(import_exception_type(str(n)) for n in names)
@@ -211,7 +211,7 @@ def _validate(name: str, options: TaskOptions) -> None:
 class Task(Generic[P, R]):
     """A function that runs on workers. Calling it returns an `Invocation`."""
 
-    def __init__(self, app: Fleet, func: Callable[P, R], options: Mapping[str, Any]) -> None:
+    def __init__(self, app: Client, func: Callable[P, R], options: Mapping[str, Any]) -> None:
         self.app = app
         self.func = func
         self.name, self.module = task_name(func, options.get("name"))
@@ -236,10 +236,8 @@ class Task(Generic[P, R]):
 
     async def acall(self, *args: P.args, **kwargs: P.kwargs) -> Invocation[R]:
         """Submit from async code without blocking the event loop (see `fleet.aio`)."""
-        from fleet import aio
-
         bound = self.bind(args, kwargs)
-        return (await aio.submit(self.app, self, [bound]))[0]
+        return (await self.app.asubmit(self, [bound]))[0]
 
     def parallelize(self, items: Iterable[Any]) -> Group[R]:
         """Submit one invocation per item in one batch.
@@ -248,8 +246,6 @@ class Task(Generic[P, R]):
         single value for a one-argument call.
         """
         bounds = [self.bind(*_as_call(item)) for item in items]
-        from fleet.invocation import Group
-
         return Group(self.app.submit(self, bounds))
 
     def schedule(
@@ -267,8 +263,6 @@ class Task(Generic[P, R]):
                 raise TypeError(f"{self.name}.schedule(): eta must be timezone-aware")
             due = eta.timestamp()
         else:
-            import time
-
             due = time.time() + float(countdown or 0)
         bound = self.bind(args, kwargs)
         return self.app.submit(self, [bound], due=due)[0]
@@ -305,7 +299,7 @@ class TaskRef(Task[..., Any]):
 
     def __init__(
         self,
-        app: Fleet,
+        app: Client,
         name: str,
         queue: str | None = None,
         like: Task[Any, Any] | None = None,
@@ -383,18 +377,16 @@ class DirectTask(Task[P, R]):
         self, args: Sequence[Any], kwargs: Mapping[str, Any], timeout: float | None
     ) -> R:
         """`call` for async code (see `fleet.aio`)."""
-        from fleet import aio
-
         bound = self.bind(args, kwargs)
         fan_out = self.options.parallel_func
         if fan_out is None:
-            (invocation,) = await aio.submit(self.app, self, [bound])
-            value: R = await aio.result(invocation, timeout)
+            invocations = await self.app.asubmit(self, [bound])
+            value: R = (await self.app.aresults(invocations, timeout))[0]
             return value
         aggregate = self.options.aggregate_func
         assert aggregate is not None
         bounds = [self.bind(*_as_call(item)) for item in fan_out(dict(bound.arguments))]
-        values = await aio.results(await aio.submit(self.app, self, bounds), timeout)
+        values = await self.app.aresults(await self.app.asubmit(self, bounds), timeout)
         return aggregate(values)  # type: ignore[no-any-return]  # aggregate_func is untyped
 
 
