@@ -1,7 +1,10 @@
 """The `Fleet` app: settings, the task registry, and the producer side of the hot path.
 
 Job: turn decorated functions into tasks, and a call of a task into a registered,
-published invocation (or, in inline mode, a plain call in this thread).
+published invocation (or, in inline mode, a call run in this thread by
+`fleet._inline`). `Fleet` is the facade tasks and handles see (`fleet._client.Client`):
+waiting and cancelling live in `fleet._results`, connections in `fleet._runtime`, the
+asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
 call site before anything is written; then the messages are handed to the broker
@@ -43,58 +46,28 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _prepare, _records, _values, aio
+from fleet import _context, _prepare, _records, _results, aio
 from fleet._client import Client
-from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
-from fleet._exceptions import rebuild
+from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
-from fleet._timeouts import result_timeout
-from fleet._waiter import Waiter, outcome_of
-from fleet.broker import Broker, Message, Publishing, open_broker
+from fleet._runtime import Runtime
+from fleet.broker import Message, Publishing
 from fleet.codec import Codec, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import (
-    CancelledError,
-    InvocationNotFoundError,
     PublishError,
-    ResultTimeoutError,
     TaskDefinitionError,
     UnknownTaskError,
 )
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
-from fleet.state import Change, InvocationRecord, StateStore, open_state
-from fleet.status import Status
+from fleet.state import InvocationRecord
 from fleet.task import DirectTask, Task, TaskRef
 
+__all__ = ["Fleet", "Runtime"]  # Runtime: the worker's modules type with it from here
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class Runtime:
-    """The connections one process uses on behalf of one app."""
-
-    def __init__(self, settings: Settings, queues: QueueTable) -> None:
-        self.pid = os.getpid()
-        self.broker: Broker = open_broker(settings.broker_url, settings=settings)
-        self.state: StateStore = open_state(settings.state_url, settings=settings)
-        self.waiter = Waiter(self.broker, self.state)
-        self._queues = queues
-        self._declared: set[str] = set()
-        self._lock = threading.Lock()
-
-    def declare(self, names: Sequence[str]) -> None:
-        missing = [n for n in names if n not in self._declared]
-        if missing:
-            with self._lock:
-                self.broker.declare([self._queues.get(n) for n in missing])
-                self._declared.update(missing)
-
-    def close(self) -> None:
-        self.waiter.close()
-        self.broker.close()
-        self.state.close()
 
 
 class Fleet(Client):
@@ -322,32 +295,11 @@ class Fleet(Client):
         Raises:
             ResultTimeoutError: `timeout` passed first (names status, queue, consumers).
         """
-        runtime = self.runtime()
-        execution = _context.current()
-        try:
-            if execution is not None and ids:
-                found = execution.pauser.pause_for(execution, ids, timeout)
-            else:
-                found = runtime.waiter.wait(ids, timeout)
-        except ResultTimeoutError:
-            raise
-        except TimeoutError:
-            raise result_timeout(runtime.state, runtime.broker, ids, timeout) from None
-        incomplete = [i for i, o in found.items() if not o.complete]
-        for record in runtime.state.get(incomplete) if incomplete else ():
-            outcome = outcome_of(record)
-            if outcome is not None:
-                found[record.id] = outcome
-        return found
+        return _results.outcomes(self.runtime(), ids, timeout)
 
     def outcomes_any(self, ids: Sequence[str], timeout: float | None = None) -> list[Outcome]:
         """Block until at least one id is final; return the final ones."""
-        runtime = self.runtime()
-        try:
-            found = runtime.waiter.wait_any(ids, timeout)
-        except TimeoutError:
-            raise result_timeout(runtime.state, runtime.broker, ids, timeout) from None
-        return list(self.outcomes([o.id for o in found], 0).values()) if found else []
+        return _results.outcomes_any(self.runtime(), ids, timeout)
 
     async def aresults(
         self, invocations: Sequence[Invocation[Any]], timeout: float | None = None
@@ -357,16 +309,7 @@ class Fleet(Client):
 
     def unwrap(self, task: str, outcome: Outcome) -> Any:
         """The value of a finished invocation, or raise its error."""
-        if outcome.status is Status.SUCCESS:
-            data = outcome.result or b""
-            if _values.is_reference(data):
-                data = _values.resolve(self.runtime().state, data)
-            return self.codec.decode(data)
-        if outcome.status is Status.CANCELLED:
-            raise CancelledError(f"invocation {outcome.id} of {task} was cancelled")
-        if outcome.error is not None:
-            raise rebuild(outcome.error)
-        raise InvocationNotFoundError(f"invocation {outcome.id} ended {outcome.status.value}")
+        return _results.unwrap(self.codec, lambda: self.runtime().state, task, outcome)
 
     def forget(self, invocation_id: str) -> None:
         runtime = self._runtime
@@ -374,10 +317,8 @@ class Fleet(Client):
             runtime.waiter.forget(invocation_id)
 
     def record(self, invocation_id: str) -> InvocationRecord:
-        found = self.runtime().state.get([invocation_id])
-        if not found:
-            raise InvocationNotFoundError(f"no invocation {invocation_id!r} in the state store")
-        return found[0]
+        """The stored record of an invocation; `InvocationNotFoundError` if none."""
+        return _results.record(self.runtime().state, invocation_id)
 
     def current_invocation(self) -> Invocation[Any] | None:
         """Inside a running task: a handle on its own invocation; else None."""
@@ -403,31 +344,4 @@ class Fleet(Client):
         """Cancel an invocation (see `Invocation.cancel`)."""
         if self.settings.inline:
             return self._inline.get(invocation_id).cancel()
-        runtime = self.runtime()
-        for _ in range(10):
-            record = self.record(invocation_id)
-            if record.status.final:
-                return False
-            change = Change(
-                invocation_id,
-                Status.CANCELLED,
-                frozenset({record.status}),
-                by=by,
-                expect_owner=record.owner or None,
-                note="cancelled",
-            )
-            if runtime.state.apply([change])[0]:
-                break
-        else:  # pragma: no cover - ten concurrent changes in a row
-            return False
-        notes = []
-        if record.owner:
-            for runner in runtime.state.runners():
-                address = runner.info.get("address")
-                if runner.id == record.owner and isinstance(address, str):
-                    notes.append((address, pack_cancel(invocation_id)))
-        if record.reply_to:
-            notes.append((record.reply_to, pack_outcome(Outcome(invocation_id, Status.CANCELLED))))
-        if notes:
-            runtime.broker.notify(notes)
-        return True
+        return _results.cancel(self.runtime(), invocation_id, by)
