@@ -7,25 +7,35 @@
     @app.direct_task
     def report(period: str) -> dict: ...
 
-The public API is exactly `__all__` (pinned by a test).
+The public API is exactly `__all__` (pinned by a test); every exception fleet raises is
+importable from here.
 """
 
 from fleet.app import Fleet
+from fleet.codec import ArgumentEncodingError
 from fleet.config import Settings
 from fleet.errors import (
     BrokerError,
     CancelledError,
+    ChannelError,
     ConfigError,
+    ExtensionError,
     FleetError,
     HardTimeLimitExceeded,
     InvalidTransitionError,
+    InvocationNotFoundError,
+    LinkError,
     PublishError,
+    QueueMismatchError,
+    RegistrationUnknownError,
     RemoteError,
+    ResultTimeoutError,
     SerializationError,
     SoftTimeLimitExceeded,
     StateError,
     TaskDefinitionError,
     TaskError,
+    UnknownTaskError,
     WaitCycleError,
     WorkerLostError,
 )
@@ -36,18 +46,26 @@ from fleet.task import DirectTask, Task
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentEncodingError",
     "BrokerError",
     "CancelledError",
+    "ChannelError",
     "ConfigError",
     "DirectTask",
+    "ExtensionError",
     "Fleet",
     "FleetError",
     "Group",
     "HardTimeLimitExceeded",
     "InvalidTransitionError",
     "Invocation",
+    "InvocationNotFoundError",
+    "LinkError",
     "PublishError",
+    "QueueMismatchError",
+    "RegistrationUnknownError",
     "RemoteError",
+    "ResultTimeoutError",
     "SerializationError",
     "Settings",
     "SoftTimeLimitExceeded",
@@ -56,6 +74,7 @@ __all__ = [
     "Task",
     "TaskDefinitionError",
     "TaskError",
+    "UnknownTaskError",
     "WaitCycleError",
     "WorkerLostError",
     "__version__",

@@ -27,7 +27,8 @@ from fleet.state import InvocationRecord
 from fleet.status import HistoryEntry, Status
 
 if TYPE_CHECKING:
-    from fleet.app import Fleet, Runtime
+    from fleet._runtime import Runtime
+    from fleet.app import Fleet
     from fleet.task import Task
 
 

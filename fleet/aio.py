@@ -36,19 +36,19 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleet import _followup, _values
+from fleet import _followup, _records, _values
 from fleet._envelope import Outcome, unpack_notes
+from fleet._timeouts import result_timeout
 from fleet._urls import scheme_of
 from fleet._waiter import outcome_of
 from fleet.broker import URGENT, Message
 from fleet.errors import BrokerError, PublishError
-from fleet.state import Change, ErrorInfo
+from fleet.invocation import Group, InlineInvocation, Invocation
 from fleet.status import Status
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
     from fleet.broker.rabbitmq import RabbitMQBroker
-    from fleet.invocation import Invocation
     from fleet.task import Task
 
 log = logging.getLogger(__name__)
@@ -73,30 +73,26 @@ async def submit(
     return await runtime.submit(task, bounds)
 
 
-async def result(invocation: Invocation[Any], timeout: float | None = None) -> Any:
-    """The value of `invocation` (or its exception), awaited."""
-    return (await results([invocation], timeout))[0]
-
-
 async def results(
-    invocations: Sequence[Invocation[Any]], timeout: float | None = None
+    app: Fleet, invocations: Sequence[Invocation[Any]], timeout: float | None = None
 ) -> list[Any]:
     """Every value, in order; the first failure raises (like `Group.results`)."""
     if not invocations:
         return []
-    app = invocations[0].app
     runtime = _runtimes.get(app, {}).get(asyncio.get_running_loop())
-    remote = [i.id for i in invocations if i._inline is None]
+    remote = [i.id for i in invocations if not isinstance(i, InlineInvocation)]
     if remote and (runtime is None or not all(map(runtime.knows, remote))):
         # Submitted through the sync API: its notifications go to the sync waiter.
-        from fleet.invocation import Group
-
         return await asyncio.to_thread(Group(list(invocations)).results, timeout)
-    outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
+    try:
+        outcomes = await runtime.wait(remote, timeout) if runtime and remote else {}
+    except TimeoutError:
+        state, broker = app.runtime().state, app.runtime().broker
+        raise await asyncio.to_thread(result_timeout, state, broker, remote, timeout) from None
     values = []
     for invocation in invocations:
-        if invocation._inline is not None:
-            values.append(invocation._inline.unwrap())
+        if isinstance(invocation, InlineInvocation):
+            values.append(invocation.result())
             continue
         outcome = outcomes[invocation.id]
         if _plain(outcome):
@@ -219,8 +215,6 @@ class _AsyncRuntime:
     async def submit(
         self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
     ) -> list[Invocation[Any]]:
-        from fleet.invocation import Invocation
-
         records, messages = await asyncio.to_thread(self._register, task, bounds)
         handles: list[Invocation[Any]] = [Invocation(self.app, r.id, task.name) for r in records]
         for handle in handles:
@@ -229,7 +223,8 @@ class _AsyncRuntime:
         try:
             await self.publish(messages)
         except PublishError as exc:
-            await asyncio.to_thread(_mark_failed, self.app, messages, exc)
+            ids = [m.invocation_id for m in messages]
+            await asyncio.to_thread(_records.mark_unpublished, self.app.runtime().state, ids, exc)
             raise
         _followup.of(self.app).published(messages)  # clears their recovery deadline
         return handles
@@ -238,7 +233,7 @@ class _AsyncRuntime:
         records, messages = self.app.prepare(task, bounds, reply_to=self.address)
         runtime = self.app.runtime()
         runtime.declare(sorted({m.queue for m in messages}))
-        runtime.state.register(records)
+        _records.register(runtime.state, records)
         return records, messages
 
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -351,16 +346,3 @@ class _AsyncRuntime:
                     if not waiting:
                         del self._futures[i]
                 future.cancel()
-
-
-def _mark_failed(app: Fleet, messages: Sequence[Message], exc: PublishError) -> None:
-    error = ErrorInfo("fleet.errors.PublishError", str(exc))
-    pending = frozenset({Status.PENDING})
-    app.runtime().state.apply(
-        [
-            Change(
-                m.invocation_id, Status.FAILED, pending, note="publish not confirmed", error=error
-            )
-            for m in messages
-        ]
-    )

@@ -1,7 +1,10 @@
 """The `Fleet` app: settings, the task registry, and the producer side of the hot path.
 
 Job: turn decorated functions into tasks, and a call of a task into a registered,
-published invocation (or, in inline mode, a plain call in this thread).
+published invocation (or, in inline mode, a call run in this thread by
+`fleet._inline`). `Fleet` is the facade tasks and handles see (`fleet._client.Client`):
+waiting and cancelling live in `fleet._results`, connections in `fleet._runtime`, the
+asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
 call site before anything is written; then the messages are handed to the broker
@@ -20,8 +23,11 @@ holds the message and claims it again, for up to `RECORD_GRACE` seconds
 - The producer dies after the message left and before the record was written: no
   record ever comes, and the worker dead-letters the message with the reason after
   `RECORD_GRACE`. The caller never got a handle, so nothing it was promised is lost.
-- Writing the records fails: the caller gets the state store's error, the publish is
-  abandoned, and a message already sent is dead-lettered as above.
+- Writing the records fails: the publish is abandoned, a message already sent is
+  dead-lettered as above, and what may have been written anyway is made final so that
+  it never runs; if even that cannot be made sure of, the caller gets
+  `RegistrationUnknownError` naming the invocations that may still run, else the state
+  store's error (`fleet._records`).
 - Writing the records took more than half of `RECORD_GRACE`: a worker may have given
   up on the message meanwhile, so it is published once more after the records exist
   (a second delivery is harmless: the claim is a compare-and-set).
@@ -40,53 +46,31 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from fleet import _context, _followup, _prepare, _values
-from fleet._envelope import RECORD_GRACE, Outcome, pack_cancel, pack_outcome
-from fleet._exceptions import rebuild
-from fleet._prepare import new_id
-from fleet._waiter import Waiter, outcome_of
-from fleet.broker import Broker, Message, Publishing, open_broker
+from fleet import _context, _followup, _prepare, _records, _results, aio
+from fleet._client import Client
+from fleet._envelope import RECORD_GRACE, Outcome
+from fleet._inline import InlineRunner
+from fleet._runtime import Runtime
+from fleet.broker import Message, Publishing
 from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
-from fleet.errors import CancelledError, InvocationNotFoundError, PublishError, TaskDefinitionError
+from fleet.errors import (
+    PublishError,
+    TaskDefinitionError,
+    UnknownTaskError,
+)
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
-from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore, open_state
-from fleet.status import Status
-from fleet.task import DirectTask, Task
+from fleet.state import InvocationRecord
+from fleet.task import DirectTask, Task, TaskRef
 
+__all__ = ["Fleet", "Runtime"]  # Runtime: the worker's modules type with it from here
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Runtime:
-    """The connections one process uses on behalf of one app."""
-
-    def __init__(self, settings: Settings, queues: QueueTable) -> None:
-        self.pid = os.getpid()
-        self.broker: Broker = open_broker(settings.broker_url, settings=settings)
-        self.state: StateStore = open_state(settings.state_url, settings=settings)
-        self.waiter = Waiter(self.broker, self.state)
-        self._queues = queues
-        self._declared: set[str] = set()
-        self._lock = threading.Lock()
-
-    def declare(self, names: Sequence[str]) -> None:
-        missing = [n for n in names if n not in self._declared]
-        if missing:
-            with self._lock:
-                self.broker.declare(self._queues.declarable(missing))
-                self._declared.update(missing)
-
-    def close(self) -> None:
-        _followup.close(self)  # first: it writes to the store
-        self.waiter.close()
-        self.broker.close()
-        self.state.close()
-
-
-class Fleet:
+class Fleet(Client):
     """A fleet application: decorate functions with `task` or `direct_task`.
 
     Args:
@@ -110,6 +94,7 @@ class Fleet:
         self._queues: QueueTable | None = None
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
+        self._inline = InlineRunner(self)
 
     def __repr__(self) -> str:
         return f"<Fleet {self.settings.name!r} tasks={len(self.tasks)}>"
@@ -133,8 +118,9 @@ class Fleet:
         return self._decorate(DirectTask, func, options)
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
-        if cls is Task and ("parallel_func" in options or "aggregate_func" in options):
-            raise TaskDefinitionError("parallel_func/aggregate_func are options of direct_task")
+        direct_only = sorted({"parallel_func", "aggregate_func", "direct_timeout"} & set(options))
+        if cls is Task and direct_only:
+            raise TaskDefinitionError(f"{'/'.join(direct_only)}: options of direct_task only")
 
         def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
             if not callable(f) or inspect.isclass(f):
@@ -142,6 +128,7 @@ class Fleet:
             if inspect.iscoroutinefunction(f):
                 raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
             task = cls(self, f, options)
+            self.queues.check_task(task.name, task.options.queue)  # a checked contract
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not f:
                 log.debug("task %s redefined", task.name)
@@ -191,9 +178,19 @@ class Fleet:
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
     ) -> list[Invocation[Any]]:
-        """Register and publish one invocation per bound call; see the module docstring."""
+        """Register and publish one invocation per bound call; see the module docstring.
+
+        Raises:
+            ArgumentEncodingError: an argument cannot be encoded (nothing was written).
+            PublishError: the publish was not confirmed; the invocations are FAILED.
+            RegistrationUnknownError: the state store failed while registering and some
+                invocations may have been registered anyway and may still run (their
+                ids are named). A `StateError`.
+            StateError: the state store failed while registering; whatever it may have
+                written was made final and will never run.
+        """
         if self.settings.inline:
-            return [self._run_inline(task, b) for b in bounds]
+            return [self._inline.run(task, b) for b in bounds]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due)
         ids = prepared.ids
@@ -201,12 +198,59 @@ class Fleet:
         if due is None:
             self._register_and_publish(runtime, prepared)
         else:
-            runtime.state.register(prepared.records())
+            _records.register(runtime.state, prepared.records())
             _followup.hold(self, ids, due)
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
         return [Invocation(self, i, task.name, watched=True) for i in ids]
+
+    def send(
+        self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
+    ) -> Invocation[Any]:
+        """Call a task by name, without importing its code (like Celery's `send_task`).
+
+            app.send("shop.tasks.make_thumbnail", 42, width=800).result(timeout=30)
+
+        The call is routed like a call of the decorated task: `queue`, else the task's
+        `tasks.<name>` settings, else the queue file's patterns on the name. A task
+        registered in this process is called as itself (its signature checked here);
+        any other name is submitted unchecked, and a worker that does not know it
+        dead-letters the message with the reason.
+
+        Args:
+            name: the task's name: `module.qualname`, or its `name=` option.
+            *args: positional arguments of the call.
+            queue: the queue for this call (so a task parameter named `queue` cannot be
+                passed by keyword here; pass it positionally).
+            **kwargs: keyword arguments of the call.
+
+        Returns:
+            The invocation's handle, as a `Task` call returns it.
+
+        Raises:
+            UnknownTaskError: in inline mode, `name` is not registered in this process.
+            TaskDefinitionError: `name` or `queue` is not usable.
+        """
+        known = self.tasks.get(name)
+        if known is None and self.settings.inline:
+            raise UnknownTaskError(
+                f"task {name!r} is not registered in this process; inline mode runs only "
+                "tasks it imports (import the module that defines it)"
+            )
+        task: Task[Any, Any] = (
+            known
+            if known is not None and queue is None
+            else (TaskRef(self, name, queue, like=known))
+        )
+        self.queues.check_task(task.name, task.options.queue)
+        return self.submit(task, [task.bind(args, kwargs)])[0]
+
+    async def asubmit(
+        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+    ) -> list[Invocation[Any]]:
+        """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
+        return await aio.submit(self, task, bounds)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
         """Register while the broker confirms; see the module docstring."""
@@ -215,7 +259,7 @@ class Fleet:
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
         try:
-            runtime.state.register(prepared.records())
+            _records.register(runtime.state, prepared.records())
         except BaseException:
             publishing.abandon()
             raise
@@ -248,63 +292,34 @@ class Fleet:
             publishing.wait()
             _followup.of(self).published(messages)
         except PublishError as exc:
-            error = ErrorInfo("fleet.errors.PublishError", str(exc))
-            self.runtime().state.apply(
-                [
-                    Change(
-                        m.invocation_id,
-                        Status.FAILED,
-                        frozenset({Status.PENDING}),
-                        note="publish not confirmed",
-                        error=error,
-                    )
-                    for m in messages
-                ]
+            _records.mark_unpublished(
+                self.runtime().state, [m.invocation_id for m in messages], exc
             )
             raise
-
-    def _run_inline(self, task: Task[Any, Any], bound: inspect.BoundArguments) -> Invocation[Any]:
-        invocation_id = new_id()
-        try:
-            value = task.func(*bound.args, **bound.kwargs)
-        except Exception as exc:
-            return Invocation.inline(self, task.name, invocation_id, error=exc)
-        return Invocation.inline(self, task.name, invocation_id, value=value)
 
     # -- results ----------------------------------------------------------------------
 
     def outcomes(self, ids: Sequence[str], timeout: float | None = None) -> dict[str, Outcome]:
-        """Block until every id is final; inside a task this pauses the invocation."""
-        runtime = self.runtime()
-        execution = _context.current()
-        if execution is not None and ids:
-            found = execution.pauser.pause_for(execution, ids, timeout)
-        else:
-            found = runtime.waiter.wait(ids, timeout)
-        incomplete = [i for i, o in found.items() if not o.complete]
-        for record in runtime.state.get(incomplete) if incomplete else ():
-            outcome = outcome_of(record)
-            if outcome is not None:
-                found[record.id] = outcome
-        return found
+        """Block until every id is final; inside a task this pauses the invocation.
+
+        Raises:
+            ResultTimeoutError: `timeout` passed first (names status, queue, consumers).
+        """
+        return _results.outcomes(self.runtime(), ids, timeout)
 
     def outcomes_any(self, ids: Sequence[str], timeout: float | None = None) -> list[Outcome]:
         """Block until at least one id is final; return the final ones."""
-        found = self.runtime().waiter.wait_any(ids, timeout)
-        return list(self.outcomes([o.id for o in found], 0).values()) if found else []
+        return _results.outcomes_any(self.runtime(), ids, timeout)
+
+    async def aresults(
+        self, invocations: Sequence[Invocation[Any]], timeout: float | None = None
+    ) -> list[Any]:
+        """Every value of `invocations` in order, awaited (see `fleet.aio`)."""
+        return await aio.results(self, invocations, timeout)
 
     def unwrap(self, task: str, outcome: Outcome) -> Any:
         """The value of a finished invocation, or raise its error."""
-        if outcome.status is Status.SUCCESS:
-            data = outcome.result or b""
-            if _values.is_reference(data):
-                data = _values.resolve(self.runtime().state, data)
-            return self.codec.decode(data)
-        if outcome.status is Status.CANCELLED:
-            raise CancelledError(f"invocation {outcome.id} of {task} was cancelled")
-        if outcome.error is not None:
-            raise rebuild(outcome.error)
-        raise InvocationNotFoundError(f"invocation {outcome.id} ended {outcome.status.value}")
+        return _results.unwrap(self.codec, lambda: self.runtime().state, task, outcome)
 
     def forget(self, invocation_id: str) -> None:
         runtime = self._runtime
@@ -312,10 +327,8 @@ class Fleet:
             runtime.waiter.forget(invocation_id)
 
     def record(self, invocation_id: str) -> InvocationRecord:
-        found = self.runtime().state.get([invocation_id])
-        if not found:
-            raise InvocationNotFoundError(f"no invocation {invocation_id!r} in the state store")
-        return found[0]
+        """The stored record of an invocation; `InvocationNotFoundError` if none."""
+        return _results.record(self.runtime().state, invocation_id)
 
     def current_invocation(self) -> Invocation[Any] | None:
         """Inside a running task: a handle on its own invocation; else None."""
@@ -325,36 +338,20 @@ class Fleet:
         return Invocation(self, execution.invocation_id, execution.task)
 
     def invocation(self, invocation_id: str) -> Invocation[Any]:
-        """A handle on an existing invocation, by id."""
+        """A handle on an existing invocation, by id.
+
+        In inline mode this finds the recent inline calls in memory, without opening
+        the state store or the broker.
+
+        Raises:
+            InvocationNotFoundError: no such invocation.
+        """
+        if self.settings.inline:
+            return self._inline.get(invocation_id)
         return Invocation(self, invocation_id, self.record(invocation_id).task)
 
     def cancel(self, invocation_id: str, by: str = "cancel") -> bool:
         """Cancel an invocation (see `Invocation.cancel`)."""
-        runtime = self.runtime()
-        for _ in range(10):
-            record = self.record(invocation_id)
-            if record.status.final:
-                return False
-            change = Change(
-                invocation_id,
-                Status.CANCELLED,
-                frozenset({record.status}),
-                by=by,
-                expect_owner=record.owner or None,
-                note="cancelled",
-            )
-            if runtime.state.apply([change])[0]:
-                break
-        else:  # pragma: no cover - ten concurrent changes in a row
-            return False
-        notes = []
-        if record.owner:
-            for runner in runtime.state.runners():
-                address = runner.info.get("address")
-                if runner.id == record.owner and isinstance(address, str):
-                    notes.append((address, pack_cancel(invocation_id)))
-        if record.reply_to:
-            notes.append((record.reply_to, pack_outcome(Outcome(invocation_id, Status.CANCELLED))))
-        if notes:
-            runtime.broker.notify(notes)
-        return True
+        if self.settings.inline:
+            return self._inline.get(invocation_id).cancel()
+        return _results.cancel(self.runtime(), invocation_id, by)

@@ -55,6 +55,10 @@ class Settings:
     """Where state lives: sqlite:///path, memory://name, mongodb://, mongodb+srv://."""
     inline: bool = False
     """Run every decorated call in the caller's thread (tests, migration)."""
+    inline_retry_sleep: bool = False
+    """In inline mode, sleep the retry backoff between attempts (default: retry at once)."""
+    direct_timeout: float = 300.0
+    """Seconds a direct-task call waits for its value before ResultTimeoutError; 0 forever."""
     codec: str = "msgpack"
     """Argument and result encoding: msgpack, json, or pickle (with allow_pickle)."""
     allow_pickle: bool = False

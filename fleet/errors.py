@@ -43,6 +43,19 @@ class QueueMismatchError(BrokerError):
     """A queue exists with arguments other than the ones configured."""
 
 
+class LinkError(BrokerError):
+    """The connection to the broker (RabbitMQ) could not be opened, or was lost."""
+
+
+class ChannelError(BrokerError):
+    """The broker closed a channel (the reply code says why)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"RabbitMQ refused: {code} {text}")
+        self.code = code
+        self.text = text
+
+
 class StateError(FleetError):
     """The state store failed or refused an operation."""
 
@@ -53,6 +66,22 @@ class InvalidTransitionError(StateError):
 
 class InvocationNotFoundError(StateError):
     """No invocation with the given id exists in the state store."""
+
+
+class RegistrationUnknownError(StateError):
+    """Registering invocations failed and they may have been written anyway.
+
+    Raised when the state store failed while registering (for example the connection
+    was lost after the insert) and fleet could not make sure that what it may have
+    written will never run. The invocations may still run.
+
+    Attributes:
+        invocation_ids: the invocations that may still run.
+    """
+
+    def __init__(self, message: str, invocation_ids: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.invocation_ids = invocation_ids
 
 
 class TaskError(FleetError):
@@ -73,6 +102,36 @@ class RemoteError(TaskError):
         self.remote_traceback = remote_traceback
 
 
+class ResultTimeoutError(TaskError, TimeoutError):
+    """Waiting for an invocation's result took longer than the timeout.
+
+    Also a built-in `TimeoutError`. The message names the first invocation that had not
+    finished, its status, its queue and how many consumers that queue has.
+
+    Attributes:
+        invocation_ids: every invocation that had not finished.
+        invocation_id: the first of them.
+        status: its status ("unknown" when it could not be read).
+        queue: its queue ("unknown" when it could not be read).
+        consumers: that queue's consumer count, or None when the broker cannot tell.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        invocation_ids: tuple[str, ...] = (),
+        status: str = "unknown",
+        queue: str = "unknown",
+        consumers: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.invocation_ids = invocation_ids
+        self.invocation_id = invocation_ids[0] if invocation_ids else ""
+        self.status = status
+        self.queue = queue
+        self.consumers = consumers
+
+
 class CancelledError(TaskError):
     """The invocation was cancelled before it produced a result."""
 
@@ -91,3 +150,7 @@ class HardTimeLimitExceeded(TaskError):
 
 class WorkerLostError(TaskError):
     """The worker running the invocation died and retries are exhausted."""
+
+
+class ExtensionError(FleetError):
+    """An extension refused an operation (raised by a before-hook), or failed."""

@@ -46,17 +46,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fleet.errors import FleetError
+from fleet.errors import ExtensionError
 from fleet.status import Status
 
 if TYPE_CHECKING:
     from fleet.state import ErrorInfo
 
 log = logging.getLogger("fleet.extensions")
-
-
-class ExtensionError(FleetError):
-    """An extension refused an operation (raised by a before-hook), or failed."""
 
 
 @dataclass(frozen=True, slots=True)

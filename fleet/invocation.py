@@ -5,7 +5,8 @@ blocking for the result, cancelling.
 
 Contract: `result()` returns the task's value or raises the task's own exception type
 (the remote traceback attached as a note and as `remote_traceback`); it raises
-`TimeoutError` when `timeout` passes first, and `fleet.errors.CancelledError` for a
+`fleet.errors.ResultTimeoutError` (a `TimeoutError` naming what it waited for) when
+`timeout` passes first, and `fleet.errors.CancelledError` for a
 cancelled invocation. Inside a running task, waiting pauses the waiting invocation and
 gives its worker slot away until the results arrive. Handles are cheap: status and
 history are read from the state store when asked.
@@ -16,13 +17,12 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from fleet.status import HistoryEntry, Status
 
 if TYPE_CHECKING:
-    from fleet.app import Fleet
+    from fleet._client import Client
 
 R = TypeVar("R")
 
@@ -30,68 +30,53 @@ R = TypeVar("R")
 class Invocation(Generic[R]):
     """One call of a task, running or finished somewhere in the fleet."""
 
-    __slots__ = ("__weakref__", "_inline", "app", "id", "task")
+    __slots__ = ("__weakref__", "app", "id", "task")
 
-    def __init__(self, app: Fleet, invocation_id: str, task: str, *, watched: bool = False) -> None:
+    def __init__(
+        self, app: Client, invocation_id: str, task: str, *, watched: bool = False
+    ) -> None:
         self.app = app
         self.id = invocation_id
         self.task = task
-        self._inline: _Inline | None = None
         if watched:
             weakref.finalize(self, app.forget, invocation_id)
 
     def __repr__(self) -> str:
         return f"<Invocation {self.task} {self.id}>"
 
-    @classmethod
-    def inline(
-        cls,
-        app: Fleet,
-        task: str,
-        invocation_id: str,
-        *,
-        value: Any = None,
-        error: Exception | None = None,
-    ) -> Invocation[Any]:
-        """A handle for a call that already ran in the caller's thread (inline mode)."""
-        invocation: Invocation[Any] = cls(app, invocation_id, task)
-        invocation._inline = _Inline(value, error, time.time())
-        return invocation
-
     @property
     def status(self) -> Status:
-        if self._inline is not None:
-            return self._inline.status
         return self.app.record(self.id).status
 
     @property
     def history(self) -> list[HistoryEntry]:
-        if self._inline is not None:
-            at = self._inline.at
-            return [HistoryEntry(Status.RUNNING, at), HistoryEntry(self._inline.status, at)]
         return list(self.app.record(self.id).history)
 
     def done(self) -> bool:
         return self.status.final
 
     def wait(self, timeout: float | None = None) -> Invocation[R]:
-        """Block until the invocation is final (whatever the outcome); return self."""
-        if self._inline is None:
-            self.app.outcomes([self.id], timeout)
+        """Block until the invocation is final (whatever the outcome); return self.
+
+        Raises:
+            fleet.errors.ResultTimeoutError: `timeout` seconds passed first.
+        """
+        self.app.outcomes([self.id], timeout)
         return self
 
     def result(self, timeout: float | None = None) -> R:
-        """Block until finished; return the value or raise the task's exception."""
-        if self._inline is not None:
-            return self._inline.unwrap()  # type: ignore[no-any-return]
+        """Block until finished; return the value or raise the task's exception.
+
+        Raises:
+            fleet.errors.ResultTimeoutError: `timeout` seconds passed first (a
+                `TimeoutError` naming the invocation, its status, queue and consumers).
+        """
         outcome = self.app.outcomes([self.id], timeout)[self.id]
         return self.app.unwrap(self.task, outcome)  # type: ignore[no-any-return]
 
     async def aresult(self, timeout: float | None = None) -> R:
         """`result` for async code: awaits without blocking the event loop (`fleet.aio`)."""
-        from fleet import aio
-
-        value: R = await aio.result(self, timeout)
+        value: R = (await self.app.aresults([self], timeout))[0]
         return value
 
     def cancel(self) -> bool:
@@ -99,9 +84,52 @@ class Invocation(Generic[R]):
 
         Returns True if this call cancelled it, False if it had already finished.
         """
-        if self._inline is not None:
-            return False
         return self.app.cancel(self.id)
+
+
+class InlineInvocation(Invocation[R]):
+    """A call that already ran in the caller's thread (inline mode, `fleet._inline`).
+
+    Everything is answered from memory: no state store, no broker.
+    """
+
+    __slots__ = ("_error", "_history", "_value")
+
+    def __init__(
+        self,
+        app: Client,
+        invocation_id: str,
+        task: str,
+        history: Sequence[HistoryEntry],
+        value: Any = None,
+        error: BaseException | None = None,
+    ) -> None:
+        super().__init__(app, invocation_id, task)
+        self._history = tuple(history)
+        self._value = value
+        self._error = error
+
+    @property
+    def status(self) -> Status:
+        return self._history[-1].status
+
+    @property
+    def history(self) -> list[HistoryEntry]:
+        return list(self._history)
+
+    def wait(self, timeout: float | None = None) -> Invocation[R]:
+        return self
+
+    def result(self, timeout: float | None = None) -> R:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]
+
+    async def aresult(self, timeout: float | None = None) -> R:
+        return self.result()
+
+    def cancel(self) -> bool:
+        return False  # it has already finished
 
 
 class Group(Generic[R]):
@@ -122,21 +150,21 @@ class Group(Generic[R]):
         if not self.invocations:
             return []
         app = self.invocations[0].app
-        remote = [i.id for i in self.invocations if i._inline is None]
+        remote = [i.id for i in self.invocations if not isinstance(i, InlineInvocation)]
         outcomes = app.outcomes(remote, timeout) if remote else {}
         return [
-            i._inline.unwrap() if i._inline is not None else app.unwrap(i.task, outcomes[i.id])
+            i.result() if isinstance(i, InlineInvocation) else app.unwrap(i.task, outcomes[i.id])
             for i in self.invocations
         ]
 
     async def aresults(self, timeout: float | None = None) -> list[R]:
         """`results` for async code: awaits without blocking the event loop."""
-        from fleet import aio
-
-        return await aio.results(self.invocations, timeout)
+        if not self.invocations:
+            return []
+        return await self.invocations[0].app.aresults(self.invocations, timeout)
 
     def wait(self, timeout: float | None = None) -> Group[R]:
-        remote = [i.id for i in self.invocations if i._inline is None]
+        remote = [i.id for i in self.invocations if not isinstance(i, InlineInvocation)]
         if remote:
             self.invocations[0].app.outcomes(remote, timeout)
         return self
@@ -146,7 +174,7 @@ class Group(Generic[R]):
         deadline = None if timeout is None else time.monotonic() + timeout
         pending = {i.id: i for i in self.invocations}
         for invocation in self.invocations:
-            if invocation._inline is not None:
+            if isinstance(invocation, InlineInvocation):
                 del pending[invocation.id]
                 yield invocation
         while pending:
@@ -154,21 +182,3 @@ class Group(Generic[R]):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             for outcome in app.outcomes_any(list(pending), left):
                 yield pending.pop(outcome.id)
-
-
-@dataclass(frozen=True, slots=True)
-class _Inline:
-    """The outcome of a call run in the caller's thread."""
-
-    value: Any
-    error: Exception | None
-    at: float
-
-    @property
-    def status(self) -> Status:
-        return Status.SUCCESS if self.error is None else Status.FAILED
-
-    def unwrap(self) -> Any:
-        if self.error is not None:
-            raise self.error
-        return self.value

@@ -48,23 +48,12 @@ from pika.channel import Channel
 
 from fleet.broker._amqp_params import Endpoint
 from fleet.errors import BrokerError
+from fleet.errors import ChannelError as ChannelError  # noqa: PLC0414  # re-exported
+from fleet.errors import LinkError as LinkError  # noqa: PLC0414  # re-exported
 
 log = logging.getLogger(__name__)
 _MAX_WAIT = 5.0
 """pika's own bound on one poll (`_PollerBase._MAX_POLL_TIMEOUT`)."""
-
-
-class LinkError(BrokerError):
-    """The connection to RabbitMQ could not be opened, or was lost."""
-
-
-class ChannelError(BrokerError):
-    """The broker closed a channel (the reply code says why)."""
-
-    def __init__(self, code: int, text: str) -> None:
-        super().__init__(f"RabbitMQ refused: {code} {text}")
-        self.code = code
-        self.text = text
 
 
 def _noop() -> None:

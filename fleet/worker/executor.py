@@ -25,7 +25,6 @@ Contract:
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ from fleet.codec import decode_call
 from fleet.errors import SerializationError, WaitCycleError
 from fleet.state import Change
 from fleet.status import Status
+from fleet.task import retry_delay, retry_limit
 from fleet.worker.committer import Committer
 from fleet.worker.limits import interrupt, withdraw
 from fleet.worker.slots import Slots
@@ -202,18 +202,9 @@ class Executor:
         info = error_info(exc)
         settings = self.app.settings
         options = task.options
-        limit = settings.max_retries if options.max_retries is None else options.max_retries
-        if retry and attempt <= limit and isinstance(exc, options.retry_for):
-            base = (
-                settings.retry_backoff if options.retry_backoff is None else options.retry_backoff
-            )
-            cap = (
-                settings.retry_backoff_max
-                if options.retry_backoff_max is None
-                else options.retry_backoff_max
-            )
-            delay = min(cap, base * 2 ** (attempt - 1))
-            delay = delay / 2 + random.uniform(0, delay / 2)  # equal jitter
+        limit = retry_limit(options, settings)
+        delay = retry_delay(options, settings, attempt, exc) if retry else None
+        if delay is not None:
             log.warning(
                 "%s failed (%s: %s); retry %d/%d in %.2fs",
                 envelope.task,

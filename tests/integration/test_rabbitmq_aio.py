@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from fleet import BrokerError, Fleet, PublishError, Status
+from fleet import BrokerError, Fleet, PublishError, ResultTimeoutError, Status
 from fleet.aio import aclose
 from fleet.state import Query
 from fleet.testing.rabbitmq import RabbitMQServer
@@ -92,8 +92,13 @@ async def test_task_exceptions_and_timeouts(app: Fleet) -> None:
     rabbitmq_tasks.RELEASE.clear()
     try:
         slow = await fail.acall(30)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as info:
             await slow.aresult(timeout=0.2)
+        assert isinstance(info.value, ResultTimeoutError)  # names what it waited for
+        assert info.value.invocation_id == slow.id
+        assert info.value.queue == app.queues.route(slow.task)
+        assert info.value.consumers == 1
+        assert f"invocation {slow.id}" in str(info.value)
     finally:
         rabbitmq_tasks.RELEASE.set()
     assert await slow.aresult(timeout=30) == "released"

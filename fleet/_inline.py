@@ -1,0 +1,140 @@
+"""Inline mode: a call runs in the caller's thread, the way a worker would run it.
+
+Job: run one call of a task at once, in this thread, for `Fleet.submit` in inline mode,
+and keep the handles of recent calls so that `Fleet.invocation(id)` finds them.
+
+Contract:
+- The arguments cross the codec both ways: an argument the codec cannot encode raises
+  `ArgumentEncodingError` at the call site, and the function receives the decoded
+  copies a worker would receive.
+- A failing attempt is retried as a worker retries it (`max_retries`, `retry_for`,
+  decided by `fleet.task.retry_delay`); the backoff is slept only when the setting
+  `inline_retry_sleep` is on. Every attempt is in the handle's history.
+- The value crosses the codec too: a value the codec cannot encode fails the
+  invocation with `SerializationError` naming the task, as on a worker. `.result()`
+  raises the task's own exception object, with its local traceback.
+- Fan-out (`parallel_func`/`aggregate_func`) needs nothing here: `DirectTask` submits
+  one call per item and aggregates their values, inline or not.
+- The last `KEEP` handles are kept in memory; nothing is written anywhere, no broker or
+  state store is opened.
+- Not done inline: countdown and eta (a scheduled call runs at once), soft and hard
+  time limits, cancellation (the call has already finished), pausing, priorities,
+  dead letters, large-value blobs, `current_invocation()`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from fleet._prepare import new_id
+from fleet.codec import decode_call, encode_call
+from fleet.errors import InvocationNotFoundError, SerializationError
+from fleet.invocation import InlineInvocation
+from fleet.status import HistoryEntry, Status
+from fleet.task import retry_delay, retry_limit
+
+if TYPE_CHECKING:
+    from fleet._client import Client
+    from fleet.task import Task
+
+log = logging.getLogger(__name__)
+KEEP = 10_000
+"""Handles of the most recent inline calls that `Fleet.invocation(id)` can find."""
+
+
+class InlineRunner:
+    """Runs calls of one app's tasks in the caller's thread and remembers the handles."""
+
+    def __init__(self, app: Client) -> None:
+        self.app = app
+        self._handles: OrderedDict[str, InlineInvocation[Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, invocation_id: str) -> InlineInvocation[Any]:
+        """The handle of a recent inline call.
+
+        Raises:
+            InvocationNotFoundError: no inline call with that id among the last `KEEP`.
+        """
+        with self._lock:
+            found = self._handles.get(invocation_id)
+        if found is None:
+            raise InvocationNotFoundError(
+                f"no inline invocation {invocation_id!r} (inline mode keeps the last {KEEP})"
+            )
+        return found
+
+    def run(self, task: Task[Any, Any], bound: inspect.BoundArguments) -> InlineInvocation[Any]:
+        """Run one call to its outcome; see the module docstring."""
+        codec = self.app.codec
+        data = encode_call(codec, task.name, bound.args, bound.kwargs, task.params)
+        args, kwargs = decode_call(codec, data)
+        invocation_id = new_id()
+        history = [HistoryEntry(Status.PENDING, time.time(), "", "submitted inline")]
+        try:
+            value = self._attempts(task, invocation_id, history, args, kwargs)
+        except Exception as exc:
+            history.append(HistoryEntry(Status.FAILED, time.time(), "inline"))
+            return self._keep(
+                InlineInvocation(self.app, invocation_id, task.name, history, error=exc)
+            )
+        history.append(HistoryEntry(Status.SUCCESS, time.time(), "inline"))
+        return self._keep(InlineInvocation(self.app, invocation_id, task.name, history, value))
+
+    def _attempts(
+        self,
+        task: Task[Any, Any],
+        invocation_id: str,
+        history: list[HistoryEntry],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+    ) -> Any:
+        """Call until an attempt succeeds or is not retried; return the decoded value."""
+        settings = self.app.settings
+        ids = {"invocation_id": invocation_id, "task": task.name}
+        attempt = 1
+        while True:
+            history.append(HistoryEntry(Status.RUNNING, time.time(), "inline"))
+            try:
+                value = task.func(*args, **kwargs)
+                break
+            except Exception as exc:
+                delay = retry_delay(task.options, settings, attempt, exc)
+                if delay is None:
+                    log.info(
+                        "%s failed inline: %s: %s", task.name, type(exc).__name__, exc, extra=ids
+                    )
+                    raise
+                note = f"retry {attempt}/{retry_limit(task.options, settings)}"
+                log.info(
+                    "%s failed inline (%s: %s); %s",
+                    task.name,
+                    type(exc).__name__,
+                    exc,
+                    note,
+                    extra=ids,
+                )
+                history.append(HistoryEntry(Status.RETRY, time.time(), "inline", note))
+                if settings.inline_retry_sleep:
+                    time.sleep(delay)
+                attempt += 1
+        codec = self.app.codec
+        try:
+            return codec.decode(codec.encode(value))
+        except SerializationError as exc:
+            raise SerializationError(
+                f"task {task.name!r} returned a {type(value).__qualname__!r}, which the "
+                f"{codec.name} codec cannot encode: {exc}"
+            ) from exc
+
+    def _keep(self, handle: InlineInvocation[Any]) -> InlineInvocation[Any]:
+        with self._lock:
+            self._handles[handle.id] = handle
+            while len(self._handles) > KEEP:
+                self._handles.popitem(last=False)
+        return handle
