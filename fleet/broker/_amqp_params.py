@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pika
 
-from fleet._urls import redact
+from fleet._urls import host_part, password_of, redact
 from fleet.errors import ConfigError
 
 DEFAULT_HEARTBEAT = 60
@@ -106,12 +106,17 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     """Build an `Endpoint` from `broker_url` and keyword options (see the module doc)."""
     safe = redact(url)
     where = f"broker_url {safe!r}"
+    secret = password_of(url)
+    if _misread(url):
+        raise ConfigError(
+            f"{where}: the user name or password holds an unencoded '/', '?', '#' or '@'; "
+            "percent-encode it (urllib.parse.quote(password, safe=''))"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
-        secret = unquote(parts.password or "")
     except ValueError as exc:
-        raise ConfigError(f"{where}: {scrub(str(exc), url)}") from None
+        raise ConfigError(f"{where}: {scrub(str(exc), secret)}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise ConfigError(f"{where}: expected amqp:// or amqps://")
@@ -165,6 +170,15 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {scrub(str(exc), secret)}") from None
     return Endpoint(safe, params, opts, secret)
+
+
+def _misread(url: str) -> bool:
+    """Whether the standard parser would take part of the credentials for the host."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return True
+    return netloc.rpartition("@")[2] != host_part(url)
 
 
 _AT_LEAST = {"publish_retries": 1, "pool_size": 0, "handoff_after": 0.0}

@@ -77,12 +77,12 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from fleet._urls import redact
+from fleet._urls import redact, scrub, secrets_of
 from fleet.errors import ConfigError, FleetError, StateError
 from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
 from fleet.state import _mongo_blobs as blobs
 from fleet.state import _mongo_docs as docs
-from fleet.state._mongo_conn import client_for, describe, hosts_of, parse_options, password_of
+from fleet.state._mongo_conn import client_for, describe, hosts_of, parse_options
 from fleet.state._mongo_schema import Names, ensure
 from fleet.state._mongo_triggers import MongoTriggers
 from fleet.status import Status
@@ -104,7 +104,7 @@ class MongoStateStore(StateStore, MongoTriggers):
         self.names = Names.with_prefix(self.options.prefix)
         self._url = url
         self._hosts = hosts_of(url)
-        self._secret = password_of(url)
+        self._secrets = secrets_of(url)
         self._timeout = self.options.connect_timeout
         self._lock = threading.Lock()
         self._client: MongoClient[Doc] | None = None
@@ -121,7 +121,7 @@ class MongoStateStore(StateStore, MongoTriggers):
                 parse_uri(url)
             except (ConfigurationError, ValueError) as exc:
                 raise ConfigError(
-                    f"state_url {self.url!r}: {_scrub(str(exc), self._secret)}"
+                    f"state_url {self.url!r}: {scrub(str(exc), self._secrets)}"
                 ) from None
 
     # -- connection and schema ----------------------------------------------------------
@@ -136,7 +136,9 @@ class MongoStateStore(StateStore, MongoTriggers):
                 try:
                     client = client_for(self._url, self.options)
                 except ConfigurationError as exc:
-                    raise ConfigError(f"state_url {self.url!r}: {exc}") from None
+                    raise ConfigError(
+                        f"state_url {self.url!r}: {scrub(str(exc), self._secrets)}"
+                    ) from None
                 self._client, self._pid, self._ready = client, os.getpid(), False
                 self._timeout = client.options.server_selection_timeout
                 self._db = client.get_default_database(self.options.database)
@@ -161,7 +163,9 @@ class MongoStateStore(StateStore, MongoTriggers):
         except FleetError:
             raise
         except (PyMongoError, BSONError) as exc:
-            raise StateError(describe(exc, self._hosts, self._timeout, what, self._secret)) from exc
+            raise StateError(
+                describe(exc, self._hosts, self._timeout, what, self._secrets)
+            ) from exc
 
     # -- invocations --------------------------------------------------------------------
 
@@ -359,7 +363,3 @@ class MongoStateStore(StateStore, MongoTriggers):
 
     def __repr__(self) -> str:
         return f"MongoStateStore({self.url!r})"
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
