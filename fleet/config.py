@@ -91,7 +91,8 @@ class Settings:
     large_value_threshold: int = 1_000_000
     """Encoded arguments or results above this many bytes are stored once, by hash."""
     retention: float = 7 * 86400.0
-    """Seconds finished invocations are kept (where the store supports expiry)."""
+    """Seconds finished invocations are kept (then the leader deletes them, with large
+    values nothing refers to any more); 0 keeps them forever."""
     max_tasks_per_child: int = 0
     """Recycle a worker process after this many invocations; 0 never."""
     max_memory_per_child: int = 0

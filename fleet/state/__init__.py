@@ -15,6 +15,13 @@ Contract, for every implementation:
 - `lease` acquires or renews a named lease for `holder` until now + ttl, atomically;
   at most one holder has an unexpired lease at any time.
 - Methods are thread-safe and safe across processes sharing the store.
+- `expire(before, limit)` deletes at most `limit` final invocations last updated before
+  `before`, and at most `limit` large values (blobs) that no invocation references and
+  that were last stored more than `BLOB_GRACE` seconds before `before`. An invocation
+  references a blob by an `args` or `result` of the form `blob_reference(key)`.
+  `put_blobs` of an existing key refreshes its stored time when it is older than half
+  of `BLOB_GRACE`, so a value stored for an invocation about to be registered (or
+  committed) is never collected under it.
 
 Backends are chosen by the scheme of `state_url` through the explicit table `BACKENDS`.
 """
@@ -31,6 +38,33 @@ from fleet.status import OWNED, HistoryEntry, Status, check
 
 if TYPE_CHECKING:
     from fleet.config import Settings
+
+
+BLOB_MARK = b"\xc1fleet-blob:"
+"""Start of an `args`/`result` that is a reference to a blob: byte 0xC1 begins no
+msgpack, JSON or pickle document, so a reference cannot be mistaken for a value."""
+BLOB_GRACE = 3600.0
+"""Seconds a blob is kept after it was last stored even when nothing references it."""
+
+
+def blob_reference(key: str) -> bytes:
+    """The `args`/`result` bytes that stand for the blob `key`."""
+    return BLOB_MARK + key.encode()
+
+
+def blob_key(data: bytes | None) -> str | None:
+    """The blob key that `data` refers to, or None when it is a value itself."""
+    if data is None or not data.startswith(BLOB_MARK):
+        return None
+    return bytes(data[len(BLOB_MARK) :]).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What one `StateStore.expire` call deleted."""
+
+    invocations: int = 0
+    blobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +232,11 @@ class StateStore(ABC):
     def get_blob(self, key: str) -> bytes | None: ...
 
     @abstractmethod
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        """Delete finished invocations and unreferenced blobs older than `before`, at most
+        `limit` of each (see the module docstring); the leader calls it for `retention`."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -229,11 +268,16 @@ def open_state(url: str, *, settings: Settings | None = None, **options: object)
 
 __all__ = [
     "BACKENDS",
+    "BLOB_GRACE",
+    "BLOB_MARK",
     "Change",
     "ErrorInfo",
+    "Expired",
     "InvocationRecord",
     "Query",
     "RunnerRecord",
     "StateStore",
+    "blob_key",
+    "blob_reference",
     "open_state",
 ]

@@ -2,7 +2,8 @@
 
 Job: on exactly one runner at a time, recover invocations of dead hosts, release due
 scheduled invocations and retries, republish pending invocations whose message may be
-lost, and forget heartbeat records older than `runner_retention`.
+lost, forget heartbeat records older than `runner_retention`, and expire finished
+invocations older than `retention` and large values nothing refers to any more.
 
 Contract: every supervisor runs a `Leader` thread. Each tick (every
 `schedule_interval` seconds) it tries to acquire or renew the lease
@@ -11,7 +12,9 @@ holder that stops renewing (killed, partitioned) loses the lease at its expiry a
 next runner to try takes over, so the services are never starved and never run by two
 at once (the individual moves are compare-and-sets as well, so even an overlap at the
 lease boundary requeues nothing twice). Dead-runner recovery runs every
-`recovery_interval`; due releases every tick.
+`recovery_interval`; due releases every tick; expiry (`StateStore.expire`, at most
+`EXPIRE_BATCH` per call; `retention` 0 keeps everything) every `recovery_interval`, and
+every tick while it finds more than a batch.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
+EXPIRE_BATCH = 1000
+"""Finished invocations (and unused large values) deleted per leader tick at most."""
 
 
 class Leader:
@@ -38,6 +43,7 @@ class Leader:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fleet-leader", daemon=True)
         self._last_recovery = 0.0
+        self._expire_more = False
 
     def start(self) -> None:
         self._thread.start()
@@ -74,8 +80,19 @@ class Leader:
         if not self.leading:
             return
         recovery.release_due(self.app, self.runner, now)
-        if now - self._last_recovery >= settings.recovery_interval:
+        periodic = now - self._last_recovery >= settings.recovery_interval
+        if periodic:
             self._last_recovery = now
             recovery.recover_orphans(self.app, self.runner, now)
             recovery.republish_stale(self.app, self.runner, now)
             state.forget_runners(now - settings.runner_retention)
+        if settings.retention > 0 and (periodic or self._expire_more):
+            # Bounded batches; while a batch comes back full, one more every tick.
+            expired = state.expire(now - settings.retention, EXPIRE_BATCH)
+            self._expire_more = max(expired.invocations, expired.blobs) >= EXPIRE_BATCH
+            if expired.invocations or expired.blobs:
+                log.info(
+                    "expired %d finished invocation(s) and %d unused large value(s)",
+                    expired.invocations,
+                    expired.blobs,
+                )

@@ -58,12 +58,13 @@ def test_init_is_idempotent_and_creates_everything(open_store: type[MongoStateSt
     open_store().init()  # another process's store on the same database
     assert index_names(store) == first
     assert first == {
-        "fleet_blobs": ["_id_"],
+        "fleet_blobs": ["_id_", "stored"],
         "fleet_firings": ["_id_", "fired_ttl", "latest", "once"],
         "fleet_invocations": [
             "_id_",
             "call_key",
             "finished_ttl",
+            "refs",
             "status_due",
             "status_owner",
             "task_created",
