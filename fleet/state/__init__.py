@@ -128,10 +128,12 @@ class Change:
     waits_on: tuple[str, ...] = ()
     count_attempt: bool = False
     """Increment `attempt` (a claim that starts a new attempt)."""
+    redrive: bool = False
+    """An operator's re-drive (`fleet.status.REDRIVES`, e.g. FAILED -> PENDING)."""
 
     def __post_init__(self) -> None:
         for src in self.expect:
-            check(src, self.to)
+            check(src, self.to, redrive=self.redrive)
         if self.to in OWNED and not self.by:
             raise ValueError(f"a change to {self.to.value} needs `by` (the new owner)")
 

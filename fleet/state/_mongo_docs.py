@@ -169,6 +169,8 @@ def change_op(
         sets["due"] = ch.due
     if ch.to.final:
         sets["finished"] = date(now)
+    elif any(s.final for s in ch.expect):  # a re-drive: the TTL must not delete it
+        update["$unset"] = {**update.get("$unset", {}), "finished": ""}
     if ch.count_attempt:
         update["$inc"] = {"attempt": 1}
     ref = result_ref or blob_key(ch.result)

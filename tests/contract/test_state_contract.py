@@ -432,3 +432,15 @@ def test_storing_a_value_again_restarts_its_grace(state: StateStore) -> None:
     assert state.expire(time.time() + BLOB_GRACE / 4, limit=10).blobs == 0
     assert state.expire(time.time() + BLOB_GRACE + 60, limit=10).blobs == 1
     assert state.get_blob("k") is None
+
+
+def test_a_redrive_makes_a_failed_invocation_pending_again(state: StateStore) -> None:
+    state.register([record(1, S.FAILED, updated=T0)])
+    redrive = Change(
+        "inv-0001", S.PENDING, frozenset({S.FAILED}), note="requeued", due=T0 + 60, redrive=True
+    )
+    assert state.apply([redrive], at=T0 + 1) == [True]
+    again = state.get(["inv-0001"])[0]
+    assert (again.status, again.history[-1].note, again.due) == (S.PENDING, "requeued", T0 + 60)
+    assert state.expire(time.time(), limit=10).invocations == 0  # no longer finished
+    assert state.apply([claim("inv-0001", "w1")]) == [True]

@@ -1,0 +1,62 @@
+"""`fleet deadletters requeue` makes a dead-lettered invocation run (issue 10 item 6)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from fleet import Fleet, Status
+from fleet.broker import Message
+from fleet.cli.deadletters import requeue
+from fleet.testing.worker import running_worker
+from tests.waiting import wait_until
+
+calls: list[int] = []
+_lock = threading.Lock()
+
+
+def later(x: int) -> int:
+    with _lock:
+        calls.append(x)
+    return x + 1
+
+
+def test_a_letter_for_a_task_that_did_not_exist_runs_once_requeued(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    producer = Fleet(broker_url=url, state_url=url)
+    worker_app = Fleet(broker_url=url, state_url=url)  # deployed before the task existed
+    submit = producer.task(later)
+    state = worker_app.runtime().state
+    broker = worker_app.runtime().broker
+    calls.clear()
+    try:
+        with running_worker(worker_app, threads=2):
+            invocation = submit(41)
+            wait_until(lambda: broker.dead_letters("default"), "the dead letter")
+            wait_until(lambda: state.get([invocation.id])[0].status is Status.FAILED, "FAILED")
+
+            # The new version is deployed; the letter is requeued: its record goes back
+            # to PENDING, so the message runs instead of being acked as a duplicate.
+            worker_app.task(later)
+            moved, refused = requeue(worker_app, "default")
+            assert (moved, refused) == (1, [])
+            wait_until(lambda: state.get([invocation.id])[0].status is Status.SUCCESS, "SUCCESS")
+            assert calls == [41]
+            record = state.get([invocation.id])[0]
+            notes = [(e.status, e.note) for e in record.history]
+            assert (Status.PENDING, "requeued from the dead letters by an operator") in notes
+            assert broker.dead_letters("default") == []
+
+            # A letter whose invocation has finished, or that cannot be decoded, stays
+            # where it is, each named with the reason.
+            broker.publish([Message("default", b"\x00garbage", "garbage")])
+            wait_until(lambda: len(broker.dead_letters("default")) == 1, "the garbage letter")
+            moved, refused = requeue(worker_app, "default")
+            assert moved == 0
+            assert len(refused) == 1 and "cannot be decoded" in refused[0]
+            moved, refused = requeue(worker_app, "default", ["no-such-letter"])
+            assert (moved, refused) == (0, ["no dead letter 'no-such-letter' in default.dead"])
+        assert calls == [41]
+    finally:
+        producer.close()
+        worker_app.close()
