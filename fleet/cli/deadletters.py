@@ -93,7 +93,8 @@ def requeue(app: Fleet, queue: str, ids: Sequence[str] | None = None) -> tuple[i
     if its invocation will run: a FAILED record (dead-lettered as an unknown task,
     undecodable or poison) is first reset to PENDING, an operator's re-drive recorded
     in its history; a PENDING one is requeued as it is. Letters whose invocation is
-    finished otherwise, held, running, or has no record stay dead-lettered.
+    finished otherwise, held, running, or has no record stay dead-lettered. Letters
+    that cannot be decoded here are moved as they are (a newer worker may read them).
 
     Returns:
         How many letters were moved, and one line per letter left where it is, naming
@@ -109,11 +110,12 @@ def requeue(app: Fleet, queue: str, ids: Sequence[str] | None = None) -> tuple[i
         for i in sorted((wanted or set()) - {x.id for x in letters})
     ]
     by_invocation: dict[str, list[DeadLetter]] = {}
+    opaque: list[str] = []
     for letter in letters:
         try:
             by_invocation.setdefault(unpack(letter.body).id, []).append(letter)
-        except SerializationError as exc:
-            refused.append(f"letter {letter.id}: its body cannot be decoded ({exc})")
+        except SerializationError:
+            opaque.append(letter.id)  # no record to judge by: the operator's call
     records = {r.id: r for r in runtime.state.get(list(by_invocation))}
     now = time.time()
     resets: list[Change] = []
@@ -144,7 +146,7 @@ def requeue(app: Fleet, queue: str, ids: Sequence[str] | None = None) -> tuple[i
         for x_id in sorted(lost)
         for x in by_invocation[x_id]
     ]
-    chosen = [x.id for x in ready if unpack(x.body).id not in lost]
+    chosen = opaque + [x.id for x in ready if unpack(x.body).id not in lost]
     moved = runtime.broker.redrive(queue, chosen) if chosen else 0
     if len(letters) >= REQUEUE_LIMIT:
         refused.append(f"only the oldest {REQUEUE_LIMIT} letters were looked at; run it again")

@@ -33,6 +33,7 @@ def test_a_letter_for_a_task_that_did_not_exist_runs_once_requeued(tmp_path: Pat
         with running_worker(worker_app, threads=2):
             invocation = submit(41)
             wait_until(lambda: broker.dead_letters("default"), "the dead letter")
+            body = broker.dead_letters("default")[0].body
             wait_until(lambda: state.get([invocation.id])[0].status is Status.FAILED, "FAILED")
 
             # The new version is deployed; the letter is requeued: its record goes back
@@ -47,15 +48,25 @@ def test_a_letter_for_a_task_that_did_not_exist_runs_once_requeued(tmp_path: Pat
             assert (Status.PENDING, "requeued from the dead letters by an operator") in notes
             assert broker.dead_letters("default") == []
 
-            # A letter whose invocation has finished, or that cannot be decoded, stays
-            # where it is, each named with the reason.
-            broker.publish([Message("default", b"\x00garbage", "garbage")])
-            wait_until(lambda: len(broker.dead_letters("default")) == 1, "the garbage letter")
-            moved, refused = requeue(worker_app, "default")
-            assert moved == 0
-            assert len(refused) == 1 and "cannot be decoded" in refused[0]
             moved, refused = requeue(worker_app, "default", ["no-such-letter"])
             assert (moved, refused) == (0, ["no dead letter 'no-such-letter' in default.dead"])
+
+        # A stale copy of the message, dead-lettered after the invocation finished, stays
+        # where it is, named with the reason.
+        broker.publish([Message("default", body, "copy")])
+        consumer = broker.consumer(["default"], 1)
+        try:
+            deliveries = consumer.receive(1, 10.0)
+            assert len(deliveries) == 1
+            consumer.dead_letter(deliveries[0], "a stale copy")
+        finally:
+            consumer.close()
+        (letter,) = broker.dead_letters("default")
+        moved, refused = requeue(worker_app, "default")
+        assert moved == 0
+        assert refused == [
+            f"letter {letter.id} (invocation {invocation.id}): the invocation is SUCCESS already"
+        ]
         assert calls == [41]
     finally:
         producer.close()
