@@ -60,6 +60,9 @@ class Settings:
     """Attempts at an unconfirmed publish before raising PublishError."""
     connect_timeout: float = 10.0
     """Seconds to wait when connecting to a broker or state store."""
+    connect_retry: float = 0.0
+    """Seconds a process waits for RabbitMQ at start (retrying with backoff) before a
+    connection error; 0 fails at once (Celery's broker_connection_retry_on_startup)."""
     processes: int = 0
     """Worker processes per supervisor; 0 means one per CPU."""
     threads: int = 1

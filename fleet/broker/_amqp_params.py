@@ -13,8 +13,9 @@ Contract:
     `verify` (true/false, default true: the server certificate and host name are
     checked), `server_hostname` (name to check and send as SNI; default the host).
   - fleet: `publish_timeout`, `publish_retries`, `connect_timeout`, `handoff_after`,
-    `pool_size` (see `Options`). The same names are accepted as keyword options; a value
-    in the URL wins over a keyword (the URL is the more specific source).
+    `pool_size`, `connect_retry` (see `Options`). The same names are accepted as
+    keyword options; a value in the URL wins over a keyword (the URL is the more
+    specific source).
 - `scrub(text)` replaces the password (raw and percent-encoded) with `***`; every
   message the broker formats from foreign text (pika exceptions) goes through it.
 """
@@ -53,6 +54,9 @@ class Options:
     """Seconds a prefetched message may wait unrequested before it is handed back."""
     pool_size: int = 8
     """Idle publisher connections kept open for reuse."""
+    connect_retry: float = 0.0
+    """Seconds to wait for RabbitMQ at start (the first use of the broker), retrying the
+    connection with backoff; 0 fails at once."""
 
 
 OPTION_NAMES = tuple(f.name for f in fields(Options))
@@ -181,7 +185,7 @@ def _misread(url: str) -> bool:
     return netloc.rpartition("@")[2] != host_part(url)
 
 
-_AT_LEAST = {"publish_retries": 1, "pool_size": 0, "handoff_after": 0.0}
+_AT_LEAST = {"publish_retries": 1, "pool_size": 0, "handoff_after": 0.0, "connect_retry": 0.0}
 """Lowest allowed value per option; the other options must be > 0."""
 
 
