@@ -381,16 +381,9 @@ class MongoStateStore(StateStore, MongoTriggers):
             store = self._col("blobs")
             headers = blobs.unused(store, before - BLOB_GRACE, limit)
             keys = [h["_id"] for h in headers]
-            used = (
-                {
-                    ref
-                    for doc in col.find({"refs": {"$in": keys}}, {"refs": 1})
-                    for ref in doc.get("refs", ())
-                }
-                & set(keys)
-                if keys
-                else set()
-            )
+            # distinct: a value shared by many invocations comes back once, not per
+            # invocation (the index answers it).
+            used = set(col.distinct("refs", {"refs": {"$in": keys}})) & set(keys) if keys else set()
             if used:  # still needed: their grace restarts, so the next batch sees others
                 store.update_many({"_id": {"$in": sorted(used)}}, {"$set": {"stored": time.time()}})
             collected = blobs.delete(store, [h for h in headers if h["_id"] not in used])
