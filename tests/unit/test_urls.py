@@ -151,3 +151,17 @@ def test_amqp_url_with_an_unencoded_password_is_refused_without_showing_it() -> 
     with pytest.raises(ConfigError, match="percent-encode") as info:
         parse("amqp://guest:top/se#cret@127.0.0.1:5999/", {})
     assert "se#cret" not in str(info.value)
+
+
+def test_fleet_config_show_cli_with_a_replica_set_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLEET__STATE_URL", "mongodb://u:p%2Fq@m0:27017,m1:27017/f?replicaSet=rs0")
+    monkeypatch.setenv("FLEET__BROKER_URL", "amqp://guest:top/se#cret@127.0.0.1:5672/")
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "mongodb://u:***@m0:27017,m1:27017/f?replicaSet=rs0" in out
+    assert "se#cret" not in out and "p%2Fq" not in out
