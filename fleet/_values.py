@@ -5,7 +5,8 @@ invocation records. Contract: `externalize` returns the data itself when it is a
 `threshold` bytes, else stores it under its blake2b hash (once, shared by every
 invocation with the same value) and returns a short reference; `resolve` turns either
 form back into the data. References start with byte 0xC1, which begins no msgpack, JSON
-or pickle document, so they cannot be mistaken for a value.
+or pickle document, so they cannot be mistaken for a value (`fleet.state.BLOB_MARK`: the
+stores know the form, to collect blobs nothing refers to any more).
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import hashlib
 
 from fleet.errors import StateError
-from fleet.state import StateStore
-
-_MARK = b"\xc1fleet-blob:"
+from fleet.state import BLOB_MARK as _MARK
+from fleet.state import StateStore, blob_reference
 
 
 def is_reference(data: bytes) -> bool:
@@ -27,7 +27,7 @@ def externalize(store: StateStore, data: bytes, threshold: int) -> bytes:
         return data
     key = hashlib.blake2b(data, digest_size=20).hexdigest()
     store.put_blobs([(key, data)])
-    return _MARK + key.encode()
+    return blob_reference(key)
 
 
 def resolve(store: StateStore, data: bytes) -> bytes:

@@ -85,6 +85,9 @@ class Settings:
     """Attempts at an unconfirmed publish before raising PublishError."""
     connect_timeout: float = 10.0
     """Seconds to wait when connecting to a broker or state store."""
+    connect_retry: float = 0.0
+    """Seconds a process waits for RabbitMQ at start (retrying with backoff) before a
+    connection error; 0 fails at once (Celery's broker_connection_retry_on_startup)."""
     processes: int = 0
     """Worker processes per supervisor; 0 means one per CPU."""
     threads: int = 1
@@ -119,7 +122,8 @@ class Settings:
     large_value_threshold: int = 1_000_000
     """Encoded arguments or results above this many bytes are stored once, by hash."""
     retention: float = 7 * 86400.0
-    """Seconds finished invocations are kept (where the store supports expiry)."""
+    """Seconds finished invocations are kept (then the leader deletes them, with large
+    values nothing refers to any more); 0 keeps them forever."""
     max_tasks_per_child: int = 0
     """Recycle a worker process after this many invocations; 0 never."""
     max_memory_per_child: int = 0

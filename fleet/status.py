@@ -1,7 +1,8 @@
 """The invocation state machine, as data.
 
 Job: name every status an invocation can be in and every change allowed between them.
-Contract: `TRANSITIONS` is the single source of truth. `check(src, dst)` raises
+Contract: `TRANSITIONS` is the single source of truth (plus `REDRIVES`, the operator's
+re-drive of a failed dead letter, allowed only when asked for by name). `check(src, dst)` raises
 `InvalidTransitionError` for any pair not in it; every backend calls it before writing
 and encodes the same pair as the compare-and-set filter of its update, so a change is
 either valid and atomic or refused. Statuses in `OWNED` carry an owner (a worker
@@ -73,13 +74,22 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
+REDRIVES: dict[Status, frozenset[Status]] = {_S.FAILED: frozenset({_S.PENDING})}
+"""Operator actions beyond `TRANSITIONS`, allowed only to a `Change` marked `redrive`:
+`fleet deadletters requeue` makes a dead-lettered invocation that was failed (unknown
+task, undecodable, poison) runnable again, recorded in its history."""
+
+
 def allowed(src: Status, dst: Status) -> bool:
     """Tell whether an invocation in `src` may move to `dst`."""
     return dst in TRANSITIONS[src]
 
 
-def check(src: Status, dst: Status) -> None:
-    """Raise `InvalidTransitionError` unless `src -> dst` is allowed."""
+def check(src: Status, dst: Status, *, redrive: bool = False) -> None:
+    """Raise `InvalidTransitionError` unless `src -> dst` is allowed (with `redrive`,
+    the operator's `REDRIVES` as well)."""
+    if redrive and dst in REDRIVES.get(src, ()):
+        return
     if dst not in TRANSITIONS[src]:
         targets = ", ".join(sorted(TRANSITIONS[src])) or "nothing (final)"
         raise InvalidTransitionError(

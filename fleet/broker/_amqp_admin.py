@@ -80,6 +80,24 @@ class Admin:
             self._link = link = Link(self.endpoint, f"fleet admin pid {os.getpid()}")
         return link
 
+    def wait_for(self, seconds: float) -> None:
+        """Open the connection, retrying with backoff and jitter for up to `seconds`
+        while RabbitMQ cannot be reached; then raise the last `LinkError`."""
+        deadline = time.monotonic() + seconds
+        delay = 0.05
+        while True:
+            try:
+                with self.lock:
+                    self.link  # noqa: B018 - opens it
+                return
+            except LinkError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LinkError(f"{exc} (waited {seconds:g}s: connect_retry)") from exc
+                log.info("waiting for RabbitMQ: %s; retrying", exc)
+                time.sleep(min(left, delay * random.uniform(0.5, 1.5)))
+                delay = min(delay * 2, 2.0)
+
     def channel(self) -> Channel:
         """The admin channel (reopened after the broker closed it)."""
         link = self.link

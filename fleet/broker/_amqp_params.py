@@ -13,8 +13,9 @@ Contract:
     `verify` (true/false, default true: the server certificate and host name are
     checked), `server_hostname` (name to check and send as SNI; default the host).
   - fleet: `publish_timeout`, `publish_retries`, `connect_timeout`, `handoff_after`,
-    `pool_size` (see `Options`). The same names are accepted as keyword options; a value
-    in the URL wins over a keyword (the URL is the more specific source).
+    `pool_size`, `connect_retry` (see `Options`). The same names are accepted as
+    keyword options; a value in the URL wins over a keyword (the URL is the more
+    specific source).
 - `scrub(text)` replaces the password (raw and percent-encoded) with `***`; every
   message the broker formats from foreign text (pika exceptions) goes through it.
 """
@@ -29,7 +30,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pika
 
-from fleet._urls import redact
+from fleet._urls import host_part, password_of, redact
 from fleet.errors import ConfigError
 
 DEFAULT_HEARTBEAT = 60
@@ -53,6 +54,9 @@ class Options:
     """Seconds a prefetched message may wait unrequested before it is handed back."""
     pool_size: int = 8
     """Idle publisher connections kept open for reuse."""
+    connect_retry: float = 0.0
+    """Seconds to wait for RabbitMQ at start (the first use of the broker), retrying the
+    connection with backoff; 0 fails at once."""
 
 
 OPTION_NAMES = tuple(f.name for f in fields(Options))
@@ -106,12 +110,17 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     """Build an `Endpoint` from `broker_url` and keyword options (see the module doc)."""
     safe = redact(url)
     where = f"broker_url {safe!r}"
+    secret = password_of(url)
+    if _misread(url):
+        raise ConfigError(
+            f"{where}: the user name or password holds an unencoded '/', '?', '#' or '@'; "
+            "percent-encode it (urllib.parse.quote(password, safe=''))"
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
-        secret = unquote(parts.password or "")
     except ValueError as exc:
-        raise ConfigError(f"{where}: {scrub(str(exc), url)}") from None
+        raise ConfigError(f"{where}: {scrub(str(exc), secret)}") from None
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise ConfigError(f"{where}: expected amqp:// or amqps://")
@@ -167,7 +176,16 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     return Endpoint(safe, params, opts, secret)
 
 
-_AT_LEAST = {"publish_retries": 1, "pool_size": 0, "handoff_after": 0.0}
+def _misread(url: str) -> bool:
+    """Whether the standard parser would take part of the credentials for the host."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return True
+    return netloc.rpartition("@")[2] != host_part(url)
+
+
+_AT_LEAST = {"publish_retries": 1, "pool_size": 0, "handoff_after": 0.0, "connect_retry": 0.0}
 """Lowest allowed value per option; the other options must be > 0."""
 
 

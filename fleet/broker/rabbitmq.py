@@ -7,8 +7,10 @@ workers ride out broker restarts.
 
 Contract, beyond `fleet.broker` (the parts live in private modules, each documented):
 - Settings (`fleet.broker._amqp_params`): `amqp://user:pass@host:port/vhost?...` or
-  `amqps://` with TLS options; `publish_timeout`, `publish_retries`, `connect_timeout`
-  (also taken from fleet's settings, see `SETTINGS`), `handoff_after`, `pool_size`.
+  `amqps://` with TLS options; `publish_timeout`, `publish_retries`, `connect_timeout`,
+  `connect_retry` (also taken from fleet's settings, see `SETTINGS`), `handoff_after`,
+  `pool_size`. With `connect_retry` N > 0, the first use of the broker (declare,
+  publish, consume, listen) waits up to N seconds for RabbitMQ, retrying with backoff.
   `self.url` and every message are free of credentials.
 - Queues (`fleet.broker._amqp_queues`, `fleet.broker._amqp_admin`): a `QueueSpec`
   becomes a durable queue (quorum by default), its urgent lane `q.urgent`, and a
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -67,7 +70,7 @@ class RabbitMQBroker(Broker):
     """See the module docstring."""
 
     sends_early = True
-    SETTINGS = ("publish_timeout", "publish_retries", "connect_timeout")
+    SETTINGS = ("publish_timeout", "publish_retries", "connect_timeout", "connect_retry")
     """fleet settings passed to the constructor by `fleet.broker.open_broker`."""
 
     def __init__(self, url: str, **options: object) -> None:
@@ -78,6 +81,17 @@ class RabbitMQBroker(Broker):
         self.publisher = Publisher(self.endpoint, self.admin)
         self._children: weakref.WeakSet[RabbitMQConsumer | RabbitMQListener] = weakref.WeakSet()
         self._closed = False
+        self._started = self.options.connect_retry <= 0
+        self._start_lock = threading.Lock()
+
+    def _start(self) -> None:
+        """At the first use, wait up to `connect_retry` seconds for RabbitMQ."""
+        if self._started:
+            return
+        with self._start_lock:
+            if not self._started:
+                self.admin.wait_for(self.options.connect_retry)
+                self._started = True
 
     def __repr__(self) -> str:
         return f"RabbitMQBroker({self.url!r})"
@@ -85,23 +99,28 @@ class RabbitMQBroker(Broker):
     # -- queues and messages ------------------------------------------------------------
 
     def declare(self, queues: Sequence[QueueSpec]) -> None:
+        self._start()
         self.admin.declare(queues)
 
     def publish(self, messages: Sequence[Message]) -> None:
         _common.check_messages(messages)
+        self._start()
         self.publisher.publish(messages)
 
     def begin_publish(self, messages: Sequence[Message]) -> Publishing:
         _common.check_messages(messages)
+        self._start()
         return self.publisher.begin(messages)
 
     def consumer(self, queues: Sequence[str], prefetch: int) -> RabbitMQConsumer:
         _common.check_prefetch(prefetch)
+        self._start()
         consumer = RabbitMQConsumer(self, _common.check_queues(queues), prefetch)
         self._children.add(consumer)
         return consumer
 
     def listener(self) -> RabbitMQListener:
+        self._start()
         listener = RabbitMQListener(self.endpoint)
         self._children.add(listener)
         return listener

@@ -1,9 +1,26 @@
-"""`fleet deadletters list|requeue|purge QUEUE`: inspect and re-drive dead letters."""
+"""`fleet deadletters list|requeue|purge QUEUE`: inspect and re-drive dead letters.
+
+Contract: `requeue` moves a letter back only when its invocation will run (see
+`requeue`); every letter it leaves is named, with its invocation and the reason, and
+the command then exits 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from fleet._envelope import unpack
+from fleet.errors import SerializationError
+from fleet.state import Change, InvocationRecord
+from fleet.status import Status
+
+if TYPE_CHECKING:
+    from fleet.app import Fleet
+    from fleet.broker import DeadLetter
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,9 +50,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def list_letters(args: argparse.Namespace) -> int:
-    from fleet._envelope import unpack
     from fleet.cli import load
-    from fleet.errors import SerializationError
 
     app = load(args.app)
     try:
@@ -60,11 +75,95 @@ def requeue_letters(args: argparse.Namespace) -> int:
 
     app = load(args.app)
     try:
-        moved = app.runtime().broker.redrive(args.queue, args.ids)
+        moved, refused = requeue(app, args.queue, args.ids)
     finally:
         app.close()
+    for line in refused:
+        print(f"not requeued: {line}", file=sys.stderr)
     print(f"requeued {moved} dead letter(s) to {args.queue}")
-    return 0
+    return 1 if refused else 0
+
+
+REQUEUE_LIMIT = 10_000
+"""Dead letters looked at by one `requeue` (run it again for more)."""
+
+
+def requeue(app: Fleet, queue: str, ids: Sequence[str] | None = None) -> tuple[int, list[str]]:
+    """Move dead letters of `queue` (all, or those with `ids`) back to it, each one only
+    if its invocation will run: a FAILED record (dead-lettered as an unknown task,
+    undecodable or poison) is first reset to PENDING, an operator's re-drive recorded
+    in its history; a PENDING one is requeued as it is. Letters whose invocation is
+    finished otherwise, held, running, or has no record stay dead-lettered. Letters
+    that cannot be decoded here are moved as they are (a newer worker may read them).
+
+    Returns:
+        How many letters were moved, and one line per letter left where it is, naming
+        the letter, its invocation and why.
+    """
+    runtime = app.runtime()
+    letters = runtime.broker.dead_letters(queue, REQUEUE_LIMIT)
+    wanted = None if ids is None else set(ids)
+    if wanted is not None:
+        letters = [letter for letter in letters if letter.id in wanted]
+    refused = [
+        f"no dead letter {i!r} in {queue}.dead"
+        for i in sorted((wanted or set()) - {x.id for x in letters})
+    ]
+    by_invocation: dict[str, list[DeadLetter]] = {}
+    opaque: list[str] = []
+    for letter in letters:
+        try:
+            by_invocation.setdefault(unpack(letter.body).id, []).append(letter)
+        except SerializationError:
+            opaque.append(letter.id)  # no record to judge by: the operator's call
+    records = {r.id: r for r in runtime.state.get(list(by_invocation))}
+    now = time.time()
+    resets: list[Change] = []
+    ready: list[DeadLetter] = []
+    for invocation, found in by_invocation.items():
+        record = records.get(invocation)
+        why = _not_runnable(record)
+        if why is not None:
+            refused += [f"letter {x.id} (invocation {invocation}): {why}" for x in found]
+            continue
+        assert record is not None
+        if record.status is Status.FAILED:
+            resets.append(
+                Change(
+                    invocation,
+                    Status.PENDING,
+                    frozenset({Status.FAILED}),
+                    note="requeued from the dead letters by an operator",
+                    due=now + app.settings.pending_timeout,
+                    redrive=True,
+                )
+            )
+        ready += found
+    done = runtime.state.apply(resets) if resets else []
+    lost = {ch.id for ch, ok in zip(resets, done, strict=True) if not ok}
+    refused += [
+        f"letter {x.id} (invocation {x_id}): its record changed meanwhile; try again"
+        for x_id in sorted(lost)
+        for x in by_invocation[x_id]
+    ]
+    chosen = opaque + [x.id for x in ready if unpack(x.body).id not in lost]
+    moved = runtime.broker.redrive(queue, chosen) if chosen else 0
+    if len(letters) >= REQUEUE_LIMIT:
+        refused.append(f"only the oldest {REQUEUE_LIMIT} letters were looked at; run it again")
+    return moved, refused
+
+
+def _not_runnable(record: InvocationRecord | None) -> str | None:
+    """Why a letter for `record` would not run if requeued (None: it would)."""
+    if record is None:
+        return "no invocation record (expired, purged or never written): it would not run"
+    if record.status in (Status.PENDING, Status.FAILED):
+        return None
+    if record.status.final:
+        return f"the invocation is {record.status.value} already"
+    if record.status.owned:
+        return f"the invocation is {record.status.value} under {record.owner!r}"
+    return f"the invocation is {record.status.value}; it is released when due"
 
 
 def purge_letters(args: argparse.Namespace) -> int:

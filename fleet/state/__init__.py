@@ -17,6 +17,13 @@ Contract, for every implementation:
 - `lease` acquires or renews a named lease for `holder` until now + ttl, atomically;
   at most one holder has an unexpired lease at any time.
 - Methods are thread-safe and safe across processes sharing the store.
+- `expire(before, limit)` deletes at most `limit` final invocations last updated before
+  `before`, and at most `limit` large values (blobs) that no invocation references and
+  that were last stored more than `BLOB_GRACE` seconds before `before`. An invocation
+  references a blob by an `args` or `result` of the form `blob_reference(key)`.
+  `put_blobs` of an existing key refreshes its stored time when it is older than half
+  of `BLOB_GRACE`, so a value stored for an invocation about to be registered (or
+  committed) is never collected under it.
 
 Backends are chosen by the scheme of `state_url` through the explicit table `BACKENDS`.
 """
@@ -33,6 +40,33 @@ from fleet.status import OWNED, HistoryEntry, Status, check
 
 if TYPE_CHECKING:
     from fleet.config import Settings
+
+
+BLOB_MARK = b"\xc1fleet-blob:"
+"""Start of an `args`/`result` that is a reference to a blob: byte 0xC1 begins no
+msgpack, JSON or pickle document, so a reference cannot be mistaken for a value."""
+BLOB_GRACE = 3600.0
+"""Seconds a blob is kept after it was last stored even when nothing references it."""
+
+
+def blob_reference(key: str) -> bytes:
+    """The `args`/`result` bytes that stand for the blob `key`."""
+    return BLOB_MARK + key.encode()
+
+
+def blob_key(data: bytes | None) -> str | None:
+    """The blob key that `data` refers to, or None when it is a value itself."""
+    if data is None or not data.startswith(BLOB_MARK):
+        return None
+    return bytes(data[len(BLOB_MARK) :]).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """What one `StateStore.expire` call deleted."""
+
+    invocations: int = 0
+    blobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +134,12 @@ class Change:
     """Decrement `attempt`: the run it counted ended through no fault of its own (its
     process was replaced for another invocation's hard time limit), so it is not
     charged toward `max_recoveries`."""
+    redrive: bool = False
+    """An operator's re-drive (`fleet.status.REDRIVES`, e.g. FAILED -> PENDING)."""
 
     def __post_init__(self) -> None:
         for src in self.expect:
-            check(src, self.to)
+            check(src, self.to, redrive=self.redrive)
         if self.count_attempt and self.refund_attempt:
             raise ValueError("a change cannot both count and refund an attempt")
         if self.to in OWNED and not self.by:
@@ -212,6 +248,11 @@ class StateStore(ABC):
     def get_blob(self, key: str) -> bytes | None: ...
 
     @abstractmethod
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        """Delete finished invocations and unreferenced blobs older than `before`, at most
+        `limit` of each (see the module docstring); the leader calls it for `retention`."""
+
+    @abstractmethod
     def close(self) -> None: ...
 
 
@@ -243,11 +284,16 @@ def open_state(url: str, *, settings: Settings | None = None, **options: object)
 
 __all__ = [
     "BACKENDS",
+    "BLOB_GRACE",
+    "BLOB_MARK",
     "Change",
     "ErrorInfo",
+    "Expired",
     "InvocationRecord",
     "Query",
     "RunnerRecord",
     "StateStore",
+    "blob_key",
+    "blob_reference",
     "open_state",
 ]

@@ -11,22 +11,24 @@ Contract:
   win over the options. TLS, authentication (and `authSource`), replica set and
   `mongodb+srv://` seed lists come from the URL as pymongo reads them.
 - `describe(exc, ...)` words an exception for a StateError: "MongoDB at HOSTS not
-  reachable within Ns (...)" for a server that cannot be selected in time; the password
-  of the URL never appears (redacted even if a driver message carried it).
+  reachable within Ns (...)" for a server that cannot be selected in time; the secrets
+  of the URL (`fleet._urls.secrets_of`) never appear, even if a driver message carried
+  them.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
 
+from fleet._urls import host_part, scrub
 from fleet.errors import ConfigError
 
 _PREFIX = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
@@ -84,17 +86,8 @@ def _good(key: str, value: object, default: object) -> bool:
 
 def hosts_of(url: str) -> str:
     """The hosts of a mongodb:// URL as written ('a:1,b:2'), without credentials."""
-    netloc = url.partition("://")[2].split("/", 1)[0].split("?", 1)[0]
-    hosts = netloc.rpartition("@")[2] or "localhost"
+    hosts = host_part(url) or "localhost"
     return f"{hosts} (SRV)" if url.lower().startswith("mongodb+srv://") else hosts
-
-
-def password_of(url: str) -> str:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return ""
-    return unquote(password) if password else ""
 
 
 def client_for(url: str, options: Options) -> MongoClient[dict[str, Any]]:
@@ -115,7 +108,9 @@ def client_for(url: str, options: Options) -> MongoClient[dict[str, Any]]:
     return MongoClient(url, **kwargs)
 
 
-def describe(exc: BaseException, hosts: str, timeout: float, what: str, secret: str) -> str:
+def describe(
+    exc: BaseException, hosts: str, timeout: float, what: str, secrets: Sequence[str]
+) -> str:
     """One line for a StateError about `exc`, raised while doing `what`."""
     text = str(exc)
     if isinstance(exc, ServerSelectionTimeoutError):
@@ -127,4 +122,4 @@ def describe(exc: BaseException, hosts: str, timeout: float, what: str, secret: 
         message = f"MongoDB at {hosts}: {what} failed: {text}"
     else:
         message = f"MongoDB at {hosts}: {what} failed: {type(exc).__name__}: {text}"
-    return message.replace(secret, "***") if secret else message
+    return scrub(message, secrets)

@@ -10,6 +10,8 @@ binary, statuses their string values. `change_op` builds the compare-and-set of 
 sets the new status and fields, appends the history entry (stamped with `op`, a token
 that lets the store tell afterwards whether this very change took effect), counts the
 attempt, and sets `finished` (a Date, for the TTL index) on entering a final status.
+`refs` lists the blobs an invocation's args and result refer to (spilled by the store,
+or references made by the app), so that unreferenced blobs can be found by index.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from bson import Binary
 
-from fleet.state import Change, ErrorInfo, InvocationRecord, Query, RunnerRecord
+from fleet.state import Change, ErrorInfo, InvocationRecord, Query, RunnerRecord, blob_key
 from fleet.status import HistoryEntry, Status
 from fleet.triggers import Firing, TriggerDefinition, condition_from, condition_params
 
@@ -95,6 +97,9 @@ def invocation_doc(
         doc["error"] = error_doc(r.error)
     if status.final:
         doc["finished"] = date(now)
+    refs = {args_ref, result_ref, blob_key(r.args) or "", blob_key(r.result) or ""} - {""}
+    if refs:
+        doc["refs"] = sorted(refs)
     return doc
 
 
@@ -164,8 +169,13 @@ def change_op(
         sets["due"] = ch.due
     if ch.to.final:
         sets["finished"] = date(now)
+    elif any(s.final for s in ch.expect):  # a re-drive: the TTL must not delete it
+        update["$unset"] = {**update.get("$unset", {}), "finished": ""}
     if ch.count_attempt or ch.refund_attempt:
         update["$inc"] = {"attempt": 1 if ch.count_attempt else -1}
+    ref = result_ref or blob_key(ch.result)
+    if ref:
+        update["$addToSet"] = {"refs": ref}
     return flt, update
 
 

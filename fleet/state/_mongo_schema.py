@@ -49,7 +49,11 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("owner", ASCENDING)], name="status_owner"),
         IndexModel([("call_key", ASCENDING)], name="call_key"),
         IndexModel([("task", ASCENDING), ("created", ASCENDING)], name="task_created"),
+        # Blob collection: is a blob still referenced? Only invocations with blobs.
+        IndexModel([("refs", ASCENDING)], name="refs", sparse=True),
     ],
+    # Blob collection: headers stored long ago (chunks have no `stored`).
+    "blobs": [IndexModel([("stored", ASCENDING)], name="stored", sparse=True)],
     "triggers": [IndexModel([("kind", ASCENDING), ("subject", ASCENDING)], name="kind_subject")],
     "firings": [
         IndexModel([("trigger", ASCENDING), ("key", ASCENDING)], name="once", unique=True),

@@ -22,9 +22,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from fleet.errors import ConfigError, StateError
-from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
+from fleet.state import (
+    BLOB_GRACE,
+    Change,
+    Expired,
+    InvocationRecord,
+    Query,
+    RunnerRecord,
+    StateStore,
+    blob_key,
+)
 from fleet.state._common import matches
-from fleet.status import HistoryEntry, Status
+from fleet.status import FINAL, HistoryEntry, Status
 from fleet.triggers._memory import MemoryTriggers, TriggerTables
 
 _registry: dict[str, _Data] = {}
@@ -45,6 +54,8 @@ class _Data:
     runners: dict[str, RunnerRecord] = field(default_factory=dict)
     leases: dict[str, tuple[str, float]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
+    stored: dict[str, float] = field(default_factory=dict)
+    """When each blob was last stored."""
     seq: itertools.count[int] = field(default_factory=itertools.count)
     triggers: TriggerTables = field(default_factory=TriggerTables)
 
@@ -184,13 +195,32 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                 del self._data.leases[name]
 
     def put_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
+        now = time.time()
         with self._data.lock:
             for key, data in blobs:
                 self._data.blobs.setdefault(key, bytes(data))
+                self._data.stored[key] = now
 
     def get_blob(self, key: str) -> bytes | None:
         with self._data.lock:
             return self._data.blobs.get(key)
+
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        d = self._data
+        with d.lock:
+            old = sorted(
+                (r for r in d.records.values() if r.status in FINAL and r.updated < before),
+                key=lambda r: (r.updated, d.order[r.id]),
+            )[: max(limit, 0)]
+            for record in old:
+                del d.records[record.id], d.order[record.id]
+            used = {blob_key(r.args) for r in d.records.values()}
+            used |= {blob_key(r.result) for r in d.records.values()}
+            cutoff = before - BLOB_GRACE
+            unused = [k for k, at in d.stored.items() if at < cutoff and k not in used]
+            for key in unused[: max(limit, 0)]:
+                del d.blobs[key], d.stored[key]
+        return Expired(len(old), min(len(unused), max(limit, 0)))
 
     def close(self) -> None:
         pass

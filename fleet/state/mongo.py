@@ -10,20 +10,25 @@ see `_mongo_schema`):
 - `invocations` `{_id: id, task, queue, codec, status, call_key, owner, attempt, due,
   parent, reply_to, waits_on: [...], created, updated, args | args_ref, result |
   result_ref, error: {type, message, traceback, args}, history: [{s, at, by, note,
-  op}], finished: Date}`. Times are float seconds (client clocks, as in every fleet
-  store); `due` orders scheduled invocations, retries and pending deadlines. `by`/`note`
-  are left out when empty; `op` is a token per change (see apply). `*_ref` names a blob
-  holding an argument or result above `inline_limit` (a safety net under the app's
-  `large_value_threshold`, which normally keeps them out). `finished` is set when a
-  final status is entered; the TTL index `finished_ttl` deletes the document
-  `retention` seconds later. Indexes: `status_due` (leader: held and stale pending),
-  `status_owner` (recovery), `call_key`, `task_created`.
+  op}], finished: Date, refs: [blob keys]}`. Times are float seconds (client clocks,
+  as in every fleet store); `due` orders scheduled invocations, retries and pending
+  deadlines. `by`/`note` are left out when empty; `op` is a token per change (see
+  apply). `*_ref` names a blob holding an argument or result above `inline_limit` (a
+  safety net under the app's `large_value_threshold`, which normally keeps them out).
+  `finished` is set when a final status is entered; the TTL index `finished_ttl`
+  deletes the document `retention` seconds later; `expire` (the leader, in batches)
+  deletes them too, so retention does not depend on the TTL monitor alone. Indexes:
+  `status_due` (leader: held and stale pending), `status_owner` (recovery),
+  `call_key`, `task_created`, `refs` (sparse).
 - `runners` `{_id: runner id, kind, host, pid, beat, parent, queues, in_hand, started,
   stopped, info, seen: Date}`; TTL `seen_ttl` forgets runners silent for `retention`.
 - `leases` `{_id: name, holder, expires}`, `expires` in epoch milliseconds of the
   *server's* clock (`$$NOW`), so runner clock skew cannot make two leaders.
-- `blobs`: content-addressed values, chunked below the 16 MB limit (`_mongo_blobs`).
-  They do not expire: a blob may be shared by an invocation scheduled far ahead.
+- `blobs`: content-addressed values, chunked below the 16 MB limit (`_mongo_blobs`),
+  with `stored` (index `stored`). `expire` collects those that no invocation lists in
+  its `refs` (index `refs`: the blobs its args and result refer to), so a blob shared by
+  an invocation scheduled far ahead stays. Blobs written before `stored` existed are
+  never collected (invocations of that time have no `refs`).
 - `triggers` `{_id, name, kind, subject, params, task, args, codec, enabled, created}`
   (`subject`: watched task or event; index `kind_subject`) and `firings` `{trigger,
   key, fired_at, invocation, fired: Date}` with the unique index `once` on
@@ -77,15 +82,23 @@ from pymongo.errors import (
     PyMongoError,
 )
 
-from fleet._urls import redact
+from fleet._urls import redact, scrub, secrets_of
 from fleet.errors import ConfigError, FleetError, StateError
-from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
+from fleet.state import (
+    BLOB_GRACE,
+    Change,
+    Expired,
+    InvocationRecord,
+    Query,
+    RunnerRecord,
+    StateStore,
+)
 from fleet.state import _mongo_blobs as blobs
 from fleet.state import _mongo_docs as docs
-from fleet.state._mongo_conn import client_for, describe, hosts_of, parse_options, password_of
+from fleet.state._mongo_conn import client_for, describe, hosts_of, parse_options
 from fleet.state._mongo_schema import Names, ensure
 from fleet.state._mongo_triggers import MongoTriggers
-from fleet.status import Status
+from fleet.status import FINAL, Status
 
 Doc = dict[str, Any]
 _UNSURE_MAX = 10_000
@@ -104,7 +117,7 @@ class MongoStateStore(StateStore, MongoTriggers):
         self.names = Names.with_prefix(self.options.prefix)
         self._url = url
         self._hosts = hosts_of(url)
-        self._secret = password_of(url)
+        self._secrets = secrets_of(url)
         self._timeout = self.options.connect_timeout
         self._lock = threading.Lock()
         self._client: MongoClient[Doc] | None = None
@@ -121,7 +134,7 @@ class MongoStateStore(StateStore, MongoTriggers):
                 parse_uri(url)
             except (ConfigurationError, ValueError) as exc:
                 raise ConfigError(
-                    f"state_url {self.url!r}: {_scrub(str(exc), self._secret)}"
+                    f"state_url {self.url!r}: {scrub(str(exc), self._secrets)}"
                 ) from None
 
     # -- connection and schema ----------------------------------------------------------
@@ -136,7 +149,9 @@ class MongoStateStore(StateStore, MongoTriggers):
                 try:
                     client = client_for(self._url, self.options)
                 except ConfigurationError as exc:
-                    raise ConfigError(f"state_url {self.url!r}: {exc}") from None
+                    raise ConfigError(
+                        f"state_url {self.url!r}: {scrub(str(exc), self._secrets)}"
+                    ) from None
                 self._client, self._pid, self._ready = client, os.getpid(), False
                 self._timeout = client.options.server_selection_timeout
                 self._db = client.get_default_database(self.options.database)
@@ -161,7 +176,9 @@ class MongoStateStore(StateStore, MongoTriggers):
         except FleetError:
             raise
         except (PyMongoError, BSONError) as exc:
-            raise StateError(describe(exc, self._hosts, self._timeout, what, self._secret)) from exc
+            raise StateError(
+                describe(exc, self._hosts, self._timeout, what, self._secrets)
+            ) from exc
 
     # -- invocations --------------------------------------------------------------------
 
@@ -349,12 +366,35 @@ class MongoStateStore(StateStore, MongoTriggers):
 
     def put_blobs(self, values: Sequence[tuple[str, bytes]]) -> None:
         if values:
+            now = time.time()
             with self._errors("put_blobs"):
-                blobs.put(self._col("blobs"), values, self.options.chunk_size)
+                blobs.put(
+                    self._col("blobs"), values, self.options.chunk_size, now, now - BLOB_GRACE / 2
+                )
 
     def get_blob(self, key: str) -> bytes | None:
         with self._errors("get_blob"):
             return blobs.get(self._col("blobs"), key)
+
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        if limit <= 0:
+            return Expired()
+        final = {"$in": sorted(s.value for s in FINAL)}
+        with self._errors("expire"):
+            col = self._col("invocations")
+            old = {"status": final, "updated": {"$lt": before}}
+            ids = [d["_id"] for d in col.find(old, {"_id": 1}, limit=limit, batch_size=limit)]
+            gone = col.delete_many({"_id": {"$in": ids}, **old}).deleted_count if ids else 0
+            store = self._col("blobs")
+            headers = blobs.unused(store, before - BLOB_GRACE, limit)
+            keys = [h["_id"] for h in headers]
+            # distinct: a value shared by many invocations comes back once, not per
+            # invocation (the index answers it).
+            used = set(col.distinct("refs", {"refs": {"$in": keys}})) & set(keys) if keys else set()
+            if used:  # still needed: their grace restarts, so the next batch sees others
+                store.update_many({"_id": {"$in": sorted(used)}}, {"$set": {"stored": time.time()}})
+            collected = blobs.delete(store, [h for h in headers if h["_id"] not in used])
+        return Expired(int(gone), collected)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -366,7 +406,3 @@ class MongoStateStore(StateStore, MongoTriggers):
 
     def __repr__(self) -> str:
         return f"MongoStateStore({self.url!r})"
-
-
-def _scrub(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text

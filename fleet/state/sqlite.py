@@ -17,6 +17,9 @@ Contract, beyond `fleet.state`:
 - `lease` is a single conditional UPSERT (insert, or take over when held by the same
   holder or expired), so racing processes cannot both win.
 - `find` orders by `created`, then registration order.
+- Blobs carry their `stored` time; partial indexes on `args`/`result` holding a blob
+  reference let `expire` find unreferenced blobs without scanning invocations. A
+  database from before blobs expired gets the column on open.
 - Options: `busy_timeout` (seconds).
 """
 
@@ -31,9 +34,18 @@ from typing import Any
 from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, placeholders
 from fleet._urls import redact
 from fleet.errors import StateError
-from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
+from fleet.state import (
+    BLOB_GRACE,
+    BLOB_MARK,
+    Change,
+    Expired,
+    InvocationRecord,
+    Query,
+    RunnerRecord,
+    StateStore,
+)
 from fleet.state import _common as c
-from fleet.status import HistoryEntry, Status
+from fleet.status import FINAL, HistoryEntry, Status
 from fleet.triggers._sqlite import TRIGGER_SCHEMA, SQLiteTriggers
 
 SCHEMA = """
@@ -76,8 +88,32 @@ CREATE TABLE IF NOT EXISTS fleet_leases (
     holder TEXT NOT NULL,
     expires REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS fleet_blobs (key TEXT PRIMARY KEY, data BLOB NOT NULL);
-"""
+CREATE TABLE IF NOT EXISTS fleet_blobs (
+    key TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    stored REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS fleet_invocations_args_blob ON fleet_invocations (args)
+    WHERE substr(args, 1, {n}) = X'{mark}';
+CREATE INDEX IF NOT EXISTS fleet_invocations_result_blob ON fleet_invocations (result)
+    WHERE substr(result, 1, {n}) = X'{mark}';
+""".format(n=len(BLOB_MARK), mark=BLOB_MARK.hex())
+
+_IS_REF = f"substr({{col}}, 1, {len(BLOB_MARK)}) = X'{BLOB_MARK.hex()}'"
+_UNUSED_BLOBS = (
+    "SELECT key FROM fleet_blobs AS b WHERE stored < ?1"
+    + "".join(
+        f" AND NOT EXISTS (SELECT 1 FROM fleet_invocations WHERE {_IS_REF.format(col=col)}"
+        f" AND {col} = CAST(X'{BLOB_MARK.hex()}' || b.key AS BLOB))"
+        for col in ("args", "result")
+    )
+    + " LIMIT ?2"
+)
+_FINAL = ", ".join(f"'{s.value}'" for s in sorted(FINAL))
+_EXPIRE = (
+    "DELETE FROM fleet_invocations WHERE rowid IN (SELECT rowid FROM fleet_invocations"
+    f" WHERE status IN ({_FINAL}) AND updated < ? LIMIT ?)"
+)
 
 _COLUMNS = (
     "id, task, queue, args, codec, status, call_key, owner, history, result, error, attempt,"
@@ -101,6 +137,8 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         path = path_from_url(url, "state_url")
         self.db = Database(path, SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
         self._sql: dict[tuple[Any, ...], str] = {}
+        if not any(row[1] == "stored" for row in self.db.query("PRAGMA table_info(fleet_blobs)")):
+            self.db.write(_add_stored_column)
 
     @property
     def statements(self) -> int:
@@ -309,11 +347,16 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         self.db.rowcount("DELETE FROM fleet_leases WHERE name = ? AND holder = ?", (name, holder))
 
     def put_blobs(self, blobs: Sequence[tuple[str, bytes]]) -> None:
-        rows = [(key, bytes(data)) for key, data in blobs]
+        now = time.time()
+        rows = [(key, bytes(data), now, now - BLOB_GRACE / 2) for key, data in blobs]
         if rows:
+            # An existing value is kept; its stored time is refreshed only when half the
+            # grace has passed, so a large value put again is not rewritten every time.
             self.db.write(
                 lambda tx: tx.executemany(
-                    "INSERT OR IGNORE INTO fleet_blobs (key, data) VALUES (?, ?)", rows
+                    "INSERT INTO fleet_blobs (key, data, stored) VALUES (?1, ?2, ?3)"
+                    " ON CONFLICT (key) DO UPDATE SET stored = ?3 WHERE stored < ?4",
+                    rows,
                 )
             )
 
@@ -321,11 +364,32 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         rows = self.db.query("SELECT data FROM fleet_blobs WHERE key = ?", (key,))
         return bytes(rows[0][0]) if rows else None
 
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        if limit <= 0:
+            return Expired()
+
+        def tx_fn(tx: Tx) -> Expired:
+            invocations = tx.execute(_EXPIRE, (before, limit)).rowcount
+            keys = [row[0] for row in tx.execute(_UNUSED_BLOBS, (before - BLOB_GRACE, limit))]
+            for part in chunks(keys):
+                tx.execute(f"DELETE FROM fleet_blobs WHERE key IN ({placeholders(part)})", part)
+            return Expired(invocations, len(keys))
+
+        return self.db.write(tx_fn)
+
     def close(self) -> None:
         self.db.close()
 
     def __repr__(self) -> str:
         return f"SQLiteStateStore({self.url!r})"
+
+
+def _add_stored_column(tx: Tx) -> None:
+    """Databases made before blobs expired lack `fleet_blobs.stored`: add it (their
+    blobs count as stored long ago, and go once nothing references them)."""
+    columns = {row[1] for row in tx.execute("PRAGMA table_info(fleet_blobs)")}
+    if "stored" not in columns:
+        tx.execute("ALTER TABLE fleet_blobs ADD COLUMN stored REAL NOT NULL DEFAULT 0")
 
 
 def _row(r: InvocationRecord) -> tuple[Any, ...]:

@@ -3,8 +3,9 @@
 Job: on exactly one runner at a time, recover invocations of dead hosts and those a
 live worker process does not hold (`recovery.recover_unheld`), release due
 scheduled invocations and retries, republish pending invocations whose publish was
-never confirmed (their deadline is still set, see `fleet._followup`), and forget
-heartbeat records older than `runner_retention`.
+never confirmed (their deadline is still set, see `fleet._followup`), forget
+heartbeat records older than `runner_retention`, and expire finished invocations older
+than `retention` and large values nothing refers to any more.
 
 Contract: every supervisor runs a `Leader` thread. Each tick (every
 `schedule_interval` seconds) it tries to acquire or renew the lease
@@ -17,7 +18,9 @@ lease boundary requeues nothing twice). Dead-runner and unheld recovery run ever
 so, see `recovery.recover_unheld`); due releases every tick. Holds shorter than a tick
 (a sub-second retry backoff or countdown) are released at their due time by the
 process that made them (`fleet._followup`); the tick is their fallback if that process
-is gone.
+is gone. Expiry (`StateStore.expire`, at most `EXPIRE_BATCH` per call; `retention` 0
+keeps everything) runs every `recovery_interval`, and every tick while it finds more
+than a batch.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
+EXPIRE_BATCH = 1000
+"""Finished invocations (and unused large values) deleted per leader tick at most."""
 
 
 class Leader:
@@ -46,6 +51,7 @@ class Leader:
         self._last_recovery = 0.0
         self._unheld: dict[str, tuple[str, float, float]] = {}
         """Suspects of the last `recover_unheld` pass (requeued when seen twice)."""
+        self._expire_more = False
 
     def start(self) -> None:
         self._thread.start()
@@ -82,9 +88,20 @@ class Leader:
         if not self.leading:
             return
         recovery.release_due(self.app, self.runner, now)
-        if now - self._last_recovery >= settings.recovery_interval:
+        periodic = now - self._last_recovery >= settings.recovery_interval
+        if periodic:
             self._last_recovery = now
             recovery.recover_orphans(self.app, self.runner, now)
             recovery.recover_unheld(self.app, self.runner, now, self._unheld)
             recovery.republish_stale(self.app, self.runner, now)
             state.forget_runners(now - settings.runner_retention)
+        if settings.retention > 0 and (periodic or self._expire_more):
+            # Bounded batches; while a batch comes back full, one more every tick.
+            expired = state.expire(now - settings.retention, EXPIRE_BATCH)
+            self._expire_more = max(expired.invocations, expired.blobs) >= EXPIRE_BATCH
+            if expired.invocations or expired.blobs:
+                log.info(
+                    "expired %d finished invocation(s) and %d unused large value(s)",
+                    expired.invocations,
+                    expired.blobs,
+                )

@@ -13,12 +13,15 @@ import pytest
 
 from fleet.errors import ConfigError, InvalidTransitionError, StateError
 from fleet.state import (
+    BLOB_GRACE,
     Change,
     ErrorInfo,
+    Expired,
     InvocationRecord,
     Query,
     RunnerRecord,
     StateStore,
+    blob_reference,
 )
 from fleet.status import HistoryEntry, Status
 from tests.processes import spawned
@@ -404,3 +407,76 @@ def test_blobs_are_content_addressed(state: StateStore) -> None:
     assert state.get_blob("k2") == b"two"
     assert state.get_blob("k3") == b""
     assert state.get_blob("missing") is None
+
+
+def test_expire_deletes_finished_invocations_older_than_the_cutoff_in_batches(
+    state: StateStore,
+) -> None:
+    now = time.time()
+    old, recent = now - 1000, now - 10
+    finished = [
+        record(i, status, updated=old)
+        for i, status in enumerate([S.SUCCESS, S.FAILED, S.CANCELLED, S.SUCCESS, S.FAILED])
+    ]
+    kept = [
+        record(10, S.SUCCESS, updated=recent),  # finished, but within retention
+        record(11, S.PENDING, updated=old),  # old, but not finished
+        record(12, S.RUNNING, updated=old, owner="w1"),
+        record(13, S.SCHEDULED, updated=old, due=now + 86400),
+    ]
+    state.register([*finished, *kept])
+    assert state.expire(now - 100, limit=3).invocations == 3
+    assert state.expire(now - 100, limit=3).invocations == 2
+    assert state.expire(now - 100, limit=3).invocations == 0
+    assert [r.id for r in state.get([r.id for r in finished + kept])] == [r.id for r in kept]
+    assert state.expire(now - 100, limit=0).invocations == 0
+
+
+def test_expire_collects_large_values_no_invocation_refers_to(state: StateStore) -> None:
+    state.put_blobs([(k, k.encode() * 3) for k in ("args", "result", "free", "gone", "sched")])
+    state.register(
+        [
+            record("uses-args", args=blob_reference("args")),
+            record("sched", S.SCHEDULED, args=blob_reference("sched"), due=time.time() + 1e6),
+            record("gone", S.SUCCESS, args=blob_reference("gone"), updated=T0),
+            record("uses-result"),
+        ]
+    )
+    # The result refers to a blob and is committed after the cutoff: it stays.
+    later = time.time() + 3 * BLOB_GRACE
+    assert state.apply([claim("uses-result", "w1")]) == [True]
+    done = commit("uses-result", "w1", blob_reference("result"))
+    assert state.apply([done], at=later) == [True]
+
+    # Within the grace period no blob is collected, referenced or not; "gone" expires
+    # (the SUCCESS of "uses-result" is newer than the cutoff).
+    assert state.expire(time.time(), limit=100) == Expired(invocations=1, blobs=0)
+    assert state.get_blob("free") is not None and state.get_blob("gone") is not None
+
+    before = time.time() + BLOB_GRACE + 60
+    assert state.expire(before, limit=100) == Expired(invocations=0, blobs=2)
+    assert state.get_blob("free") is None and state.get_blob("gone") is None
+    for key in ("args", "result", "sched"):
+        assert state.get_blob(key) == key.encode() * 3, key
+    assert state.expire(before, limit=100) == Expired(0, 0)
+
+
+def test_storing_a_value_again_restarts_its_grace(state: StateStore) -> None:
+    state.put_blobs([("k", b"v")])
+    state.put_blobs([("k", b"v")])
+    # Collected once the grace has passed since it was last stored, not before.
+    assert state.expire(time.time() + BLOB_GRACE / 4, limit=10).blobs == 0
+    assert state.expire(time.time() + BLOB_GRACE + 60, limit=10).blobs == 1
+    assert state.get_blob("k") is None
+
+
+def test_a_redrive_makes_a_failed_invocation_pending_again(state: StateStore) -> None:
+    state.register([record(1, S.FAILED, updated=T0)])
+    redrive = Change(
+        "inv-0001", S.PENDING, frozenset({S.FAILED}), note="requeued", due=T0 + 60, redrive=True
+    )
+    assert state.apply([redrive], at=T0 + 1) == [True]
+    again = state.get(["inv-0001"])[0]
+    assert (again.status, again.history[-1].note, again.due) == (S.PENDING, "requeued", T0 + 60)
+    assert state.expire(time.time(), limit=10).invocations == 0  # no longer finished
+    assert state.apply([claim("inv-0001", "w1")]) == [True]

@@ -16,7 +16,7 @@ from pymongo import MongoClient
 from fleet import _values
 from fleet.config import Settings
 from fleet.errors import ConfigError, StateError
-from fleet.state import Change, ErrorInfo, InvocationRecord, open_state
+from fleet.state import BLOB_GRACE, Change, ErrorInfo, Expired, InvocationRecord, open_state
 from fleet.state._mongo_schema import ttl_indexes
 from fleet.state.mongo import MongoStateStore
 from fleet.status import HistoryEntry, Status
@@ -58,12 +58,13 @@ def test_init_is_idempotent_and_creates_everything(open_store: type[MongoStateSt
     open_store().init()  # another process's store on the same database
     assert index_names(store) == first
     assert first == {
-        "fleet_blobs": ["_id_"],
+        "fleet_blobs": ["_id_", "stored"],
         "fleet_firings": ["_id_", "fired_ttl", "latest", "once"],
         "fleet_invocations": [
             "_id_",
             "call_key",
             "finished_ttl",
+            "refs",
             "status_due",
             "status_owner",
             "task_created",
@@ -144,6 +145,34 @@ def test_finished_is_set_on_entering_a_final_status(open_store: type[MongoStateS
     assert store.apply([done], at=T0) == [True]  # history time given; retention runs from now
     finished = col.find_one({"_id": "inv-1"})["finished"]
     assert finished.timestamp() >= before - 0.001
+
+
+def test_a_redrive_leaves_the_ttl_index_nothing_to_delete(
+    open_store: type[MongoStateStore],
+) -> None:
+    store = open_store()
+    store.register([InvocationRecord("inv-1", "t", "q", b"", "msgpack", S.FAILED)])
+    col = store.database()["fleet_invocations"]
+    assert "finished" in col.find_one({"_id": "inv-1"})
+    redrive = Change("inv-1", S.PENDING, frozenset({S.FAILED}), redrive=True)
+    assert store.apply([redrive]) == [True]
+    assert "finished" not in col.find_one({"_id": "inv-1"})
+
+
+def test_spilled_values_are_kept_while_referenced_then_collected(
+    open_store: type[MongoStateStore],
+) -> None:
+    store = open_store(inline_limit=1024, chunk_size=2048)
+    args, result = os.urandom(5000), os.urandom(1500)
+    store.register([InvocationRecord("inv-1", "t", "q", args, "msgpack", S.PENDING, created=T0)])
+    store.apply([Change("inv-1", S.RUNNING, frozenset({S.PENDING}), by="w")])
+    later = time.time() + BLOB_GRACE + 60
+    assert store.expire(later, limit=10) == Expired(0, 0)  # the args are still referenced
+    store.apply([Change("inv-1", S.SUCCESS, frozenset({S.RUNNING}), by="w", result=result)])
+    raw = store.database()["fleet_invocations"].find_one({"_id": "inv-1"})
+    assert sorted(raw["refs"]) == sorted([raw["args_ref"], raw["result_ref"]])
+    assert store.expire(later, limit=10) == Expired(invocations=1, blobs=2)
+    assert store.database()["fleet_blobs"].count_documents({}) == 0  # chunks too
 
 
 def test_a_20_mb_value_is_chunked_and_stored_once(open_store: type[MongoStateStore]) -> None:

@@ -86,3 +86,13 @@ def test_change_validates_its_transition() -> None:
     change = Change("x", Status.RUNNING, frozenset({Status.PENDING}), by="w1")
     assert change.owner == "w1"
     assert Change("x", Status.SUCCESS, frozenset({Status.RUNNING}), by="w1").owner == ""
+
+
+def test_failed_to_pending_only_as_an_operators_redrive() -> None:
+    with pytest.raises(InvalidTransitionError, match="FAILED -> PENDING"):
+        Change("i", Status.PENDING, frozenset({Status.FAILED}))
+    Change("i", Status.PENDING, frozenset({Status.FAILED}), redrive=True)
+    check(Status.FAILED, Status.PENDING, redrive=True)
+    with pytest.raises(InvalidTransitionError):
+        check(Status.SUCCESS, Status.PENDING, redrive=True)  # only what REDRIVES names
+    assert not allowed(Status.FAILED, Status.PENDING)
