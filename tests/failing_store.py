@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from fleet.errors import StateError
-from fleet.state import Change, InvocationRecord, Query, RunnerRecord, StateStore
+from fleet.state import Change, Expired, InvocationRecord, Query, RunnerRecord, StateStore
 from fleet.status import Status
 
 
@@ -36,6 +36,9 @@ class FailingStore(StateStore):
 
     def register(self, records: Sequence[InvocationRecord]) -> None:
         self.real.register(records)
+
+    def expire(self, before: float, limit: int = 1000) -> Expired:
+        return self.real.expire(before, limit)
 
     def clear_due(self, ids: Sequence[str]) -> None:
         self.real.clear_due(ids)
