@@ -8,26 +8,16 @@ Contract (the hot path, see ARCHITECTURE.md):
    codec other than the setting `codec`) with the reason; the invocation, if there is
    one, is marked FAILED; the loop goes on. Nothing a message names is imported.
 3. Claim the rest in the state store in one batch (PENDING -> RUNNING, owner = this
-   process), hand those won to their threads, then ack them all. The thread that
-   received them runs the last one itself (`fleet.worker.baton`: no hand-off for a
-   lone message; another thread takes over the consumer if it runs long). Nothing
-   claimed is dropped: the runs of the claims won are collected before anything else
-   can raise (giving back slots, the ack, holding early arrivals, dead-lettering) and
-   handed out even when one of those raises. A claim whose outcome is unknown (the
-   store raised, maybe after applying it) is read back once the store answers again:
-   RUNNING under this process means it runs; otherwise it is sorted out like a lost
-   claim. A lost claim whose record exists is a duplicate delivery: acked and dropped.
-   One whose record does not exist yet (its producer writes it while the broker
-   confirms, see `fleet.app`) is held unacked without a slot and claimed again (on a
-   slot taken then) after 1 ms, 2 ms, ... (at most 0.1 s apart); for its first 0.1 s
-   it holds back new receives as its slot would. At most `prefetch()` are held (one
-   more pushes out the oldest) and each at most `RECORD_GRACE` seconds; then it is
-   dead-lettered with the reason (`fleet.worker._early`), so a flood of messages
-   without records cannot starve real work. A message is thus acked as its task
-   starts, never held unacknowledged while it runs; an invocation whose owner dies is
-   found RUNNING under a dead owner and requeued by recovery, and one its live owner
-   does not hold (not in its heartbeat) is requeued by the leader as well
-   (`fleet.worker.recovery.recover_unheld`).
+   process), hand those won to their threads, then ack them all (`fleet.worker.intake`:
+   nothing claimed is dropped, a claim whose outcome is unknown is read back, a
+   message whose record is not written yet is held without a slot, at most
+   `prefetch()` of them and each at most `RECORD_GRACE`). The thread that received
+   them runs the last one itself (`fleet.worker.baton`: no hand-off for a lone
+   message; another thread takes over the consumer if it runs long). A message is
+   thus acked as its task starts, never held unacknowledged while it runs; an
+   invocation whose owner dies is found RUNNING under a dead owner and requeued by
+   recovery, and one its live owner does not hold (not in its heartbeat) is requeued
+   by the leader as well (`fleet.worker.recovery.recover_unheld`).
 4. Run each claimed invocation on a slot; its thread commits the outcome (with those of
    the invocations that finish meanwhile, see `committer`).
 5. A heartbeat record (id, host, pid, queues, invocations in hand) is written every
@@ -49,35 +39,27 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from fleet._envelope import Envelope, unpack
-from fleet._exceptions import error_info
-from fleet.broker import Consumer, Delivery
+from fleet.broker import Consumer
 from fleet.errors import (
-    FleetError,
     HardTimeLimitExceeded,
-    SerializationError,
-    UnknownTaskError,
 )
-from fleet.state import Change, RunnerRecord
-from fleet.status import CLAIMABLE, Status
+from fleet.state import RunnerRecord
 from fleet.worker import recovery
-from fleet.worker._early import Early, EarlyArrivals
+from fleet.worker._early import EarlyArrivals
 from fleet.worker.baton import Baton
-from fleet.worker.child import import_task_modules, unknown_task
+from fleet.worker.child import import_task_modules
 from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
+from fleet.worker.intake import Intake, Job
 from fleet.worker.limits import Watchdog
 from fleet.worker.slots import Slots, ThreadPool
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
-    from fleet.task import Task
 
-Job = Callable[[], None]
 
 log = logging.getLogger(__name__)
 EXIT_HARD_LIMIT = 75
@@ -130,6 +112,18 @@ class WorkerProcess:
         """Invocations past their hard limit whose threads may never return (see
         `_hard_limit`); the drain does not wait for them."""
         self.watchdog = Watchdog(self.in_hand, self._hard_limit)
+        self.intake = Intake(
+            app,
+            self.runtime,
+            self.id,
+            slots=self.slots,
+            early=self.early,
+            in_hand=self.in_hand,
+            executor=self.executor,
+            watchdog=self.watchdog,
+            stopping=self._stop,
+            on_started=self._started,
+        )
         self._done = threading.Condition()
         self.started = time.time()
         self.ready = threading.Event()
@@ -273,7 +267,7 @@ class WorkerProcess:
                 if due:  # early arrivals first, each on a slot taken for it
                     self.slots.take(len(due))
                     again = [(e.delivery, e.envelope, e.task) for e in due]
-                    self._claim(consumer, again, jobs, due)
+                    self.intake.claim(consumer, again, jobs, due)
                     continue
                 timeout = 1.0
                 if early and free:
@@ -281,7 +275,7 @@ class WorkerProcess:
                 room = max(0, free - early.blocking(now)) if early else free
                 deliveries = consumer.receive(room, timeout=timeout)
                 if deliveries:
-                    self._dispatch(consumer, deliveries, jobs)
+                    self.intake.dispatch(consumer, deliveries, jobs)
         except BaseException:
             for job in jobs:
                 self.pool.submit(job)
@@ -292,192 +286,19 @@ class WorkerProcess:
             self.pool.submit(job)
         return jobs[-1]
 
+    def _started(self, count: int) -> None:
+        self.processed += count
+        recycle_after = self.app.settings.max_tasks_per_child
+        if recycle_after and self.processed >= recycle_after:
+            log.info("worker %s: recycling after %d tasks", self.id, self.processed)
+            self.stop()
+
     def prefetch(self) -> int:
         """Messages this process may hold undelivered: the largest `prefetch` of its
         queues (at least one per slot), else two per slot (so that acks can be sent in
         batches of one per slot while as many messages wait for the slots)."""
         configured = max(self.app.queues.get(q).prefetch for q in self.queues)
         return max(self.threads, configured) if configured else 2 * self.threads
-
-    def _dispatch(self, consumer: Consumer, deliveries: list[Delivery], jobs: list[Job]) -> None:
-        runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]] = []
-        for delivery in deliveries:
-            try:
-                envelope = unpack(delivery.message.body)
-            except SerializationError as exc:
-                self._reject(consumer, delivery, str(exc), None)
-                continue
-            task = self.resolve(envelope)
-            if task is None:
-                refusal = self.refusal(envelope)
-                self._reject(consumer, delivery, str(refusal), envelope, refusal)
-                continue
-            runnable.append((delivery, envelope, task))
-        if runnable:
-            self.slots.take(len(runnable))  # each keeps its slot until it runs or is dropped
-            self._claim(consumer, runnable, jobs)
-
-    def _claim(
-        self,
-        consumer: Consumer,
-        runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]],
-        jobs: list[Job],
-        retried: list[Early] | None = None,
-    ) -> None:
-        """Claim deliveries whose slots are taken; add the runs of those won to `jobs`
-        first, then give back the other slots, ack, drop the duplicates and hold those
-        whose record is not there yet (`_early`)."""
-        claims = [
-            Change(env.id, Status.RUNNING, CLAIMABLE, by=self.id, count_attempt=True)
-            for _, env, _ in runnable
-        ]
-        try:
-            won = self.runtime.state.apply(claims)
-        except Exception:
-            won = self._read_back(consumer, runnable)
-        now = time.time()
-        limited = False
-        started = 0
-        for (_, envelope, task), ok in zip(runnable, won, strict=True):
-            if ok:
-                limited = self._take_in_hand(envelope, task, now) or limited
-                jobs.append(partial(self.executor.run, envelope, task))
-                started += 1
-        # The jobs are handed out whatever happens from here on (see `_consume`).
-        self.slots.give_back(len(runnable) - started)
-        self.processed += started
-        if limited:
-            self.watchdog.poke()
-        held: set[int] = set()
-        dropped: list[tuple[Early, str]] = []
-        if started < len(runnable):
-            held, dropped = self.early.sort_out(self.runtime.state, runnable, won, retried)
-        # Acked now, in the same round: the acks go out while the tasks run.
-        consumer.ack([d for i, (d, _, _) in enumerate(runnable) if i not in held])
-        recycle_after = self.app.settings.max_tasks_per_child
-        if recycle_after and self.processed >= recycle_after:
-            log.info("worker %s: recycling after %d tasks", self.id, self.processed)
-            self.stop()
-        duplicates = len(runnable) - started - len(held)
-        if duplicates:
-            log.debug("dropped %d duplicate deliveries", duplicates)
-        for early, reason in dropped:
-            self._reject(consumer, early.delivery, reason, None)
-
-    def _take_in_hand(self, envelope: Envelope, task: Task[Any, Any], now: float) -> bool:
-        """Count a claimed invocation in hand; True if it has a time limit."""
-        running = Running(envelope, now)
-        limits = task.options
-        if limits.soft_time_limit:
-            running.soft_deadline = now + limits.soft_time_limit
-        if limits.hard_time_limit:
-            running.hard_deadline = now + limits.hard_time_limit
-        self.in_hand[envelope.id] = running
-        return bool(limits.soft_time_limit or limits.hard_time_limit)
-
-    def _read_back(
-        self, consumer: Consumer, runnable: list[tuple[Delivery, Envelope, Task[Any, Any]]]
-    ) -> list[bool]:
-        """The claims failed with an error, after which they may have been applied or
-        not: wait until the store answers (keeping the consumer's connection alive), read
-        the records back and report as won those RUNNING under this process and not in
-        hand already. Stopping before the store answers, it releases the deliveries and
-        their slots and raises: what it may have claimed is requeued after its stop."""
-        ids = [env.id for _, env, _ in runnable]
-        log.warning(
-            "worker %s: state store failed claiming %d invocation(s); reading them back",
-            self.id,
-            len(ids),
-            exc_info=True,
-        )
-        delay = 0.1
-        while True:
-            try:
-                records = self.runtime.state.get(ids)
-                break
-            except Exception:
-                if self._stop.is_set():
-                    self.slots.give_back(len(runnable))
-                    consumer.release([d for d, _, _ in runnable])
-                    raise
-                log.warning("worker %s: state store still failing", self.id, exc_info=True)
-                self._pause(consumer, delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 5.0)
-        mine = {r.id for r in records if r.status is Status.RUNNING and r.owner == self.id}
-        won = []
-        for invocation_id in ids:
-            won.append(invocation_id in mine and invocation_id not in self.in_hand)
-            mine.discard(invocation_id)  # a second delivery in the same batch: a duplicate
-        return won
-
-    def _pause(self, consumer: Consumer, seconds: float) -> None:
-        """Wait `seconds` (less when stopping) while the consumer keeps its connection."""
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
-            try:
-                consumer.receive(0, timeout=left)
-            except Exception:
-                self._stop.wait(left)
-
-    def _reject(
-        self,
-        consumer: Consumer,
-        delivery: Delivery,
-        reason: str,
-        envelope: Envelope | None,
-        error: BaseException | None = None,
-    ) -> None:
-        log.error(
-            "dead-lettering message %s: %s",
-            delivery.message.invocation_id,
-            reason,
-            extra={"invocation_id": delivery.message.invocation_id},
-        )
-        consumer.dead_letter(delivery, reason)
-        if envelope is None:
-            return
-        info = error_info(error or UnknownTaskError(reason))
-        failed = Change(
-            envelope.id,
-            Status.FAILED,
-            CLAIMABLE,
-            by=self.id,
-            error=info,
-            note=f"dead-lettered: {reason}",
-        )
-        try:
-            self.runtime.state.apply([failed])
-        except Exception:  # the message is gone: recovery publishes the PENDING record again
-            log.warning(
-                "marking %s FAILED failed; it stays PENDING until recovery publishes it again",
-                envelope.id,
-                exc_info=True,
-                extra={"invocation_id": envelope.id, "task": envelope.task},
-            )
-
-    def resolve(self, envelope: Envelope) -> Task[Any, Any] | None:
-        """The registered task a message names, if this worker may run the message.
-
-        Only the app's registry counts (the app's module and the setting
-        `task_modules`, imported at start): a module a message names is never imported
-        here, or anyone who can publish to a queue could make workers import any
-        installed module. A message in another codec than the setting `codec` is not
-        run either: the codec is this app's choice, never the message's.
-        """
-        if envelope.codec != self.app.codec.name:
-            return None
-        return self.app.tasks.get(envelope.task)
-
-    def refusal(self, envelope: Envelope) -> FleetError:
-        """Why `resolve` found nothing: the error for the dead-letter reason and the
-        invocation, chained to the import error of the task's module if there is one."""
-        codec = self.app.codec.name
-        if envelope.codec != codec:
-            return SerializationError(
-                f"message {envelope.id} is encoded with codec {envelope.codec!r}, but this "
-                f"worker's setting `codec` is {codec!r}"
-            )
-        return unknown_task(envelope.task, envelope.module)
 
     # -- heartbeats and cancellation ----------------------------------------------------
 
@@ -535,7 +356,7 @@ class WorkerProcess:
         (`child_main`); the supervisor starts a new one at once.
         """
         running = self.in_hand.get(invocation_id)
-        task = self.resolve(running.envelope) if running is not None else None
+        task = self.intake.resolve(running.envelope) if running is not None else None
         if running is None or task is None:
             return
         running.cancelled = True
