@@ -14,9 +14,9 @@ from tests.waiting import wait_until
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_worker_without_queues_consumes_where_the_tasks_route(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def embedded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The embedded stack in `tmp_path` with queues default, cpu and idle (FLEET__*)."""
     queues = tmp_path / "queues.yaml"
     queues.write_text("queues:\n  default: {}\n  cpu: {}\n  idle: {}\n")
     url = f"sqlite:///{tmp_path / 'fleet.db'}"
@@ -24,11 +24,18 @@ def test_worker_without_queues_consumes_where_the_tasks_route(
     monkeypatch.setenv("FLEET__STATE_URL", url)
     monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
     monkeypatch.setenv("FLEET__HEARTBEAT_INTERVAL", "0.5")
+    return tmp_path
+
+
+def worker() -> WorkerCommand:
+    return WorkerCommand("tests.integration.queue_tasks:app", cwd=str(Path(__file__).parents[2]))
+
+
+def test_worker_without_queues_consumes_where_the_tasks_route(embedded: Path) -> None:
     tasks = importlib.reload(importlib.import_module("tests.integration.queue_tasks"))
     app = tasks.app
-    worker = WorkerCommand("tests.integration.queue_tasks:app", cwd=str(Path(__file__).parents[2]))
-    with worker:
-        worker.wait_consumers(app, 1, queue="cpu")
+    with worker() as command:
+        command.wait_consumers(app, 1, queue="cpu")
         assert tasks.crunch(14).result(timeout=60) == 42
         broker = app.runtime().broker
         assert broker.stats("idle").consumers == 0
@@ -40,21 +47,14 @@ def test_worker_without_queues_consumes_where_the_tasks_route(
 
 
 def test_worker_without_queues_consumes_the_queues_of_task_modules(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    embedded: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tasks registered by `task_modules` count when the worker works out its queues:
     the supervisor imports them before choosing what to consume."""
-    queues = tmp_path / "queues.yaml"
-    queues.write_text("queues:\n  default: {}\n  cpu: {}\n  idle: {}\n")
-    url = f"sqlite:///{tmp_path / 'fleet.db'}"
-    monkeypatch.setenv("FLEET__BROKER_URL", url)
-    monkeypatch.setenv("FLEET__STATE_URL", url)
-    monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
     monkeypatch.setenv("FLEET__TASK_MODULES", "tests.integration.queue_extra_tasks")
     tasks = importlib.reload(importlib.import_module("tests.integration.queue_tasks"))
     extra = importlib.reload(importlib.import_module("tests.integration.queue_extra_tasks"))
-    worker = WorkerCommand("tests.integration.queue_tasks:app", cwd=str(Path(__file__).parents[2]))
-    with worker:
-        worker.wait_consumers(tasks.app, 1, queue="idle")
+    with worker() as command:
+        command.wait_consumers(tasks.app, 1, queue="idle")
         assert extra.nap(7).result(timeout=60) == 7
     tasks.app.close()
