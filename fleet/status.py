@@ -74,10 +74,14 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
 }
 
 
-REDRIVES: dict[Status, frozenset[Status]] = {_S.FAILED: frozenset({_S.PENDING})}
+REDRIVES: dict[Status, frozenset[Status]] = {
+    _S.FAILED: frozenset({_S.PENDING}),
+    _S.CANCELLED: frozenset({_S.PENDING}),
+}
 """Operator actions beyond `TRANSITIONS`, allowed only to a `Change` marked `redrive`:
 `fleet deadletters requeue` makes a dead-lettered invocation that was failed (unknown
-task, undecodable, poison) runnable again, recorded in its history."""
+task, undecodable, poison) runnable again, and `fleet invocations retry` a failed or
+cancelled one; each is recorded in the invocation's history."""
 
 
 def allowed(src: Status, dst: Status) -> bool:

@@ -96,3 +96,10 @@ def test_failed_to_pending_only_as_an_operators_redrive() -> None:
     with pytest.raises(InvalidTransitionError):
         check(Status.SUCCESS, Status.PENDING, redrive=True)  # only what REDRIVES names
     assert not allowed(Status.FAILED, Status.PENDING)
+
+
+def test_cancelled_to_pending_only_as_an_operators_retry() -> None:
+    with pytest.raises(InvalidTransitionError, match="CANCELLED -> PENDING"):
+        Change("i", Status.PENDING, frozenset({Status.CANCELLED}))
+    Change("i", Status.PENDING, frozenset({Status.CANCELLED}), redrive=True)
+    assert not allowed(Status.CANCELLED, Status.PENDING)
