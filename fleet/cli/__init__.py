@@ -19,7 +19,10 @@ from fleet.errors import FleetError
 def build_parser() -> argparse.ArgumentParser:
     from fleet.cli import deadletters, inspect, invocations, queues, state, tasks, worker
 
+    from fleet import __version__
+
     parser = argparse.ArgumentParser(prog="fleet", description="fleet: distributed tasks")
+    parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in (worker, tasks, inspect, invocations, queues, deadletters, state):
         module.add_parser(sub)
