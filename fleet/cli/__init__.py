@@ -17,9 +17,8 @@ from fleet.errors import FleetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fleet.cli import deadletters, inspect, invocations, queues, state, tasks, worker
-
     from fleet import __version__
+    from fleet.cli import deadletters, inspect, invocations, queues, state, tasks, worker
 
     parser = argparse.ArgumentParser(prog="fleet", description="fleet: distributed tasks")
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
