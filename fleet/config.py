@@ -4,7 +4,9 @@ Job: produce the `Settings` every component reads, and say where each value came
 
 Contract: sources apply lowest first: defaults, `[tool.fleet]` in `pyproject.toml` (the
 nearest one at or above the working directory), a YAML file (`FLEET__CONFIG=path` or the
-setting `config`), `FLEET__<KEY>` environment variables, keyword arguments to `Fleet(...)`.
+setting `config`), `FLEET__<KEY>` environment variables (or `FLEET__<KEY>_FILE` naming a
+file that holds the value, for secrets mounted as files), keyword arguments to
+`Fleet(...)`.
 Every value is checked against the field's type; an unknown key or a wrong type raises
 `ConfigError` naming the key and its source; list settings (`task_modules`,
 `codec_modules`) take a list in the files and a comma-separated string in the
@@ -304,11 +306,25 @@ def _from_yaml(path: str, origin: str) -> tuple[dict[str, Any], str]:
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """`FLEET__<KEY>` values; `FLEET__<KEY>_FILE=path` reads KEY from a file (a mounted
+    secret: the value never enters the environment of the worker or its tasks)."""
     found: dict[str, tuple[str, str]] = {}
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX):
-            key = name[len(ENV_PREFIX) :].lower()
-            found[key] = (value, f"env {name}")
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in FIELDS and key.endswith("_file") and key[:-5] in FIELDS:
+            key = key[:-5]
+            if f"{ENV_PREFIX}{key.upper()}" in environ:
+                raise ConfigError(f"both {ENV_PREFIX}{key.upper()} and {name} are set; set one")
+            try:
+                # One trailing newline is the file's, not the value's (echo, kubectl).
+                value = Path(value).read_text(encoding="utf-8").removesuffix("\n")
+            except OSError as exc:
+                raise ConfigError(f"{name}: cannot read {value!r}: {exc.strerror}") from exc
+            found[key] = (value.removesuffix("\r"), f"file {environ[name]} (env {name})")
+            continue
+        found[key] = (value, f"env {name}")
     return found
 
 

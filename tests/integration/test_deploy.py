@@ -141,6 +141,23 @@ def _env(container: Manifest) -> dict[str, Manifest]:
     return {item["name"]: item for item in container["env"]}
 
 
+def _connection(pod: Manifest, container: Manifest) -> tuple[str, dict[str, str]]:
+    """The Secret the URLs come from and its key of each URL file, checking that the
+    container reads them as files (no URL in its environment)."""
+    env = _env(container)
+    assert "FLEET__BROKER_URL" not in env and "FLEET__STATE_URL" not in env
+    assert env["FLEET__BROKER_URL_FILE"]["value"] == "/etc/fleet/secrets/broker-url"
+    assert env["FLEET__STATE_URL_FILE"]["value"] == "/etc/fleet/secrets/state-url"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["connection"] == {
+        "name": "connection",
+        "mountPath": "/etc/fleet/secrets",
+        "readOnly": True,
+    }
+    secret = next(v for v in pod["volumes"] if v["name"] == "connection")["secret"]
+    return secret["secretName"], {i["path"]: i["key"] for i in secret["items"]}
+
+
 def _config_files(manifests: list[Manifest], name: str) -> dict[str, str]:
     (config,) = [m for m in manifests if m["kind"] == "ConfigMap" and m["metadata"]["name"] == name]
     return typing.cast(dict[str, str], config["data"])
@@ -221,12 +238,10 @@ def test_default_release_runs_the_app_with_probes_secrets_and_graceful_stop(
         assert build_parser().parse_args(command[1:]).command == "check"
 
     env = _env(worker)
-    for name, key in (("FLEET__BROKER_URL", "broker-url"), ("FLEET__STATE_URL", "state-url")):
-        assert "value" not in env[name]
-        assert env[name]["valueFrom"]["secretKeyRef"] == {
-            "name": "release-fleet-connection",
-            "key": key,
-        }
+    assert _connection(pod, worker) == (
+        "release-fleet-connection",
+        {"broker-url": "broker-url", "state-url": "state-url"},
+    )
     assert env["FLEET__LOG_FORMAT"]["value"] == "json"
 
     files = _config_files(default_manifests, "release-fleet")
@@ -282,11 +297,10 @@ def test_full_values_release(full_manifests: list[Manifest]) -> None:
     )
     assert worker["livenessProbe"]["exec"]["command"][-1] == "myproject.tasks:app"
     env = _env(worker)
-    assert env["FLEET__BROKER_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "fleet-prod-urls",
-        "key": "amqp",
-    }
-    assert env["FLEET__STATE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "mongo"
+    assert _connection(pod, worker) == (
+        "fleet-prod-urls",
+        {"broker-url": "amqp", "state-url": "mongo"},
+    )
     assert env["MYPROJECT_MODE"]["value"] == "production"
     assert pod["terminationGracePeriodSeconds"] == 180 > 120.5 + SUPERVISOR_REAP
     assert pod["serviceAccountName"] == "fleet-workers"
@@ -316,7 +330,7 @@ def test_full_values_release(full_manifests: list[Manifest]) -> None:
     assert hook_weight < int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
     assert job_config["data"] == _config_files(full_manifests, "release-fleet")
     for step in steps:
-        assert _env(step)["FLEET__BROKER_URL"] == env["FLEET__BROKER_URL"]
+        assert _connection(job_pod, step) == _connection(pod, worker)
         assert step["securityContext"]["readOnlyRootFilesystem"] is True
 
 

@@ -159,3 +159,27 @@ def test_worker_logs_the_absolute_database_path(
     assert main(["worker", "--app", f"{__name__}:project_app"]) == 0
     database = Path(__file__).parents[2] / ".fleet" / "fleet.db"  # the repository's root
     assert f"state store sqlite:///{database}" in caplog.text
+
+
+def test_a_setting_read_from_a_file_named_by_env(tmp_path: Path) -> None:
+    """Secrets mounted as files: FLEET__<KEY>_FILE names the file; the value is never in
+    the environment, and `fleet config show` names the file, not the secret."""
+    secret = tmp_path / "broker-url"
+    secret.write_text("amqp://fleet:s3cr%2Ft@rabbit:5672/prod\n")
+    environ = {"FLEET__BROKER_URL_FILE": str(secret), "FLEET__QUEUES_FILE": "q.yaml"}
+    loaded = load_settings(environ=environ, cwd=tmp_path)
+    assert loaded.settings.broker_url == "amqp://fleet:s3cr%2Ft@rabbit:5672/prod"
+    assert loaded.sources["broker_url"] == f"file {secret} (env FLEET__BROKER_URL_FILE)"
+    assert loaded.settings.queues_file == str(tmp_path / "q.yaml")  # a setting of its own
+    shown = describe(loaded)
+    assert "s3cr" not in shown and str(secret) in shown
+
+
+def test_a_setting_file_that_cannot_be_read_or_is_set_twice(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ConfigError, match=r"FLEET__STATE_URL_FILE: cannot read .*nope"):
+        load_settings(environ={"FLEET__STATE_URL_FILE": missing}, cwd=tmp_path)
+    (tmp_path / "url").write_text("memory://x")
+    both = {"FLEET__STATE_URL_FILE": str(tmp_path / "url"), "FLEET__STATE_URL": "memory://y"}
+    with pytest.raises(ConfigError, match="both FLEET__STATE_URL and FLEET__STATE_URL_FILE"):
+        load_settings(environ=both, cwd=tmp_path)

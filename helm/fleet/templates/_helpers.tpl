@@ -89,7 +89,9 @@ queues.yaml: |
   {{- toYaml .Values.queueDefinitions | nindent 2 }}
 {{- end }}
 
-{{/* The environment of every fleet container: files, log format, URLs from the Secret. */}}
+{{/* The environment of every fleet container: files, log format, and where the URLs are:
+files of the Secret mounted at /etc/fleet/secrets, so that no credential is in the
+environment of the worker or its tasks (fleet reads FLEET__<KEY>_FILE). */}}
 {{- define "fleet.env" -}}
 - name: FLEET__CONFIG
   value: /etc/fleet/settings.yaml
@@ -99,16 +101,10 @@ queues.yaml: |
   value: {{ .Values.logFormat | quote }}
 - name: FLEET__LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
-- name: FLEET__BROKER_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "fleet.secretName" . }}
-      key: {{ .Values.connection.brokerUrlKey }}
-- name: FLEET__STATE_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "fleet.secretName" . }}
-      key: {{ .Values.connection.stateUrlKey }}
+- name: FLEET__BROKER_URL_FILE
+  value: /etc/fleet/secrets/broker-url
+- name: FLEET__STATE_URL_FILE
+  value: /etc/fleet/secrets/state-url
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -117,6 +113,9 @@ queues.yaml: |
 {{- define "fleet.volumeMounts" -}}
 - name: config
   mountPath: /etc/fleet
+  readOnly: true
+- name: connection
+  mountPath: /etc/fleet/secrets
   readOnly: true
 - name: tmp
   mountPath: /tmp
@@ -130,6 +129,14 @@ queues.yaml: |
 - name: config
   configMap:
     name: {{ .configMap }}
+- name: connection
+  secret:
+    secretName: {{ include "fleet.secretName" .root }}
+    items:
+      - key: {{ .root.Values.connection.brokerUrlKey }}
+        path: broker-url
+      - key: {{ .root.Values.connection.stateUrlKey }}
+        path: state-url
 - name: tmp
   emptyDir:
     {{- with .root.Values.tmp.medium }}
