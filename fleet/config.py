@@ -318,11 +318,11 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
             if f"{ENV_PREFIX}{key.upper()}" in environ:
                 raise ConfigError(f"both {ENV_PREFIX}{key.upper()} and {name} are set; set one")
             try:
-                # One trailing newline is the file's, not the value's (echo, kubectl).
-                value = Path(value).read_text(encoding="utf-8").removesuffix("\n")
+                text = Path(value).read_text(encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"{name}: cannot read {value!r}: {exc.strerror}") from exc
-            found[key] = (value.removesuffix("\r"), f"file {environ[name]} (env {name})")
+            # One trailing newline is the file's, not the value's (echo, kubectl).
+            found[key] = (text.removesuffix("\n").removesuffix("\r"), f"file {value} (env {name})")
             continue
         found[key] = (value, f"env {name}")
     return found
