@@ -67,6 +67,21 @@ class PublishBatch:
     options: Mapping[str, Any] = field(default_factory=dict)
     """The task's extension-owned options (see `Extension.task_options`)."""
     due: float | None = None
+    idempotency_keys: tuple[str, ...] = ()
+    """Per id, the caller's idempotency key ('' for none); () when no call has one."""
+    created: float = 0.0
+    """When the calls were made (epoch seconds; 0: unknown, the hook reads its clock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """A `before_publish` decision: do not register `invocation_id`; its caller gets
+    `existing` instead (an equivalent invocation, a cached result, an idempotency key's
+    owner; possibly another id of the same batch, which is registered)."""
+
+    invocation_id: str
+    existing: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +92,10 @@ class Claim:
     task: str
     args: bytes
     codec: str
+    created: float = 0.0
+    """When the invocation was registered (orders waiting lines, oldest first)."""
+    memo: str = ""
+    """The `Hold.memo` of the hold it comes back from ('' if none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,9 @@ class Hold:
     until: float | None
     """When to try again (epoch seconds); None: until an extension releases it."""
     reason: str
+    memo: str = ""
+    """Kept with the held invocation and handed back in `Claim.memo` when it is claimed
+    again (e.g. the rate-limit reservation it waits for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +169,10 @@ class Extension:
     def bind(self, app: Any) -> None:
         """Called once with the app the extension serves."""
 
-    def before_publish(self, batch: PublishBatch) -> None:
-        """Refuse the batch by raising `ExtensionError`."""
+    def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:
+        """Calls not to register (each caller gets an existing invocation instead);
+        refuse the batch by raising `ExtensionError`."""
+        return ()
 
     def before_claim(self, claims: ClaimBatch) -> Sequence[Hold]:
         """Invocations not to run now; refuse all by raising `ExtensionError`."""
@@ -207,9 +231,11 @@ class Dispatcher:
         for ext in self.bind_hooks:
             ext.bind(app)
 
-    def before_publish(self, batch: PublishBatch) -> None:
+    def before_publish(self, batch: PublishBatch) -> list[Reuse]:
+        reuses: list[Reuse] = []
         for ext in self.before_publish_hooks:
-            _before(ext, "before_publish", ext.before_publish, batch)
+            reuses.extend(_before(ext, "before_publish", ext.before_publish, batch) or ())
+        return reuses
 
     def before_claim(self, claims: ClaimBatch) -> list[Hold]:
         holds: list[Hold] = []
@@ -273,4 +299,5 @@ __all__ = [
     "ExtensionError",
     "Hold",
     "PublishBatch",
+    "Reuse",
 ]
