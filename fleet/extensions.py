@@ -21,8 +21,11 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 
 - `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`).
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
-  and publishing; the asyncio submit likewise.
+  and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
+  calls are not registered, and their callers get the existing invocation instead.
 - `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
+  A `Hold` parks the invocation BLOCKED until its `until` (or until an extension wakes
+  it); its `memo` is kept with it and comes back in `Claim.memo` on the next claim.
 - `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
@@ -69,8 +72,6 @@ class PublishBatch:
     due: float | None = None
     idempotency_keys: tuple[str, ...] = ()
     """Per id, the caller's idempotency key ('' for none); () when no call has one."""
-    created: float = 0.0
-    """When the calls were made (epoch seconds; 0: unknown, the hook reads its clock)."""
 
 
 @dataclass(frozen=True, slots=True)

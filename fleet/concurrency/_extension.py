@@ -34,6 +34,7 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import time
@@ -65,6 +66,16 @@ _Won = dict[str, tuple[str, str, bytes | None]]
 
 def _no_wake(ids: Sequence[str]) -> None:
     log.warning("concurrency: no waker set; %d invocation(s) wait for their recheck", len(ids))
+
+
+def _reserved(memo: str) -> float | None:
+    """The rate reservation a `Hold.memo` carries, if any."""
+    if not memo.startswith("rate:"):
+        return None
+    try:
+        return float(memo[5:])
+    except ValueError:
+        return None
 
 
 class _Call:
@@ -167,9 +178,13 @@ class ConcurrencyExtension(Extension):
                 reuse = self._publish_one(policy, call, invocation_id, idem, now, won, remembered)
                 if reuse is not None:
                     reuses.append(reuse)
-        except ExtensionError:
+        except Exception:
+            # The batch is refused: what it remembered must not make others reuse ids
+            # that will never be registered (best effort; stale owners are also
+            # detected later through `status`).
             for memo_key, holder in remembered:
-                self.store.forget(memo_key, holder)
+                with contextlib.suppress(Exception):
+                    self.store.forget(memo_key, holder)
             raise
         return reuses
 
@@ -301,10 +316,11 @@ class ConcurrencyExtension(Extension):
         rate = policy.rate
         if rate is None:
             return None
-        if claim.memo.startswith("rate:") and float(claim.memo[5:]) <= now:
-            return None  # its reservation, taken when it was deferred
-        key = "rate:" + call.key(Mode.KEYS, policy.rate_key)
-        at = self.store.take(key, rate, now=now)
+        at = _reserved(claim.memo)
+        if at is None:
+            key = "rate:" + call.key(Mode.KEYS, policy.rate_key)
+            at = self.store.take(key, rate, now=now)
+        # else: its reservation, taken when it was first deferred (never taken twice)
         if at <= now:
             return None
         reason = f"rate_limit {rate}: deferred {at - now:.3f} s"

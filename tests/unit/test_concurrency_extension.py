@@ -295,3 +295,15 @@ def test_through_the_dispatcher() -> None:
 
 def test_rate_limit_type_is_reported_readably() -> None:
     assert str(RateLimit.parse("100/m")) == "100/60s"
+
+
+def test_a_deferred_claim_back_early_waits_for_its_reservation_without_taking() -> None:
+    f = Fleetish({"charge": {"rate_limit": "1/s"}})
+    ext = f.ext()
+    f.claim(ext, claim("a", call()))
+    memo = f.claim(ext, claim("b", call()))["b"].memo
+    f.now = T0 + 0.5  # released early (a clock ahead)
+    f.store.calls.clear()
+    again = f.claim(ext, claim("b", call(), memo=memo))["b"]
+    assert (again.until, again.memo, f.store.calls) == (T0 + 1, memo, [])
+    assert f.claim(ext, claim("c", call(), memo="rate:garbage"))["c"].until == T0 + 2
