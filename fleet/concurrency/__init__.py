@@ -20,15 +20,13 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fleet.concurrency._extension import ConcurrencyExtension
 from fleet.concurrency._key import concurrency_key
 from fleet.concurrency._options import OPTIONS, Limit, Mode, Policy, RateLimit, policy_of
 from fleet.concurrency._store import Grant, LimitStore, Memo, Permits
 from fleet.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fleet.concurrency._extension import ConcurrencyExtension
 
 _lock = threading.Lock()
 _by_name: dict[str, LimitStore] = {}
@@ -82,16 +80,6 @@ def drop(name: str) -> None:
     """Forget the limits kept for `memory://name` (with `fleet.state.memory.drop`)."""
     with _lock:
         _by_name.pop(name, None)
-
-
-def __getattr__(name: str) -> Any:
-    # The extension imports the core's hook types; loaded on first use so that the state
-    # stores may import this package without a cycle.
-    if name == "ConcurrencyExtension":
-        from fleet.concurrency._extension import ConcurrencyExtension
-
-        return ConcurrencyExtension
-    raise AttributeError(f"module 'fleet.concurrency' has no attribute {name!r}")
 
 
 __all__ = [

@@ -26,6 +26,7 @@ Contract:
   the future is `Hold(until=at, memo="rate:<at>")`, and the claim that comes back with
   that memo at or after `at` runs without taking again). A deferred invocation keeps
   its running permit until its reservation (its start is already decided).
+- `on_lead`: every `purge_every` seconds, `purge` (expired memos, idle rate logs).
 - `after_change`: a running-limited invocation that leaves RUNNING/PAUSED for anything
   but each other, or ends, releases its permit (woken waiters go to `wake`); a
   registration-limited one that ends forgets its memo; a cached task's success is
@@ -123,6 +124,10 @@ class ConcurrencyExtension(Extension):
         recheck: seconds after which a waiting invocation is looked at again anyway.
         running_ttl: seconds a running permit lasts without release (0: until released).
         registration_ttl: seconds a registration memo lasts (0: until the call ends).
+        purge_every: seconds between the leader's purges of expired memos and idle
+            rate logs (`on_lead`).
+        rate_horizon: rate logs idle this long are purged (raised to the longest rate
+            period parsed here).
     """
 
     task_options: ClassVar[frozenset[str]] = OPTIONS
@@ -142,12 +147,16 @@ class ConcurrencyExtension(Extension):
         recheck: float = 60.0,
         running_ttl: float = 0.0,
         registration_ttl: float = 0.0,
+        purge_every: float = 300.0,
+        rate_horizon: float = 86400.0,
     ) -> None:
         self.store, self.options, self.signature = store, options, signature
         self.codec, self.resolve, self.load_args = codec, resolve, load_args
         self.status, self.wake, self.clock = status, wake, clock
         self.recheck, self.running_ttl = recheck, running_ttl
         self.registration_ttl = registration_ttl
+        self.purge_every, self.rate_horizon = purge_every, rate_horizon
+        self._next_purge = 0.0
         self._policies: dict[str, Policy] = {}
 
     def policy(self, task: str, options: Mapping[str, Any] | None = None) -> Policy:
@@ -157,6 +166,8 @@ class ConcurrencyExtension(Extension):
             given = options if options is not None else self.options(task)
             mine = {k: v for k, v in (given or {}).items() if k in OPTIONS}
             found = policy_of(mine, self.signature(task)) if mine else NO_POLICY
+            if found.rate is not None:
+                self.rate_horizon = max(self.rate_horizon, found.rate.period)
             self._policies[task] = found
         return found
 
@@ -325,6 +336,16 @@ class ConcurrencyExtension(Extension):
             return None
         reason = f"rate_limit {rate}: deferred {at - now:.3f} s"
         return Hold(claim.invocation_id, at, reason, memo=f"rate:{at!r}")
+
+    # -- on_lead ------------------------------------------------------------------------
+
+    def on_lead(self, now: float) -> None:
+        if now < self._next_purge:
+            return
+        self._next_purge = now + self.purge_every
+        purged = self.store.purge(now=now, rates_before=now - self.rate_horizon)
+        if purged:
+            log.info("concurrency: purged %d expired memo(s) and idle rate log(s)", purged)
 
     # -- after_change -----------------------------------------------------------------
 

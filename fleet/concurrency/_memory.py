@@ -81,3 +81,13 @@ class MemoryLimitStore(LimitStore):
                 return False
             del self._memos[key]
             return True
+
+    def purge(self, *, now: float, rates_before: float) -> int:
+        with self._lock:
+            memos = [k for k, m in self._memos.items() if live(m, now) is None]
+            logs = [k for k, log in self._logs.items() if not log or log[-1] < rates_before]
+            for key in memos:
+                del self._memos[key]
+            for key in logs:
+                del self._logs[key]
+            return len(memos) + len(logs)

@@ -182,6 +182,14 @@ class MongoLimitStore(LimitStore):
         with self._errors("forget"):
             return self._col("memos").delete_one({"_id": key, "holder": holder}).deleted_count == 1
 
+    def purge(self, *, now: float, rates_before: float) -> int:
+        with self._errors("purge"):
+            memos = self._col("memos").delete_many({"expires": {"$gt": 0, "$lte": now}})
+            rates = self._col("rates").delete_many(
+                {"$expr": {"$lt": [{"$last": "$log"}, rates_before]}}
+            )
+        return memos.deleted_count + rates.deleted_count
+
 
 def _memo(doc: Doc) -> Memo:
     return Memo(doc["_id"], doc["holder"], doc["value"], float(doc["at"]), float(doc["expires"]))

@@ -130,6 +130,19 @@ class SQLiteLimitStore(LimitStore):
             == 1
         )
 
+    def purge(self, *, now: float, rates_before: float) -> int:
+        def tx_fn(tx: Tx) -> int:
+            memos = tx.execute(
+                "DELETE FROM fleet_limit_memos WHERE expires != 0 AND expires <= ?", (now,)
+            ).rowcount
+            rates = tx.execute(
+                "DELETE FROM fleet_limit_rates WHERE json_extract(log, '$[#-1]') < ?",
+                (rates_before,),
+            ).rowcount
+            return int(memos) + int(rates)
+
+        return self.db.write(tx_fn)
+
 
 _SELECT_MEMO = "SELECT key, holder, value, at, expires FROM fleet_limit_memos WHERE key = ?"
 

@@ -138,6 +138,13 @@ class LimitStore(ABC):
         Called by `after_change` when a registration-limited invocation ends, and when
         an owner turns out to be gone (its record expired or never registered)."""
 
+    @abstractmethod
+    def purge(self, *, now: float, rates_before: float) -> int:
+        """Delete memos expired at `now` and rate logs whose last start is before
+        `rates_before` (nothing a live decision still needs); returns how many.
+
+        Called by the leader (`on_lead`), now and then. Never blocks on holders."""
+
 
 # -- the rules every backend applies -------------------------------------------------
 

@@ -152,3 +152,18 @@ def test_racing_threads_have_one_owner_and_one_holder(store: LimitStore) -> None
         t.join(30)
     assert len(set(owners)) == 1 and len(owners) == 8
     assert grants.count(True) == 1
+
+
+def test_purge_deletes_only_what_no_decision_needs(store: LimitStore) -> None:
+    store.remember("old", "a", now=T0, ttl=10)
+    store.remember("live", "a", now=T0, ttl=100)
+    store.remember("forever", "a", now=T0)
+    rate = RateLimit(2, 10.0)
+    store.take("quiet", rate, now=T0)
+    store.take("busy", rate, now=T0 + 50)
+    assert store.purge(now=T0 + 10, rates_before=T0 + 40) == 2
+    assert store.recall("old", now=T0) is None
+    assert store.recall("live", now=T0) is not None and store.recall("forever", now=T0)
+    assert store.take("busy", rate, now=T0 + 50) == T0 + 50  # kept: still counts
+    assert store.take("busy", rate, now=T0 + 50) == T0 + 60
+    assert store.purge(now=T0 + 10, rates_before=T0 + 40) == 0

@@ -307,3 +307,18 @@ def test_a_deferred_claim_back_early_waits_for_its_reservation_without_taking() 
     again = f.claim(ext, claim("b", call(), memo=memo))["b"]
     assert (again.until, again.memo, f.store.calls) == (T0 + 1, memo, [])
     assert f.claim(ext, claim("c", call(), memo="rate:garbage"))["c"].until == T0 + 2
+
+
+def test_the_leader_purges_now_and_then() -> None:
+    f = Fleetish({"charge": {"rate_limit": "1/h", "idempotency_ttl": 10}})
+    ext = f.ext(purge_every=60, rate_horizon=1)
+    f.publish(ext, [("a", call())], "k")
+    f.claim(ext, claim("a", call()))
+    ext.on_lead(T0 + 10)
+    assert f.store.recall("idem:charge:k", now=T0) is None
+    assert f.claim(ext, claim("b", call()))["b"].until == T0 + 3600  # log kept: 1 h
+    f.store.calls.clear()
+    ext.on_lead(T0 + 30)
+    assert f.store.calls == []
+    ext.on_lead(T0 + 3600 * 3)
+    assert f.claim(ext, claim("c", call())) == {}

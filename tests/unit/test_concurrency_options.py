@@ -122,3 +122,30 @@ def test_without_a_signature_calls_are_keyed_as_sent() -> None:
     assert no_sig(call("a")) == no_sig(call("a")) != no_sig(call(order="a"))
     with pytest.raises(ValueError, match="DISABLED"):
         concurrency_key("t", call(), CODEC, Mode.DISABLED)
+
+
+def test_the_public_surface_is_pinned_and_imports_no_pymongo() -> None:
+    import subprocess
+    import sys
+
+    import fleet.concurrency
+
+    assert fleet.concurrency.__all__ == [
+        "OPTIONS",
+        "ConcurrencyExtension",
+        "Grant",
+        "Limit",
+        "LimitStore",
+        "Memo",
+        "Mode",
+        "Permits",
+        "Policy",
+        "RateLimit",
+        "concurrency_key",
+        "drop",
+        "limit_store",
+        "policy_of",
+    ]
+    assert all(hasattr(fleet.concurrency, name) for name in fleet.concurrency.__all__)
+    code = "import sys, fleet.concurrency; assert 'pymongo' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
