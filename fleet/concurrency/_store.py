@@ -85,8 +85,9 @@ class LimitStore(ABC):
         Never blocks. Atomic: the expiry of old permits, the grant and the joining of
         the line are one step. Idempotent: a holder that holds gets `acquired=True`
         again; a waiter keeps its place. With `since` None it only tries (it does not
-        join the line); otherwise it joins at (since, holder) when no permit is free
-        for it, which it is only when every older waiter holds one.
+        join the line; one already in it stays); otherwise it joins at (since, holder)
+        when no permit is free for it, which it is only when every older waiter holds
+        one.
         """
 
     @abstractmethod
@@ -200,12 +201,11 @@ class Line:
         self.ttl, self.limit = ttl, limit
         self._expire(now)
         if holder not in self.holders:
-            queued = [h for _, h in self.waiters]
-            if holder not in queued:
-                entry = (since if since is not None else now, holder)
-                bisect.insort(self.waiters, entry)
+            queued = any(h == holder for _, h in self.waiters)
+            if not queued:
+                bisect.insort(self.waiters, (since if since is not None else now, holder))
             woken = self._promote(limit, now)
-            if holder not in self.holders and since is None:
+            if holder not in self.holders and since is None and not queued:
                 self.waiters = [w for w in self.waiters if w[1] != holder]
         else:
             woken = self._promote(limit, now)

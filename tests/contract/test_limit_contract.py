@@ -69,6 +69,13 @@ def test_a_newcomer_never_takes_the_permit_a_waiter_is_owed(store: LimitStore) -
     assert store.permits("k", now=T0 + 1).waiters == ("x", "y")
 
 
+def test_a_waiter_that_only_tries_keeps_its_place(store: LimitStore) -> None:
+    store.acquire("k", "a", limit=1, now=T0)
+    store.acquire("k", "b", limit=1, now=T0, since=T0)
+    assert store.acquire("k", "b", limit=1, now=T0 + 1) == Grant(False, ("a",), position=1)
+    assert store.release("k", "a", now=T0 + 2) == ("b",)
+
+
 def test_a_waiter_that_leaves_the_line_is_not_woken(store: LimitStore) -> None:
     store.acquire("k", "a", limit=1, now=T0)
     store.acquire("k", "b", limit=1, now=T0, since=T0)
