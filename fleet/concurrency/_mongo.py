@@ -158,11 +158,12 @@ class MongoLimitStore(LimitStore):
         return _memo(self._upsert("memos", key, pipeline, "remember"))
 
     def _upsert(self, name: str, key: str, pipeline: list[Doc], what: str) -> Doc:
-        """One pipeline update of the document `key`, created if missing. Two upserts
-        racing to create it: one inserts, the other may see a duplicate `_id` and runs
-        again (then as an update of the document just created)."""
+        """One pipeline update of the document `key`, created if missing. Upserts
+        racing to create it: one inserts, the others may see a duplicate `_id` and run
+        again (as an update of the document just created, unless it was deleted again
+        meanwhile: each retry means another caller went through)."""
         with self._errors(what):
-            for _ in range(2):
+            for _ in range(_CAS_TRIES):
                 try:
                     doc = self._col(name).find_one_and_update(
                         {"_id": key}, pipeline, upsert=True, return_document=ReturnDocument.AFTER
@@ -171,7 +172,7 @@ class MongoLimitStore(LimitStore):
                     continue
                 if doc is not None:
                     return doc
-        raise StateError(f"limit store {what}: key {key!r} could not be written")
+        raise StateError(f"limit store {what}: key {key!r} kept changing ({_CAS_TRIES} tries)")
 
     def recall(self, key: str, *, now: float) -> Memo | None:
         with self._errors("recall"):

@@ -1,7 +1,8 @@
 """LimitStore races with real processes, on SQLite and on the MongoDB-wire server.
 
-Job: show that the store alone (no hooks yet) keeps a TASK-mode permit to one holder
-and a rate budget within its count whatever the number of processes racing.
+Job: show that the store alone (no hooks yet) keeps a TASK-mode permit to one holder,
+a registration key to one owner, a line to its limit and a rate budget within its count,
+whatever the number of processes racing.
 Each child writes what it saw to a JSON file; the parent checks the whole run.
 """
 
@@ -61,6 +62,37 @@ def test_one_holder_at_a_time_across_processes(
     spans = sorted(tuple(span) for out in outs for span in json.loads(out.read_text()))
     holders = {out.name for out in outs if json.loads(out.read_text())}
     assert len(spans) >= 100 and len(holders) >= 2  # the permit kept changing hands
+    assert most_at_once(spans) == 1
+
+
+def _own_in_child(go: Event, url: str, options: dict[str, Any], me: str, out: str) -> None:
+    store = limit_store(open_state(url, **options))
+    owned: list[tuple[float, float]] = []
+    go.wait(60)
+    for i in range(ATTEMPTS):
+        holder = f"{me}-{i}"
+        if store.remember("reg:task:*", holder, now=time.time()).holder == holder:
+            start = time.time()
+            memo = store.recall("reg:task:*", now=time.time())
+            assert memo is not None and memo.holder == holder, memo
+            end = time.time()
+            assert store.forget("reg:task:*", holder)
+            owned.append((start, end))
+    Path(out).write_text(json.dumps(owned))
+
+
+def test_one_owner_of_a_registration_key_at_a_time_across_processes(
+    target: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    url, options = target
+    limit_store(open_state(url, **options))
+    outs = [tmp_path / f"owned{i}.json" for i in range(PROCESSES)]
+    arglists = [(url, options, f"p{i}", str(out)) for i, out in enumerate(outs)]
+    with spawned(_own_in_child, arglists, timeout=120) as go:
+        go.set()
+    spans = sorted(tuple(span) for out in outs for span in json.loads(out.read_text()))
+    owners = {out.name for out in outs if json.loads(out.read_text())}
+    assert len(spans) >= 100 and len(owners) >= 2
     assert most_at_once(spans) == 1
 
 
