@@ -229,7 +229,8 @@ def _names(value: object, option: str, signature: inspect.Signature | None) -> t
 
 
 def _seconds(value: object, option: str) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
-        raise ConfigError(f"{option} must be a number of seconds > 0, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+        if math.isfinite(seconds) and seconds > 0:
+            return seconds
+    raise ConfigError(f"{option} must be a number of seconds > 0, got {value!r}")
