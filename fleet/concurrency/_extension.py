@@ -27,7 +27,10 @@ Contract:
   that memo at or after `at` runs without taking again). A deferred invocation keeps
   its running permit until its reservation (its start is already decided).
 - `on_lead`: every `purge_every` seconds, `purge` (expired memos, idle rate logs).
-- `after_change`: a running-limited invocation that leaves RUNNING/PAUSED for anything
+- `after_change`: a running-limited invocation parked BLOCKED by its running limit
+  (`AppliedChange.note` is the hold's reason) that already holds a permit (handed over
+  while it was being parked, when `wake` found it still PENDING) is woken again;
+  a running-limited invocation that leaves RUNNING/PAUSED for anything
   but each other, or ends, releases its permit (woken waiters go to `wake`); a
   registration-limited one that ends forgets its memo; a cached task's success is
   remembered for `cache_ttl`.
@@ -61,6 +64,8 @@ from fleet.status import FINAL, OWNED, Status
 
 log = logging.getLogger("fleet.concurrency")
 _MISSING = object()
+_RUNNING = "running_concurrency"
+"""How the reason of a running-limit hold starts (`after_change` recognises it)."""
 _Won = dict[str, tuple[str, str, bytes | None]]
 """Memo key -> (owner, its value, its encoded call if at hand): what a batch decided."""
 
@@ -320,7 +325,7 @@ class ConcurrencyExtension(Extension):
                 self.wake(grant.woken)
             if not grant.acquired:
                 reason = (
-                    f"running_concurrency {run.mode.value} (limit {run.limit}): held by "
+                    f"{_RUNNING} {run.mode.value} (limit {run.limit}): held by "
                     f"{', '.join(grant.holders)}; waiting, #{grant.position} in line"
                 )
                 return Hold(claim.invocation_id, now + self.recheck, reason)
@@ -364,7 +369,10 @@ class ConcurrencyExtension(Extension):
         releases = run.enabled and stops
         forgets = reg.enabled and dst in FINAL
         caches = policy.cache and dst is Status.SUCCESS
-        if not (releases or forgets or caches):
+        # Parked for a running limit: it may have been handed a permit between its
+        # claim and this change, when a wake could not move it yet (still PENDING).
+        parked = run.enabled and dst is Status.BLOCKED and change.note.startswith(_RUNNING)
+        if not (releases or forgets or caches or parked):
             return
         data = change.args if change.args is not None else self.load_args(change.invocation_id)
         if data is None:
@@ -381,6 +389,10 @@ class ConcurrencyExtension(Extension):
             woken = self.store.release(key, change.invocation_id, now=now)
             if woken:
                 self.wake(woken)
+        if parked:
+            key = "run:" + call.key(run.mode, policy.key_arguments)
+            if change.invocation_id in self.store.permits(key, now=now).holders:
+                self.wake([change.invocation_id])
         if forgets:
             self.store.forget(
                 "reg:" + call.key(reg.mode, policy.key_arguments), change.invocation_id

@@ -322,3 +322,25 @@ def test_the_leader_purges_now_and_then() -> None:
     assert f.store.calls == []
     ext.on_lead(T0 + 3600 * 3)
     assert f.claim(ext, claim("c", call())) == {}
+
+
+def test_a_permit_handed_over_while_being_parked_is_not_lost() -> None:
+    f = Fleetish({"charge": {"running_concurrency": "task"}})
+    ext = f.ext()
+    f.publish(ext, [("a", call()), ("b", call())])
+    f.claim(ext, claim("a", call()))
+    f.change(ext, "a", Status.PENDING, Status.RUNNING)
+    hold = f.claim(ext, claim("b", call()))["b"]
+    f.change(ext, "a", Status.RUNNING, Status.SUCCESS)  # before b is BLOCKED: wake misses
+    assert f.woken == ["b"]
+    f.statuses["b"] = Status.BLOCKED
+    change = AppliedChange("b", "charge", Status.PENDING, Status.BLOCKED, call(), note=hold.reason)
+    ext.after_change(Applied((change,)))
+    assert f.woken == ["b", "b"]
+    f.publish(ext, [("c", call())])
+    parked = f.claim(ext, claim("c", call()))["c"]  # b holds the permit now
+    c_blocked = AppliedChange(
+        "c", "charge", Status.PENDING, Status.BLOCKED, call(), note=parked.reason
+    )
+    ext.after_change(Applied((c_blocked,)))
+    assert f.woken == ["b", "b"]  # parked without a permit: left waiting
