@@ -17,9 +17,10 @@ Contract:
   final. Equivalent calls inside one batch collapse onto the first. With
   `on_diff_non_key_args="raise"`, a KEYS match whose other arguments differ raises
   `ExtensionError` naming them (and forgets what the batch remembered).
-- An owner whose record is gone (`status` says None) or that already ended (for
-  registration) is stale: its memo is forgotten by compare-and-set and the call tries
-  once more, so a crash between remembering and registering cannot block a key forever.
+- An owner whose record is missing (`status` says None) for longer than `grace`, or
+  that already ended (for registration), is stale: its memo is forgotten by
+  compare-and-set and the call tries once more, so a crash between remembering and
+  registering cannot block a key forever.
 - `before_claim`: the running limit first (`acquire`, fair, joining the line when
   full: `Hold(until=now + recheck)`, the recheck being only a safety net: a release
   wakes the next waiter through `wake`), then the rate limit (`take`; a reservation in
@@ -48,7 +49,7 @@ from typing import Any, ClassVar
 from fleet.codec import Codec, get_codec
 from fleet.concurrency._key import bound_arguments, digest
 from fleet.concurrency._options import NO_POLICY, OPTIONS, Mode, Policy, policy_of
-from fleet.concurrency._store import LimitStore
+from fleet.concurrency._store import LimitStore, Memo
 from fleet.errors import ExtensionError
 from fleet.extensions import (
     Applied,
@@ -133,6 +134,8 @@ class ConcurrencyExtension(Extension):
             rate logs (`on_lead`).
         rate_horizon: rate logs idle this long are purged (raised to the longest rate
             period parsed here).
+        grace: seconds after which a memo whose owner has no record is stale (the
+            owner's registration follows `before_publish` within this time).
     """
 
     task_options: ClassVar[frozenset[str]] = OPTIONS
@@ -154,13 +157,14 @@ class ConcurrencyExtension(Extension):
         registration_ttl: float = 0.0,
         purge_every: float = 300.0,
         rate_horizon: float = 86400.0,
+        grace: float = 60.0,
     ) -> None:
         self.store, self.options, self.signature = store, options, signature
         self.codec, self.resolve, self.load_args = codec, resolve, load_args
         self.status, self.wake, self.clock = status, wake, clock
         self.recheck, self.running_ttl = recheck, running_ttl
         self.registration_ttl = registration_ttl
-        self.purge_every, self.rate_horizon = purge_every, rate_horizon
+        self.purge_every, self.rate_horizon, self.grace = purge_every, rate_horizon, grace
         self._next_purge = 0.0
         self._policies: dict[str, Policy] = {}
 
@@ -238,7 +242,7 @@ class ConcurrencyExtension(Extension):
             memo = self.store.remember(
                 memo_key, invocation_id, now=now, ttl=self.registration_ttl, value=value
             )
-            if memo.holder != invocation_id and self._stale(memo.holder, final_is_stale=True):
+            if memo.holder != invocation_id and self._stale(memo, now, final_is_stale=True):
                 self.store.forget(memo_key, memo.holder)
                 memo = self.store.remember(
                     memo_key, invocation_id, now=now, ttl=self.registration_ttl, value=value
@@ -260,21 +264,27 @@ class ConcurrencyExtension(Extension):
         known = won.get(memo_key)
         if known is not None:
             return known[0]
-        owner = self.store.remember(memo_key, holder, now=now, ttl=ttl).holder
-        if owner != holder and self._stale(owner, final_is_stale=False):
-            self.store.forget(memo_key, owner)
-            owner = self.store.remember(memo_key, holder, now=now, ttl=ttl).holder
+        memo = self.store.remember(memo_key, holder, now=now, ttl=ttl)
+        if memo.holder != holder and self._stale(memo, now, final_is_stale=False):
+            self.store.forget(memo_key, memo.holder)
+            memo = self.store.remember(memo_key, holder, now=now, ttl=ttl)
+        owner = memo.holder
         won[memo_key] = (owner, "", None)
         return owner
 
     def _status(self, invocation_id: str) -> Status | None:
         return Status.PENDING if self.status is None else self.status(invocation_id)
 
-    def _stale(self, owner: str, final_is_stale: bool) -> bool:
+    def _stale(self, memo: Memo, now: float, final_is_stale: bool) -> bool:
+        """Whether `memo`'s owner is gone: its record does not exist although the memo
+        is older than `grace` (a younger one may still be on its way to the store), or,
+        with `final_is_stale`, it ended without its end being seen."""
         if self.status is None:
             return False
-        status = self.status(owner)
-        return status is None or (final_is_stale and status in FINAL)
+        status = self.status(memo.holder)
+        if status is None:
+            return memo.at <= now - self.grace
+        return final_is_stale and status in FINAL
 
     def _refuse_diff(self, call: _Call, owner: str, policy: Policy, data: bytes | None) -> None:
         """Raise naming the non-key arguments in which `call` differs from `owner`'s

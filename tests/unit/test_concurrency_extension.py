@@ -155,8 +155,10 @@ def test_an_owner_that_is_gone_or_ended_is_replaced() -> None:
     f.publish(ext, [("a", call("x"))])
     f.statuses["a"] = Status.FAILED  # its end was never seen by after_change
     assert f.publish(ext, [("b", call("x"))]) == {"b": "b"}
-    del f.statuses["b"]  # registration never happened (the producer died)
-    assert f.publish(ext, [("c", call("x"))]) == {"c": "c"}
+    del f.statuses["b"]  # not registered yet: on its way, or its producer died
+    assert f.publish(ext, [("c", call("x"))]) == {"c": "b"}
+    f.now += 60  # the grace is over: it is not coming
+    assert f.publish(ext, [("d", call("x"))]) == {"d": "d"}
 
 
 def test_an_idempotency_key_yields_one_invocation_even_after_it_finished() -> None:
