@@ -9,7 +9,6 @@ their data (see `fleet.concurrency.limit_store`).
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 from fleet.concurrency._options import RateLimit
 from fleet.concurrency._store import Grant, LimitStore, Line, Memo, Permits, live, reserve
@@ -68,7 +67,7 @@ class MemoryLimitStore(LimitStore):
             if memo is None:
                 memo = Memo(key, holder, value, now, now + ttl if ttl else 0.0)
                 self._memos[key] = memo
-            return replace(memo)
+            return memo
 
     def recall(self, key: str, *, now: float) -> Memo | None:
         with self._lock:
