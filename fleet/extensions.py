@@ -21,8 +21,11 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 
 - `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`).
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
-  and publishing; the asyncio submit likewise.
+  and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
+  calls are not registered, and their callers get the existing invocation instead.
 - `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
+  A `Hold` parks the invocation BLOCKED until its `until` (or until an extension wakes
+  it); its `memo` is kept with it and comes back in `Claim.memo` on the next claim.
 - `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
@@ -67,6 +70,19 @@ class PublishBatch:
     options: Mapping[str, Any] = field(default_factory=dict)
     """The task's extension-owned options (see `Extension.task_options`)."""
     due: float | None = None
+    idempotency_keys: tuple[str, ...] = ()
+    """Per id, the caller's idempotency key ('' for none); () when no call has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """A `before_publish` decision: do not register `invocation_id`; its caller gets
+    `existing` instead (an equivalent invocation, a cached result, an idempotency key's
+    owner; possibly another id of the same batch, which is registered)."""
+
+    invocation_id: str
+    existing: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +93,10 @@ class Claim:
     task: str
     args: bytes
     codec: str
+    created: float = 0.0
+    """When the invocation was registered (orders waiting lines, oldest first)."""
+    memo: str = ""
+    """The `Hold.memo` of the hold it comes back from ('' if none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +107,9 @@ class Hold:
     until: float | None
     """When to try again (epoch seconds); None: until an extension releases it."""
     reason: str
+    memo: str = ""
+    """Kept with the held invocation and handed back in `Claim.memo` when it is claimed
+    again (e.g. the rate-limit reservation it waits for)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +153,8 @@ class AppliedChange:
     """FAILED (and RETRY): the error."""
     parent: str = ""
     at: float = 0.0
+    note: str = ""
+    """The history note of the change (for BLOCKED: the `Hold.reason`); '' if none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +172,10 @@ class Extension:
     def bind(self, app: Any) -> None:
         """Called once with the app the extension serves."""
 
-    def before_publish(self, batch: PublishBatch) -> None:
-        """Refuse the batch by raising `ExtensionError`."""
+    def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:
+        """Calls not to register (each caller gets an existing invocation instead);
+        refuse the batch by raising `ExtensionError`."""
+        return ()
 
     def before_claim(self, claims: ClaimBatch) -> Sequence[Hold]:
         """Invocations not to run now; refuse all by raising `ExtensionError`."""
@@ -207,9 +234,11 @@ class Dispatcher:
         for ext in self.bind_hooks:
             ext.bind(app)
 
-    def before_publish(self, batch: PublishBatch) -> None:
+    def before_publish(self, batch: PublishBatch) -> list[Reuse]:
+        reuses: list[Reuse] = []
         for ext in self.before_publish_hooks:
-            _before(ext, "before_publish", ext.before_publish, batch)
+            reuses.extend(_before(ext, "before_publish", ext.before_publish, batch) or ())
+        return reuses
 
     def before_claim(self, claims: ClaimBatch) -> list[Hold]:
         holds: list[Hold] = []
@@ -273,4 +302,5 @@ __all__ = [
     "ExtensionError",
     "Hold",
     "PublishBatch",
+    "Reuse",
 ]
