@@ -42,6 +42,7 @@ from fleet.errors import (
 from fleet.invocation import Group, Invocation
 from fleet.status import Status
 from fleet.task import DirectTask, Task
+from fleet.triggers import Trigger
 
 __version__ = "0.1.0"
 
@@ -74,6 +75,7 @@ __all__ = [
     "Task",
     "TaskDefinitionError",
     "TaskError",
+    "Trigger",
     "UnknownTaskError",
     "WaitCycleError",
     "WorkerLostError",

@@ -19,7 +19,8 @@ Contract:
 
 Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md):
 
-- `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`).
+- `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`;
+  `BUILTIN` ones first, then those given as `Fleet(extensions=[...])`).
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise.
 - `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
@@ -41,6 +42,7 @@ for the hook), and the parent invocation id ('' for a top-level call).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -169,6 +171,20 @@ class Extension:
         return ()
 
 
+BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+"""Extensions every app is built with, before its own, as 'module:class' (the core
+imports no capability package; each is loaded by name when an app is built)."""
+
+
+def builtin() -> list[Extension]:
+    """A new instance of each `BUILTIN` extension."""
+    found = []
+    for path in BUILTIN:
+        module, _, name = path.partition(":")
+        found.append(getattr(importlib.import_module(module), name)())
+    return found
+
+
 HOOKS = ("bind", "before_publish", "before_claim", "around_call", "after_change", "on_lead")
 HOOKS_ALL = (*HOOKS, "services")
 
@@ -273,4 +289,5 @@ __all__ = [
     "ExtensionError",
     "Hold",
     "PublishBatch",
+    "builtin",
 ]

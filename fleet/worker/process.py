@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet._envelope import Envelope, unpack
 from fleet._exceptions import error_info
+from fleet._transitions import apply
 from fleet.broker import Consumer, Delivery
 from fleet.errors import (
     FleetError,
@@ -118,7 +119,11 @@ class WorkerProcess:
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.baton = Baton(lambda: self.pool.submit(self._drive))
         self.committer = Committer(
-            self.runtime.state, self.runtime.broker, self.runtime.waiter, self._notify
+            self.runtime.state,
+            self.runtime.broker,
+            self.runtime.waiter,
+            self._notify,
+            app.dispatcher,
         )
         self.executor = Executor(
             app, self.runtime, self.id, self.slots, self.committer, self.in_hand
@@ -332,7 +337,9 @@ class WorkerProcess:
             for _, env, _ in runnable
         ]
         try:
-            won = self.runtime.state.apply(claims)
+            won = apply(
+                self.runtime.state, claims, self.app.dispatcher, [t.name for *_, t in runnable]
+            )
         except Exception:
             won = self._read_back(consumer, runnable)
         now = time.time()
@@ -556,7 +563,7 @@ class WorkerProcess:
             self.stop()  # first: take no new work even if the commit below waits
         exc = HardTimeLimitExceeded(f"{task.name} ran past its hard time limit of {limit}s")
         change = self.executor.failure(running.envelope, task, running.envelope.attempt + 1, exc)
-        self.committer.put(change, running.envelope.reply_to)
+        self.committer.put(change, running.envelope.reply_to, task.name)
         running.interrupt()  # reaches the thread if it ever runs Python code again
         self._task_done()  # the drain may be waiting only for this one
 

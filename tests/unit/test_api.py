@@ -35,6 +35,7 @@ PUBLIC = {
     "Task",
     "TaskDefinitionError",
     "TaskError",
+    "Trigger",
     "UnknownTaskError",
     "WaitCycleError",
     "WorkerLostError",
