@@ -194,6 +194,8 @@ def query_filter(query: Query) -> Doc:
         flt["due"] = {"$lt": query.due_before}
     if query.updated_before is not None:
         flt["updated"] = {"$lt": query.updated_before}
+    if query.updated_after is not None:
+        flt.setdefault("updated", {})["$gte"] = query.updated_after
     if query.task is not None:
         flt["task"] = query.task
     return flt

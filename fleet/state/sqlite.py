@@ -300,6 +300,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         for condition, value in (
             ("due < ?", query.due_before),
             ("updated < ?", query.updated_before),
+            ("updated >= ?", query.updated_after),
             ("task = ?", query.task),
         ):
             if value is not None:

@@ -16,6 +16,8 @@ Contract:
 - The triggers declared on tasks (`@app.task(triggers=[...])`) are declared in the
   store (`Triggers.declare`, idempotent) when the engine is built, and again for tasks
   registered since; a value that is not a list of `Trigger` is logged and skipped.
+- The leader's sweep (`TriggerExtension.sweep`) reads the final invocations of watched
+  tasks last updated in its window (`Query.updated_after` / `updated_before`).
 - `submit(task, args, kwargs, id)` calls the task registered under that name (else by
   name, unchecked, as `app.send` does) under the id the engine chose; a registered id
   is refused by the state store, so a recovery racing a slow first submit starts one.
@@ -27,12 +29,14 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fleet import _values
 from fleet.errors import ConfigError
-from fleet.extensions import Applied, Extension
+from fleet.extensions import Applied, AppliedChange, Extension
+from fleet.state import Query
+from fleet.status import Status
 from fleet.task import TaskRef
 from fleet.triggers import Trigger, trigger_store
 from fleet.triggers._engine import TriggerExtension
@@ -122,6 +126,7 @@ class AppTriggers(Extension):
             signature=self._signature,
             load_args=self._load_args,
             resolve=lambda data: _values.resolve(state, data),
+            recent=self._recent,
             codec=app.codec.name,
         )
 
@@ -179,3 +184,29 @@ class AppTriggers(Extension):
             return None
         found = self._store.get([invocation_id])
         return found[0].args if found else None
+
+    def _recent(self, tasks: Sequence[str], since: float, until: float) -> list[AppliedChange]:
+        """Final changes of `tasks` committed in [since, until) (the leader's sweep)."""
+        state = self._store
+        if state is None:
+            return []
+        final = [s for s in Status if s.final]
+        changes = []
+        for task in tasks:
+            query = Query(statuses=final, task=task, updated_after=since, updated_before=until)
+            changes += [
+                AppliedChange(
+                    r.id,
+                    r.task,
+                    None,
+                    r.status,
+                    r.args,
+                    r.codec,
+                    r.result,
+                    r.error,
+                    parent=r.parent,
+                    at=r.updated,
+                )
+                for r in state.find(query)
+            ]
+        return changes

@@ -327,6 +327,9 @@ def test_find(state: StateStore) -> None:
     assert ids(due_before=T0 + 30) == ["inv-0010", "inv-0011"]
     assert ids(task="other.task") == ["inv-0012"]
     assert ids(updated_before=T0 - 1) == ["inv-0012"]
+    assert ids(updated_after=T0 - 100, updated_before=T0 - 99) == ["inv-0012"]
+    assert ids(updated_after=T0 - 99, updated_before=T0 - 1) == []
+    assert len(ids(updated_after=T0 - 99)) == 8
     assert len(ids()) == 9
     assert ids(statuses=[S.FAILED]) == []
 

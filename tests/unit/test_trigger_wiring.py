@@ -188,3 +188,22 @@ def test_the_leader_ticks_cron_triggers() -> None:
         wait_until(lambda: tick_now(leader) and ("tick", 0) in done, "a cron firing", 10)
     (cron,) = app.triggers.list(kind="cron")
     assert app.triggers.show(cron.id).next_time is not None
+
+
+def test_the_leaders_sweep_fires_for_an_outcome_nobody_evaluated() -> None:
+    """A process that committed an outcome and died before evaluating it: the leader's
+    sweep evaluates it again later (once: the firing record makes a second one a no-op)."""
+    done.clear()
+    state = app.runtime().state
+    lost = uuid.uuid4().hex
+    app.submit(extract, [extract.bind((21,), {})], ids=[lost])
+    claim = Change(lost, Status.RUNNING, frozenset({Status.PENDING}), by="gone")
+    result = app.codec.encode(42)
+    commit = Change(lost, Status.SUCCESS, frozenset({Status.RUNNING}), by="gone", result=result)
+    assert state.apply([claim]) == [True] and state.apply([commit]) == [True]  # no hooks
+    leader = Leader(app, "runner-1")  # the lease holder of the test above
+    with running_worker(app):
+        leader.tick(now=time.time() + 120)  # the sweep looks at what is older than grace
+        wait_until(lambda: ("load", 42) in done, "the swept firing", 10)
+        leader.tick(now=time.time() + 121)
+    assert done.count(("load", 42)) == 1
