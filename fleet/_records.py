@@ -15,7 +15,10 @@ Contract:
   final or absent, and the store's own error is re-raised; or some could not be
   changed (the store is still down, or a worker claimed one first), and
   `RegistrationUnknownError` (a `StateError`) names the invocations that may still run,
-  chained to the store's error.
+  chained to the store's error. A refused id (`DuplicateInvocationError`: an id given
+  by the caller is already registered, e.g. a trigger's recovery racing its first
+  submit) wrote nothing and is re-raised as is: the records with that id are not the
+  caller's to change.
 - `mark_unpublished(state, ids, exc)` fails PENDING invocations whose publish was not
   confirmed (`PublishError`): an invocation is never left behind silently.
 """
@@ -26,7 +29,7 @@ import logging
 from collections.abc import Sequence
 
 from fleet import _transitions
-from fleet.errors import PublishError, RegistrationUnknownError
+from fleet.errors import DuplicateInvocationError, PublishError, RegistrationUnknownError
 from fleet.extensions import Dispatcher
 from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore
 from fleet.status import Status
@@ -48,6 +51,8 @@ def register(
     """
     try:
         state.register(records)
+    except DuplicateInvocationError:
+        raise  # refused whole: nothing was written, and the existing records are not ours
     except Exception as exc:
         unsure = _disown(state, records, exc, dispatcher)
         if not unsure:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleet.errors import ConfigError, InvalidTransitionError, StateError
+from fleet.errors import ConfigError, DuplicateInvocationError, InvalidTransitionError
 from fleet.state import (
     BLOB_GRACE,
     Change,
@@ -88,7 +88,7 @@ def test_register_and_get_round_trip(state: StateStore) -> None:
 
 def test_register_refuses_a_taken_id(state: StateStore) -> None:
     state.register([record(1)])
-    with pytest.raises(StateError, match="inv-0001"):
+    with pytest.raises(DuplicateInvocationError, match="inv-0001"):
         state.register([record(2), record(1, task="other")])
     assert state.get([record(1).id])[0].task == "pkg.mod.task"
     assert state.get([record(2).id]) == []  # the batch went in whole or not at all

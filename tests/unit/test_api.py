@@ -14,6 +14,7 @@ PUBLIC = {
     "ConfigError",
     "ExtensionError",
     "DirectTask",
+    "DuplicateInvocationError",
     "Fleet",
     "FleetError",
     "Group",
