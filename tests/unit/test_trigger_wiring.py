@@ -128,6 +128,10 @@ def extract(n: int) -> int:
 
 
 @app.task
+def unwatched() -> None: ...
+
+
+@app.task
 def crash(n: int) -> int:
     raise KeyError(n)
 
@@ -149,10 +153,10 @@ def tick() -> None:
 
 def test_a_preset_id_is_used_and_a_registered_one_refused() -> None:
     preset = uuid.uuid4().hex
-    (inv,) = app.submit(extract, [extract.bind((1,), {})], ids=[preset])
+    (inv,) = app.submit(unwatched, [unwatched.bind((), {})], ids=[preset])
     assert inv.id == preset
     with pytest.raises(DuplicateInvocationError):
-        app.submit(extract, [extract.bind((2,), {})], ids=[preset])
+        app.submit(unwatched, [unwatched.bind((), {})], ids=[preset])
     # The refused submit wrote nothing and did not touch the record it collided with.
     assert app.record(preset).status is Status.PENDING
 
@@ -163,9 +167,9 @@ def test_outcomes_committed_by_a_worker_fire_their_triggers() -> None:
         extract(4).result(timeout=10)
         with pytest.raises(KeyError):
             crash(1).result(timeout=10)
-        wait_until(lambda: sorted(done) == [("load", -1), ("load", 8)], timeout=10)
+        wait_until(lambda: {("load", -1), ("load", 8)} <= set(done), timeout=10)
         app.emit("nobody.listens")
-    assert sorted(done) == [("load", -1), ("load", 8)]
+    assert done.count(("load", 8)) == done.count(("load", -1)) == 1
 
 
 def tick_now(leader: Leader, every: float = 0.1) -> bool:
