@@ -17,11 +17,11 @@ from fleet.errors import FleetError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fleet.cli import deadletters, inspect, queues, state, tasks, worker
+    from fleet.cli import deadletters, inspect, queues, state, tasks, triggers, worker
 
     parser = argparse.ArgumentParser(prog="fleet", description="fleet: distributed tasks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (worker, tasks, inspect, queues, deadletters, state):
+    for module in (worker, tasks, inspect, queues, deadletters, state, triggers):
         module.add_parser(sub)
     return parser
 
