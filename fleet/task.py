@@ -70,8 +70,8 @@ class TaskOptions:
     """DirectTask: seconds a call waits for its value (default: the setting
     `direct_timeout`; 0 waits forever). Per call: `task.call_with(timeout=...)`."""
     extensions: Mapping[str, Any] = field(default_factory=dict)
-    """Options owned by extensions, given as keywords of the decorator (e.g.
-    `triggers=[Trigger.cron(...)]`, owned by the trigger extension); by name."""
+    """Not a keyword itself: the options extensions own, given as keywords of the
+    decorator and kept here by name: `triggers=[Trigger.cron(...), ...]` (see Triggers)."""
 
 
 _OPTION_NAMES = {f.name for f in fields(TaskOptions)} - {"extensions"}

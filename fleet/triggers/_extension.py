@@ -128,6 +128,7 @@ class AppTriggers(Extension):
             resolve=lambda data: _values.resolve(state, data),
             recent=self._recent,
             codec=app.codec.name,
+            grace=max(app.settings.trigger_grace, 0.1),
         )
 
     def _declare(self, engine: TriggerExtension) -> None:
