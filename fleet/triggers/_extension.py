@@ -21,6 +21,7 @@ Contract:
 - `submit(task, args, kwargs, id)` calls the task registered under that name (else by
   name, unchecked, as `app.send` does) under the id the engine chose; a registered id
   is refused by the state store, so a recovery racing a slow first submit starts one.
+  The triggered call is top-level (no parent), even when fired in a task's thread.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fleet import _values
+from fleet import _context, _values
 from fleet.errors import ConfigError
 from fleet.extensions import Applied, AppliedChange, Extension
 from fleet.state import Query
@@ -167,7 +168,13 @@ class AppTriggers(Extension):
     ) -> object:
         app = self.app
         task = app.tasks.get(name) or TaskRef(app, name)
-        return app.submit(task, [task.bind(args, kwargs)], ids=[invocation_id])
+        # Not a child of the task whose thread fires it (an event emitted in a task, a
+        # status change written while it runs): a triggered call stands on its own.
+        token = _context.enter(None)
+        try:
+            return app.submit(task, [task.bind(args, kwargs)], ids=[invocation_id])
+        finally:
+            _context.leave(token)
 
     def _signature(self, name: str) -> inspect.Signature | None:
         task = self.app.tasks.get(name)

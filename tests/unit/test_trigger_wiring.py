@@ -146,6 +146,16 @@ def load(rows: int) -> None:
     done.append(("load", rows))
 
 
+@app.task
+def emitter(n: int) -> None:
+    app.emit("wired.ping", {"n": n})
+
+
+@app.task(triggers=[Trigger.on_event("wired.ping", derive={"n": "payload.n"})])
+def pinged(n: int) -> None:
+    done.append(("pinged", n))
+
+
 @app.task(triggers=[Trigger.cron("* * * * * *")])
 def tick() -> None:
     done.append(("tick", 0))
@@ -212,3 +222,13 @@ def test_the_leaders_sweep_fires_for_an_outcome_nobody_evaluated() -> None:
         wait_until(lambda: ("load", 42) in done, "the swept firing", 10)
         leader.tick(now=time.time() + 121)
     assert done.count(("load", 42)) == 1
+
+
+def test_a_trigger_fired_inside_a_task_starts_a_top_level_call() -> None:
+    done.clear()
+    with running_worker(app):
+        emitter(5).result(timeout=10)
+        wait_until(lambda: ("pinged", 5) in done, "the event's trigger", 10)
+    (trigger,) = app.triggers.list(kind="event")
+    (firing,) = app.triggers.show(trigger.id).firings
+    assert app.record(firing.invocation).parent == ""
