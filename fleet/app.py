@@ -4,7 +4,8 @@ Job: turn decorated functions into tasks, and a call of a task into a registered
 published invocation (or, in inline mode, a call run in this thread by
 `fleet._inline`). `Fleet` is the facade tasks and handles see (`fleet._client.Client`):
 waiting and cancelling live in `fleet._results`, connections in `fleet._runtime`, the
-asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`.
+asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
+triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
 call site before anything is written; then the messages are handed to the broker
@@ -81,6 +82,8 @@ class Fleet(Client):
 
     Args:
         name: application name (the setting `name`).
+        extensions: extensions to add (`fleet.extensions.Extension`), after the built-in
+            ones (`fleet.extensions.BUILTIN`: triggers).
         **settings: keyword settings, the highest-priority source (see `fleet.config`).
     """
 

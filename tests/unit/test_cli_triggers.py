@@ -95,3 +95,12 @@ def test_status_shows_next_cron_time_and_last_firing(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     triggers = out.split("triggers:\n", 1)[1]
     assert "next " in triggers and "last " in triggers and "never fired" in triggers
+
+
+def test_fleet_tasks_counts_the_triggers_declared_on_a_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["tasks", "--app", APP]) == 0
+    out = capsys.readouterr().out
+    (line,) = [line for line in out.splitlines() if line.split() and line.split()[0] == load.name]
+    assert "triggers=2" in line
