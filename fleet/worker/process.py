@@ -453,7 +453,7 @@ class WorkerProcess:
             note=f"dead-lettered: {reason}",
         )
         try:
-            self.runtime.state.apply([failed])
+            apply(self.runtime.state, [failed], self.app.dispatcher, envelope.task)
         except Exception:  # the message is gone: recovery publishes the PENDING record again
             log.warning(
                 "marking %s FAILED failed; it stays PENDING until recovery publishes it again",
