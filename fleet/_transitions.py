@@ -73,4 +73,5 @@ def applied_change(change: Change, task: str, at: float) -> AppliedChange:
         result=change.result,
         error=change.error,
         at=at,
+        note=change.note,
     )

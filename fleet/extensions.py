@@ -132,6 +132,8 @@ class AppliedChange:
     """FAILED (and RETRY): the error."""
     parent: str = ""
     at: float = 0.0
+    note: str = ""
+    """The history note of the change (for BLOCKED: the `Hold.reason`); '' if none."""
 
 
 @dataclass(frozen=True, slots=True)

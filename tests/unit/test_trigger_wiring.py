@@ -37,15 +37,16 @@ def test_apply_reports_only_the_changes_that_took_effect() -> None:
     seen = Seen()
     changes = [
         Change(i, Status.CANCELLED, frozenset({Status.PENDING}), note="x") for i in ("a", "b")
-    ]
+    ]  # b is SCHEDULED: its change does not take effect
     assert apply(state, changes, Dispatcher([seen]), ["pkg.a", "pkg.b"]) == [True, False]
     (applied,) = seen.applied
     (change,) = applied.changes
-    assert (change.invocation_id, change.task, change.source, change.status) == (
+    assert (change.invocation_id, change.task, change.source, change.status, change.note) == (
         "a",
         "pkg.a",
         Status.PENDING,
         Status.CANCELLED,
+        "x",
     )
     # Nothing took effect: no hook call.
     assert apply(state, changes, Dispatcher([seen]), "pkg.a") == [False, False]
