@@ -16,7 +16,9 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
+FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers")
+"""`triggers` (bench.trigger_load) runs on the embedded stack only."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ SYSTEMS: dict[str, System] = {
             "rabbitmq-sqlite",
             "fleet RabbitMQ + SQLite",
             "fleet",
-            ALL_WORKLOADS,
+            FLEET_WORKLOADS,
             "rabbitmq",
             "sqlite",
         ),

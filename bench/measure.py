@@ -41,6 +41,7 @@ class Plan:
     idle_settle: float = 2.0
     rt_single: int = 20
     rt_batch: int = 100
+    cron_ticks: int = 20
 
     @classmethod
     def quick(cls) -> Plan:
@@ -58,6 +59,7 @@ class Plan:
             idle_settle=0.5,
             rt_single=5,
             rt_batch=20,
+            cron_ticks=3,
         )
 
     @property

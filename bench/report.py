@@ -45,6 +45,11 @@ ROWS = [
     ("W4", "wall", "W4 fib recursive fan-out wall time"),
     ("W4", "invocations", "W4 invocations per run"),
     ("idle", "CPU", "Idle CPU of the worker pool"),
+    ("triggers", "W1 throughput, no triggers", "W1 throughput, no triggers defined"),
+    ("triggers", "W1 throughput, 100 triggers", "W1 throughput, 100 unrelated triggers"),
+    ("triggers", "overhead, 100 triggers", "W1 slowdown with 100 unrelated triggers"),
+    ("triggers", "cron delay p50", "Cron tick to triggered run, p50"),
+    ("triggers", "cron delay p99", "Cron tick to triggered run, p99"),
 ]
 
 
@@ -211,6 +216,20 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             results, "Embedded W1 throughput", ("embedded", "W1", "throughput"), 1500, True
         ),
         _value_target(results, "Embedded W2 p50 (ms)", ("embedded", "W2", "p50"), 5.0, False),
+        _value_target(
+            results,
+            "Embedded W1 slowdown with 100 triggers (%)",
+            ("embedded", "triggers", "overhead, 100 triggers"),
+            5.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded cron tick to run p50 (ms)",
+            ("embedded", "triggers", "cron delay p50"),
+            1000.0,
+            False,
+        ),
     ]
     return found
 
@@ -249,7 +268,10 @@ METHOD = """\
   tasks as one `parallelize` batch. W2: {w2} sequential calls, each blocking for its
   result. W3: {w3} tasks sleeping {sleep:g} s; ideal = {ideal:g} s. W4: `fib({fib})`,
   every call a task that waits on two child tasks. Idle: utime+stime of the pool's whole
-  process tree (supervisor and workers) over {idle:g} s, as % of one core.
+  process tree (supervisor and workers) over {idle:g} s, as % of one core. Triggers
+  (embedded only, `bench/trigger_load.py`): W1 with no triggers and with 100 triggers
+  watching tasks that never run, alternating; the delay from a cron tick (a trigger
+  firing every second) to the start of the invocation it started.
 - CPU per task (W1): utime+stime (/proc, 10 ms ticks) over the timed section, divided
   by the tasks: of the worker pool's process tree, of the producer process (every
   thread, e.g. the one receiving results), and of the RabbitMQ node's processes. On a

@@ -4,7 +4,8 @@ Job: define the workloads' tasks on one app whose backends come from the environ
 (`FLEET__BROKER_URL`, `FLEET__STATE_URL`, set by the harness before it imports this
 module and before it starts workers). Contract: `noop(x)` returns `x`; `sleeper(s)`
 sleeps `s` seconds; `fib(n)` computes Fibonacci recursively as tasks that wait on
-tasks; `counters()` returns the statement counters of the worker process that runs it
+tasks; `stamp(tick)` returns how late it started after the cron tick that triggered
+it; `counters()` returns the statement counters of the worker process that runs it
 (the worker side of the state round-trip count).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime
 
 from fleet import Fleet
 
@@ -35,6 +37,12 @@ def fib(n: int) -> int:
         return n
     left, right = fib(n - 1), fib(n - 2)
     return left.result() + right.result()
+
+
+@app.task
+def stamp(tick: str) -> float:
+    """Seconds from the cron tick `tick` (ISO 8601, the firing key) to this run's start."""
+    return time.time() - datetime.fromisoformat(tick).timestamp()
 
 
 @app.task

@@ -19,6 +19,7 @@ from fleet.errors import (
     CancelledError,
     ChannelError,
     ConfigError,
+    DuplicateInvocationError,
     ExtensionError,
     FleetError,
     HardTimeLimitExceeded,
@@ -42,6 +43,7 @@ from fleet.errors import (
 from fleet.invocation import Group, Invocation
 from fleet.status import Status
 from fleet.task import DirectTask, Task
+from fleet.triggers import Trigger
 
 __version__ = "0.1.0"
 
@@ -52,6 +54,7 @@ __all__ = [
     "ChannelError",
     "ConfigError",
     "DirectTask",
+    "DuplicateInvocationError",
     "ExtensionError",
     "Fleet",
     "FleetError",
@@ -74,6 +77,7 @@ __all__ = [
     "Task",
     "TaskDefinitionError",
     "TaskError",
+    "Trigger",
     "UnknownTaskError",
     "WaitCycleError",
     "WorkerLostError",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # annotations only: these modules import this one
     from fleet._envelope import Outcome
     from fleet.codec import Codec
     from fleet.config import Settings
+    from fleet.extensions import Dispatcher
     from fleet.invocation import Invocation
     from fleet.state import InvocationRecord
     from fleet.task import Task
@@ -30,6 +31,8 @@ class Client(ABC):
 
     settings: Settings
     codec: Codec
+    dispatcher: Dispatcher
+    """The hooks of the app's extensions (`fleet.extensions`)."""
 
     @abstractmethod
     def submit(
@@ -37,8 +40,11 @@ class Client(ABC):
         task: Task[Any, Any],
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[Invocation[Any]]:
-        """Register and publish one invocation per bound call (run it, inline)."""
+        """Register and publish one invocation per bound call (run it, inline), under
+        the given invocation `ids` if any (one per call; an id already registered is
+        refused)."""
 
     @abstractmethod
     async def asubmit(

@@ -31,10 +31,13 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from fleet._exceptions import error_info
 from fleet._prepare import new_id
 from fleet.codec import decode_call, encode_call
 from fleet.errors import InvocationNotFoundError, SerializationError
+from fleet.extensions import Applied, AppliedChange
 from fleet.invocation import InlineInvocation
+from fleet.state import ErrorInfo
 from fleet.status import HistoryEntry, Status
 from fleet.task import retry_delay, retry_limit
 
@@ -69,22 +72,57 @@ class InlineRunner:
             )
         return found
 
-    def run(self, task: Task[Any, Any], bound: inspect.BoundArguments) -> InlineInvocation[Any]:
-        """Run one call to its outcome; see the module docstring."""
+    def run(
+        self, task: Task[Any, Any], bound: inspect.BoundArguments, invocation_id: str = ""
+    ) -> InlineInvocation[Any]:
+        """Run one call to its outcome (under `invocation_id`, else a new id); see the
+        module docstring."""
         codec = self.app.codec
         data = encode_call(codec, task.name, bound.args, bound.kwargs, task.params)
         args, kwargs = decode_call(codec, data)
-        invocation_id = new_id()
+        invocation_id = invocation_id or new_id()
         history = [HistoryEntry(Status.PENDING, time.time(), "", "submitted inline")]
         try:
-            value = self._attempts(task, invocation_id, history, args, kwargs)
+            encoded = self._attempts(task, invocation_id, history, args, kwargs)
+            value = codec.decode(encoded)
         except Exception as exc:
             history.append(HistoryEntry(Status.FAILED, time.time(), "inline"))
-            return self._keep(
-                InlineInvocation(self.app, invocation_id, task.name, history, error=exc)
+            handle: InlineInvocation[Any] = InlineInvocation(
+                self.app, invocation_id, task.name, history, error=exc
             )
+            self._keep(handle)
+            self._changed(handle, Status.FAILED, data, error=error_info(exc))
+            return handle
         history.append(HistoryEntry(Status.SUCCESS, time.time(), "inline"))
-        return self._keep(InlineInvocation(self.app, invocation_id, task.name, history, value))
+        handle = InlineInvocation(self.app, invocation_id, task.name, history, value)
+        self._keep(handle)
+        self._changed(handle, Status.SUCCESS, data, result=encoded)
+        return handle
+
+    def _changed(
+        self,
+        handle: InlineInvocation[Any],
+        status: Status,
+        args: bytes,
+        result: bytes | None = None,
+        error: ErrorInfo | None = None,
+    ) -> None:
+        """Tell the extensions (`after_change`) of the outcome: outcome and event
+        triggers run inline too, in this thread, before the call returns."""
+        dispatcher = self.app.dispatcher
+        if dispatcher.after_change_hooks:
+            change = AppliedChange(
+                handle.id,
+                handle.task,
+                Status.RUNNING,
+                status,
+                args,
+                self.app.codec.name,
+                result,
+                error,
+                at=time.time(),
+            )
+            dispatcher.after_change(Applied((change,)))
 
     def _attempts(
         self,
@@ -94,7 +132,7 @@ class InlineRunner:
         args: tuple[object, ...],
         kwargs: dict[str, object],
     ) -> Any:
-        """Call until an attempt succeeds or is not retried; return the decoded value."""
+        """Call until an attempt succeeds or is not retried; return the encoded value."""
         settings = self.app.settings
         ids = {"invocation_id": invocation_id, "task": task.name}
         attempt = 1
@@ -125,7 +163,7 @@ class InlineRunner:
                 attempt += 1
         codec = self.app.codec
         try:
-            return codec.decode(codec.encode(value))
+            return codec.encode(value)
         except SerializationError as exc:
             raise SerializationError(
                 f"task {task.name!r} returned a {type(value).__qualname__!r}, which the "

@@ -85,8 +85,10 @@ def prepare(
     bounds: Sequence[inspect.BoundArguments],
     due: float | None = None,
     reply_to: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> Prepared:
-    """See the module docstring; `reply_to` defaults to this process's waiter."""
+    """See the module docstring; `reply_to` defaults to this process's waiter; `ids`
+    to new ids (`new_id`), else one per call."""
     codec = app.codec
     encoded = [encode_call(codec, task.name, b.args, b.kwargs, task.params) for b in bounds]
     reply_to = runtime.waiter.address if reply_to is None else reply_to
@@ -97,7 +99,11 @@ def prepare(
     priority = URGENT if execution else 0
     now = time.time()
     threshold = app.settings.large_value_threshold
-    ids = [new_id() for _ in encoded]
+    if ids is None:
+        ids = [new_id() for _ in encoded]
+    elif len(ids) != len(encoded):
+        raise ValueError(f"{task.name}: {len(ids)} invocation id(s) for {len(encoded)} call(s)")
+    ids = list(ids)
     args = [_values.externalize(runtime.state, data, threshold) for data in encoded]
     messages = [
         Message(

@@ -15,7 +15,10 @@ Contract:
   final or absent, and the store's own error is re-raised; or some could not be
   changed (the store is still down, or a worker claimed one first), and
   `RegistrationUnknownError` (a `StateError`) names the invocations that may still run,
-  chained to the store's error.
+  chained to the store's error. A refused id (`DuplicateInvocationError`: an id given
+  by the caller is already registered, e.g. a trigger's recovery racing its first
+  submit) wrote nothing and is re-raised as is: the records with that id are not the
+  caller's to change.
 - `mark_unpublished(state, ids, exc)` fails PENDING invocations whose publish was not
   confirmed (`PublishError`): an invocation is never left behind silently.
 """
@@ -25,7 +28,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from fleet.errors import PublishError, RegistrationUnknownError
+from fleet import _transitions
+from fleet.errors import DuplicateInvocationError, PublishError, RegistrationUnknownError
+from fleet.extensions import Dispatcher
 from fleet.state import Change, ErrorInfo, InvocationRecord, StateStore
 from fleet.status import Status
 
@@ -34,8 +39,11 @@ UNKNOWN_NOTE = "registration outcome unknown; the caller was told it failed"
 PENDING = frozenset({Status.PENDING})
 
 
-def register(state: StateStore, records: Sequence[InvocationRecord]) -> None:
-    """Write `records`; on failure see the module docstring.
+def register(
+    state: StateStore, records: Sequence[InvocationRecord], dispatcher: Dispatcher | None = None
+) -> None:
+    """Write `records`; on failure see the module docstring (`dispatcher` hears of the
+    records made final).
 
     Raises:
         RegistrationUnknownError: the store failed and some invocations may still run.
@@ -43,8 +51,10 @@ def register(state: StateStore, records: Sequence[InvocationRecord]) -> None:
     """
     try:
         state.register(records)
+    except DuplicateInvocationError:
+        raise  # refused whole: nothing was written, and the existing records are not ours
     except Exception as exc:
-        unsure = _disown(state, records, exc)
+        unsure = _disown(state, records, exc, dispatcher)
         if not unsure:
             raise
         task = records[0].task if records else "?"
@@ -56,7 +66,12 @@ def register(state: StateStore, records: Sequence[InvocationRecord]) -> None:
         ) from exc
 
 
-def _disown(state: StateStore, records: Sequence[InvocationRecord], exc: Exception) -> list[str]:
+def _disown(
+    state: StateStore,
+    records: Sequence[InvocationRecord],
+    exc: Exception,
+    dispatcher: Dispatcher | None,
+) -> list[str]:
     """Make what may have been written final; return the ids that may still run."""
     error = ErrorInfo(f"{type(exc).__module__}.{type(exc).__qualname__}", str(exc))
     changes = [
@@ -70,7 +85,7 @@ def _disown(state: StateStore, records: Sequence[InvocationRecord], exc: Excepti
         for r in records
     ]
     try:
-        applied = state.apply(changes)
+        applied = _transitions.apply(state, changes, dispatcher, [r.task for r in records])
         left = [r.id for r, done in zip(records, applied, strict=True) if not done]
         # Not changed: never written (nothing to run), or claimed by a worker first.
         running = [r.id for r in state.get(left) if not r.status.final] if left else []
@@ -92,9 +107,16 @@ def _disown(state: StateStore, records: Sequence[InvocationRecord], exc: Excepti
     return running
 
 
-def mark_unpublished(state: StateStore, ids: Sequence[str], exc: PublishError) -> None:
-    """Fail the PENDING invocations `ids`, whose publish was not confirmed."""
+def mark_unpublished(
+    state: StateStore,
+    ids: Sequence[str],
+    exc: PublishError,
+    dispatcher: Dispatcher | None = None,
+    task: str = "",
+) -> None:
+    """Fail the PENDING invocations `ids` (of `task`), whose publish was not confirmed."""
     error = ErrorInfo("fleet.errors.PublishError", str(exc))
-    state.apply(
-        [Change(i, Status.FAILED, PENDING, note="publish not confirmed", error=error) for i in ids]
-    )
+    changes = [
+        Change(i, Status.FAILED, PENDING, note="publish not confirmed", error=error) for i in ids
+    ]
+    _transitions.apply(state, changes, dispatcher, task)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fleet import _context, _values
+from fleet import _context, _transitions, _values
 from fleet._envelope import Outcome, pack_cancel, pack_outcome
 from fleet._exceptions import rebuild
 from fleet._runtime import Runtime
@@ -27,6 +27,7 @@ from fleet._timeouts import result_timeout
 from fleet._waiter import outcome_of
 from fleet.codec import Codec
 from fleet.errors import CancelledError, InvocationNotFoundError, ResultTimeoutError
+from fleet.extensions import Dispatcher
 from fleet.state import Change, InvocationRecord, StateStore
 from fleet.status import Status
 
@@ -83,7 +84,9 @@ def record(state: StateStore, invocation_id: str) -> InvocationRecord:
     return found[0]
 
 
-def cancel(runtime: Runtime, invocation_id: str, by: str) -> bool:
+def cancel(
+    runtime: Runtime, invocation_id: str, by: str, dispatcher: Dispatcher | None = None
+) -> bool:
     """Cancel an invocation; see the module docstring."""
     for _ in range(10):
         current = record(runtime.state, invocation_id)
@@ -97,7 +100,7 @@ def cancel(runtime: Runtime, invocation_id: str, by: str) -> bool:
             expect_owner=current.owner or None,
             note="cancelled",
         )
-        if runtime.state.apply([change])[0]:
+        if _transitions.apply(runtime.state, [change], dispatcher, current.task)[0]:
             break
     else:  # pragma: no cover - ten concurrent changes in a row
         return False

@@ -224,7 +224,10 @@ class _AsyncRuntime:
             await self.publish(messages)
         except PublishError as exc:
             ids = [m.invocation_id for m in messages]
-            await asyncio.to_thread(_records.mark_unpublished, self.app.runtime().state, ids, exc)
+            state, dispatcher = self.app.runtime().state, self.app.dispatcher
+            await asyncio.to_thread(
+                _records.mark_unpublished, state, ids, exc, dispatcher, task.name
+            )
             raise
         _followup.of(self.app).published(messages)  # clears their recovery deadline
         return handles
@@ -233,7 +236,7 @@ class _AsyncRuntime:
         records, messages = self.app.prepare(task, bounds, reply_to=self.address)
         runtime = self.app.runtime()
         runtime.declare(sorted({m.queue for m in messages}))
-        _records.register(runtime.state, records)
+        _records.register(runtime.state, records, self.app.dispatcher)
         return records, messages
 
     async def publish(self, messages: Sequence[Message]) -> None:

@@ -4,7 +4,8 @@ Job: turn decorated functions into tasks, and a call of a task into a registered
 published invocation (or, in inline mode, a call run in this thread by
 `fleet._inline`). `Fleet` is the facade tasks and handles see (`fleet._client.Client`):
 waiting and cancelling live in `fleet._results`, connections in `fleet._runtime`, the
-asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`.
+asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
+triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
 call site before anything is written; then the messages are handed to the broker
@@ -44,7 +45,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from fleet import _context, _followup, _prepare, _records, _results, aio
 from fleet._client import Client
@@ -59,10 +61,15 @@ from fleet.errors import (
     TaskDefinitionError,
     UnknownTaskError,
 )
+from fleet.extensions import Dispatcher, Extension, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
 from fleet.task import DirectTask, Task, TaskRef
+
+if TYPE_CHECKING:
+    from fleet.triggers._extension import AppTriggers
+    from fleet.triggers._registry import Triggers
 
 __all__ = ["Fleet", "Runtime"]  # Runtime: the worker's modules type with it from here
 log = logging.getLogger(__name__)
@@ -75,10 +82,14 @@ class Fleet(Client):
 
     Args:
         name: application name (the setting `name`).
+        extensions: extensions to add (`fleet.extensions.Extension`), after the built-in
+            ones (`fleet.extensions.BUILTIN`: triggers).
         **settings: keyword settings, the highest-priority source (see `fleet.config`).
     """
 
-    def __init__(self, name: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, name: str | None = None, *, extensions: Sequence[Extension] = (), **settings: Any
+    ) -> None:
         if name is not None:
             settings["name"] = name
         self.loaded: LoadedSettings = load_settings(settings)
@@ -95,6 +106,8 @@ class Fleet(Client):
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._inline = InlineRunner(self)
+        self.dispatcher = Dispatcher([*builtin(), *extensions])
+        self.dispatcher.bind(self)
 
     def __repr__(self) -> str:
         return f"<Fleet {self.settings.name!r} tasks={len(self.tasks)}>"
@@ -127,7 +140,11 @@ class Fleet(Client):
                 raise TaskDefinitionError(f"@task needs a function, got {f!r}")
             if inspect.iscoroutinefunction(f):
                 raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
-            task = cls(self, f, options)
+            owners = self.dispatcher.option_owners
+            task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
+            owned = {k: v for k, v in options.items() if k in owners}
+            if owned:  # an extension's own options, checked by it when it uses them
+                task.options = replace(task.options, extensions=owned)
             self.queues.check_task(task.name, task.options.queue)  # a checked contract
             existing = self.tasks.get(task.name)
             if existing is not None and existing.func is not f:
@@ -136,6 +153,24 @@ class Fleet(Client):
             return task
 
         return wrap if func is None else wrap(func)
+
+    # -- triggers (fleet.triggers, the built-in extension) ------------------------------
+
+    @property
+    def triggers(self) -> Triggers:
+        """Add, list, pause, resume, fire and remove triggers (`fleet.triggers`)."""
+        return self._triggers().registry()
+
+    def emit(self, name: str, payload: dict[str, Any] | None = None) -> str:
+        """Emit the custom event `name`: start the triggers waiting for it (in inline
+        mode, at once in this thread). Returns the event's id.
+
+            app.emit("order.paid", {"order_id": 7})
+        """
+        return self._triggers().emit(name, payload)
+
+    def _triggers(self) -> AppTriggers:
+        return cast("AppTriggers", self.dispatcher.option_owners["triggers"])
 
     # -- connections ------------------------------------------------------------------
 
@@ -177,8 +212,11 @@ class Fleet(Client):
         task: Task[Any, Any],
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
+        ids: Sequence[str] | None = None,
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call; see the module docstring.
+        Under the given invocation `ids`, if any (one per call; a registered one is
+        refused with a `StateError`: a trigger's recovery submits with the id it chose).
 
         Raises:
             ArgumentEncodingError: an argument cannot be encoded (nothing was written).
@@ -190,15 +228,16 @@ class Fleet(Client):
                 written was made final and will never run.
         """
         if self.settings.inline:
-            return [self._inline.run(task, b) for b in bounds]
+            preset = ids or [""] * len(bounds)
+            return [self._inline.run(task, b, i) for b, i in zip(bounds, preset, strict=True)]
         runtime = self.runtime()
-        prepared = _prepare.prepare(self, runtime, task, bounds, due)
+        prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
         ids = prepared.ids
         runtime.waiter.watch(ids)
         if due is None:
             self._register_and_publish(runtime, prepared)
         else:
-            _records.register(runtime.state, prepared.records())
+            _records.register(runtime.state, prepared.records(), self.dispatcher)
             _followup.hold(self, ids, due)
         execution = _context.current()
         if execution is not None:
@@ -259,14 +298,14 @@ class Fleet(Client):
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
         try:
-            _records.register(runtime.state, prepared.records())
+            _records.register(runtime.state, prepared.records(), self.dispatcher)
         except BaseException:
             publishing.abandon()
             raise
         if runtime.broker.sends_early and time.monotonic() - began > RECORD_GRACE / 2:
-            self._confirm(publishing, messages)
+            self._confirm(publishing, messages, prepared.task)
             publishing = runtime.broker.begin_publish(messages)
-        self._confirm(publishing, messages)
+        self._confirm(publishing, messages, prepared.task)
 
     def prepare(
         self,
@@ -286,15 +325,14 @@ class Fleet(Client):
         runtime.declare(sorted({m.queue for m in messages}))
         self._confirm(runtime.broker.begin_publish(messages), messages)
 
-    def _confirm(self, publishing: Publishing, messages: Sequence[Message]) -> None:
-        """Wait for a publish; on failure mark its invocations FAILED and re-raise."""
+    def _confirm(self, publishing: Publishing, messages: Sequence[Message], task: str = "") -> None:
+        """Wait for a publish; on failure mark its invocations (of `task`) FAILED, re-raise."""
         try:
             publishing.wait()
             _followup.of(self).published(messages)
         except PublishError as exc:
-            _records.mark_unpublished(
-                self.runtime().state, [m.invocation_id for m in messages], exc
-            )
+            ids = [m.invocation_id for m in messages]
+            _records.mark_unpublished(self.runtime().state, ids, exc, self.dispatcher, task)
             raise
 
     # -- results ----------------------------------------------------------------------
@@ -354,4 +392,4 @@ class Fleet(Client):
         """Cancel an invocation (see `Invocation.cancel`)."""
         if self.settings.inline:
             return self._inline.get(invocation_id).cancel()
-        return _results.cancel(self.runtime(), invocation_id, by)
+        return _results.cancel(self.runtime(), invocation_id, by, self.dispatcher)

@@ -115,6 +115,10 @@ class Settings:
     republished."""
     shutdown_grace: float = 30.0
     """Seconds running tasks get to finish after SIGTERM."""
+    trigger_grace: float = 60.0
+    """Seconds after which the leader submits again a trigger firing recorded but never
+    settled (its process died while submitting), and how far behind it re-evaluates the
+    outcomes of watched tasks (a process died before evaluating them)."""
     max_retries: int = 0
     """Default retries of a failed invocation (see the task option)."""
     retry_backoff: float = 1.0

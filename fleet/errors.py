@@ -60,6 +60,10 @@ class StateError(FleetError):
     """The state store failed or refused an operation."""
 
 
+class DuplicateInvocationError(StateError):
+    """Registering refused: an invocation id is already registered (nothing was written)."""
+
+
 class InvalidTransitionError(StateError):
     """A status change that the state machine does not allow."""
 

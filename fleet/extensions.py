@@ -19,7 +19,8 @@ Contract:
 
 Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md):
 
-- `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`).
+- `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`;
+  `BUILTIN` ones first, then those given as `Fleet(extensions=[...])`).
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
   calls are not registered, and their callers get the existing invocation instead.
@@ -44,6 +45,7 @@ for the hook), and the parent invocation id ('' for a top-level call).
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +198,20 @@ class Extension:
         return ()
 
 
+BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+"""Extensions every app is built with, before its own, as 'module:class' (the core
+imports no capability package; each is loaded by name when an app is built)."""
+
+
+def builtin() -> list[Extension]:
+    """A new instance of each `BUILTIN` extension."""
+    found = []
+    for path in BUILTIN:
+        module, _, name = path.partition(":")
+        found.append(getattr(importlib.import_module(module), name)())
+    return found
+
+
 HOOKS = ("bind", "before_publish", "before_claim", "around_call", "after_change", "on_lead")
 HOOKS_ALL = (*HOOKS, "services")
 
@@ -303,4 +319,5 @@ __all__ = [
     "Hold",
     "PublishBatch",
     "Reuse",
+    "builtin",
 ]

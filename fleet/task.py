@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -69,9 +69,12 @@ class TaskOptions:
     direct_timeout: float | None = None
     """DirectTask: seconds a call waits for its value (default: the setting
     `direct_timeout`; 0 waits forever). Per call: `task.call_with(timeout=...)`."""
+    extensions: Mapping[str, Any] = field(default_factory=dict)
+    """Not a keyword itself: the options extensions own, given as keywords of the
+    decorator and kept here by name: `triggers=[Trigger.cron(...), ...]` (see Triggers)."""
 
 
-_OPTION_NAMES = {f.name for f in fields(TaskOptions)}
+_OPTION_NAMES = {f.name for f in fields(TaskOptions)} - {"extensions"}
 _FILE_OPTIONS = _OPTION_NAMES - {"name", "parallel_func", "aggregate_func"}
 
 

@@ -18,12 +18,21 @@ from fleet.errors import FleetError
 
 def build_parser() -> argparse.ArgumentParser:
     from fleet import __version__
-    from fleet.cli import deadletters, inspect, invocations, queues, state, tasks, worker
+    from fleet.cli import (
+        deadletters,
+        inspect,
+        invocations,
+        queues,
+        state,
+        tasks,
+        triggers,
+        worker,
+    )
 
     parser = argparse.ArgumentParser(prog="fleet", description="fleet: distributed tasks")
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (worker, tasks, inspect, invocations, queues, deadletters, state):
+    for module in (worker, tasks, inspect, invocations, queues, deadletters, state, triggers):
         module.add_parser(sub)
     return parser
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fleet import _transitions
 from fleet._envelope import unpack
 from fleet.errors import SerializationError
 from fleet.state import Change, InvocationRecord
@@ -139,7 +140,8 @@ def requeue(app: Fleet, queue: str, ids: Sequence[str] | None = None) -> tuple[i
                 )
             )
         ready += found
-    done = runtime.state.apply(resets) if resets else []
+    names = [records[ch.id].task for ch in resets]
+    done = _transitions.apply(runtime.state, resets, app.dispatcher, names) if resets else []
     lost = {ch.id for ch, ok in zip(resets, done, strict=True) if not ok}
     refused += [
         f"letter {x.id} (invocation {x_id}): its record changed meanwhile; try again"

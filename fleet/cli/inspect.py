@@ -52,6 +52,7 @@ def show_config(args: argparse.Namespace) -> int:
 def show_status(args: argparse.Namespace) -> int:
     from fleet.cli import load
     from fleet.cli.queues import queue_notes, unacked
+    from fleet.cli.triggers import trigger_lines
 
     app = load(args.app)
     runtime = app.runtime()
@@ -79,6 +80,8 @@ def show_status(args: argparse.Namespace) -> int:
             f"unacked {unacked(stats):<7} consumers {stats.consumers:<4} dead {stats.dead}"
             f"  {notes}".rstrip()
         )
+    print("triggers:")
+    print("\n".join(trigger_lines(app.triggers)))
     app.close()
     return 0
 

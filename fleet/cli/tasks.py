@@ -67,6 +67,12 @@ def _options(task: Task[Any, Any]) -> str:
         value = getattr(task.options, field.name)
         if field.name == "queue" or value == getattr(defaults, field.name):
             continue
+        if field.name == "extensions":  # e.g. triggers=2 (`fleet triggers list` shows them)
+            shown += [
+                f"{k}={len(v) if isinstance(v, list | tuple) else _show(v)}"
+                for k, v in value.items()
+            ]
+            continue
         shown.append(f"{field.name}={_show(value)}")
     return " ".join(shown) or "-"
 

@@ -160,6 +160,8 @@ class Query:
     not_owners: Collection[str] | None = None
     due_before: float | None = None
     updated_before: float | None = None
+    updated_after: float | None = None
+    """Last updated at or after this time (with `updated_before`: a time range)."""
     task: str | None = None
     limit: int = 1000
 

@@ -33,6 +33,8 @@ def matches(record: InvocationRecord, query: Query) -> bool:
         return False
     if query.updated_before is not None and record.updated >= query.updated_before:
         return False
+    if query.updated_after is not None and record.updated < query.updated_after:
+        return False
     return query.task is None or record.task == query.task
 
 

@@ -24,7 +24,6 @@ from bson import Binary
 
 from fleet.state import Change, ErrorInfo, InvocationRecord, Query, RunnerRecord, blob_key
 from fleet.status import HistoryEntry, Status
-from fleet.triggers import Firing, TriggerDefinition, condition_from, condition_params
 
 Doc = dict[str, Any]
 
@@ -194,6 +193,8 @@ def query_filter(query: Query) -> Doc:
         flt["due"] = {"$lt": query.due_before}
     if query.updated_before is not None:
         flt["updated"] = {"$lt": query.updated_before}
+    if query.updated_after is not None:
+        flt.setdefault("updated", {})["$gte"] = query.updated_after
     if query.task is not None:
         flt["task"] = query.task
     return flt
@@ -231,51 +232,6 @@ def runner_from(doc: Doc) -> RunnerRecord:
         stopped=bool(doc.get("stopped", False)),
         info=dict(doc.get("info", {})),
     )
-
-
-def trigger_doc(d: TriggerDefinition) -> Doc:
-    params = condition_params(d.condition)
-    if "value" in params:
-        params["value"] = Binary(params["value"])
-    return {
-        "_id": d.id,
-        "name": d.name,
-        "kind": d.condition.kind.value,
-        "subject": d.condition.subject,
-        "params": params,
-        "task": d.task,
-        "args": Binary(d.args),
-        "codec": d.codec,
-        "enabled": d.enabled,
-        "created": d.created,
-    }
-
-
-def trigger_from(doc: Doc) -> TriggerDefinition:
-    return TriggerDefinition(
-        id=doc["_id"],
-        name=doc["name"],
-        condition=condition_from(doc["kind"], doc.get("params", {})),
-        task=doc["task"],
-        args=_bytes(doc.get("args")) or b"",
-        codec=doc["codec"],
-        enabled=bool(doc["enabled"]),
-        created=doc["created"],
-    )
-
-
-def firing_doc(f: Firing, now: float) -> Doc:
-    return {
-        "trigger": f.trigger,
-        "key": f.key,
-        "fired_at": f.fired_at,
-        "invocation": f.invocation,
-        "fired": date(now),
-    }
-
-
-def firing_from(doc: Doc) -> Firing:
-    return Firing(doc["trigger"], doc["key"], doc["fired_at"], doc.get("invocation", ""))
 
 
 def _bytes(value: Any) -> bytes | None:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from fleet.errors import ConfigError, StateError
+from fleet.errors import ConfigError, DuplicateInvocationError, StateError
 from fleet.state import (
     BLOB_GRACE,
     Change,
@@ -87,7 +87,9 @@ class MemoryStateStore(StateStore, MemoryTriggers):
                 if not isinstance(record, InvocationRecord):
                     raise StateError(f"register takes InvocationRecord objects, got {record!r}")
                 if record.id in d.records or record.id in seen:
-                    raise StateError(f"invocation id {record.id!r} is already registered")
+                    raise DuplicateInvocationError(
+                        f"invocation id {record.id!r} is already registered"
+                    )
                 seen.add(record.id)
             for record in records:
                 d.records[record.id] = record

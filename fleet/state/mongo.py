@@ -83,7 +83,7 @@ from pymongo.errors import (
 )
 
 from fleet._urls import redact, scrub, secrets_of
-from fleet.errors import ConfigError, FleetError, StateError
+from fleet.errors import ConfigError, DuplicateInvocationError, FleetError, StateError
 from fleet.state import (
     BLOB_GRACE,
     Change,
@@ -191,7 +191,9 @@ class MongoStateStore(StateStore, MongoTriggers):
         ids = [r.id for r in records]
         if len(set(ids)) < len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
-            raise StateError(f"cannot register: invocation id {dup!r} appears twice in the batch")
+            raise DuplicateInvocationError(
+                f"cannot register: invocation id {dup!r} appears twice in the batch"
+            )
         now = time.time()
         with self._errors("register"):
             col = self._col("invocations")
@@ -207,7 +209,7 @@ class MongoStateStore(StateStore, MongoTriggers):
                     col.delete_many({"_id": {"$in": inserted}})
                 error = exc.details["writeErrors"][0]
                 if error.get("code") == 11000:
-                    raise StateError(
+                    raise DuplicateInvocationError(
                         f"cannot register: invocation id {ids[error['index']]!r} "
                         "is already registered"
                     ) from None

@@ -33,7 +33,7 @@ from typing import Any
 
 from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, placeholders
 from fleet._urls import redact
-from fleet.errors import StateError
+from fleet.errors import DuplicateInvocationError, StateError
 from fleet.state import (
     BLOB_GRACE,
     BLOB_MARK,
@@ -161,7 +161,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
                 self.db.write_one(_INSERT, rows[0])
             except StateError as exc:
                 if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                    raise StateError(
+                    raise DuplicateInvocationError(
                         f"cannot register: invocation id {records[0].id!r} is already registered"
                     ) from exc.__cause__
                 raise
@@ -171,7 +171,9 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             try:
                 tx.executemany(_INSERT, rows)
             except sqlite3.IntegrityError as exc:
-                raise StateError(f"cannot register: {self._duplicate(tx, records)}") from exc
+                raise DuplicateInvocationError(
+                    f"cannot register: {self._duplicate(tx, records)}"
+                ) from exc
 
         self.db.write(tx_fn)
 
@@ -300,6 +302,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         for condition, value in (
             ("due < ?", query.due_before),
             ("updated < ?", query.updated_before),
+            ("updated >= ?", query.updated_after),
             ("task = ?", query.task),
         ):
             if value is not None:

@@ -126,6 +126,8 @@ class TriggerExtension(Extension):
         refresh: seconds between reloads of the watched set.
         grace: seconds before a pending firing is recovered.
         on_time: how late a cron tick may be fired under the `skip` policy.
+        codec: the codec of a change that names none (the app's: a task's results and
+            arguments use it).
     """
 
     task_options: ClassVar[frozenset[str]] = frozenset({"triggers"})
@@ -145,11 +147,12 @@ class TriggerExtension(Extension):
         grace: float = 60.0,
         on_time: float = 60.0,
         new_id: Callable[[], str] = new_id,
+        codec: str = "msgpack",
     ) -> None:
         self.store, self.submit, self.exists = store, submit, exists
         self.signature, self.load_args, self.resolve = signature, load_args, resolve
         self.clock, self.refresh, self.grace, self.on_time = clock, refresh, grace, on_time
-        self.new_id, self.recent = new_id, recent
+        self.new_id, self.recent, self.codec = new_id, recent, codec
         self._swept: float | None = None
         self._watched = Watched()
         self._expires = 0.0
@@ -226,7 +229,7 @@ class TriggerExtension(Extension):
             task=change.task,
             status=change.status,
             error=change.error,
-            codec=change.codec or "msgpack",
+            codec=change.codec or self.codec,
             load_args=load_args,
             load_result=load_result,
             signature=self.signature,

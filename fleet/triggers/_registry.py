@@ -8,6 +8,7 @@ Contract:
   twice is one definition; a changed one with the same id replaces it) and returns its
   definition; `declare(task, triggers)` is what `@app.task(triggers=[...])` does in
   every process importing the task (see `declare_for_task`).
+- `fire(id)` fires a trigger now through the engine (`fleet triggers fire ID`).
 - `get`, `pause`, `resume` and `remove` name an unknown id in a `ConfigError`
   (`remove` returns False instead, so it is idempotent).
 - `show(id, now)` returns the definition, the next cron time (None for other kinds or
@@ -47,8 +48,17 @@ class Triggers:
         *,
         clock: Callable[[], float] = time.time,
         changed: Callable[[], None] = lambda: None,
+        fire: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store, self.clock, self.changed = store, clock, changed
+        self._fire = fire
+
+    def fire(self, trigger_id: str) -> str | None:
+        """Fire a trigger now, whatever its condition; return the invocation id started
+        (None if its call could not be built: the firing records why)."""
+        if self._fire is None:
+            raise ConfigError("these triggers cannot be fired from here (no engine)")
+        return self._fire(trigger_id)
 
     def add(self, task: object, trigger: Trigger) -> TriggerDefinition:
         """Save `trigger` calling `task` (a task or its name); return its definition."""

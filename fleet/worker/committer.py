@@ -14,7 +14,9 @@ recovery will find it if this process dies. Notifications go out only for change
 that took effect, so a late duplicate never announces a result that lost. Outcomes
 waited on in this very process are delivered directly, without the broker. A task
 thread calls `put` only once its task can no longer be interrupted
-(`Running.finished`), so no asynchronous exception can cut a batch short.
+(`Running.finished`), so no asynchronous exception can cut a batch short. After the
+notifications, the changes that took effect go to the extensions' `after_change`
+(`fleet._transitions`; `put` names the task of each change for it).
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fleet import _transitions
 from fleet._envelope import Outcome, join_notes, pack_outcome
 from fleet._waiter import Waiter
 from fleet.broker import Broker
+from fleet.extensions import Dispatcher
 from fleet.state import Change, StateStore
 
 log = logging.getLogger(__name__)
@@ -38,6 +42,7 @@ BATCH = 500
 class Commit:
     change: Change
     reply_to: str
+    task: str = ""
 
 
 class Committer:
@@ -47,8 +52,10 @@ class Committer:
         broker: Broker,
         waiter: Waiter,
         notify: Callable[[Sequence[tuple[str, bytes]]], None] | None = None,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self._state = state
+        self._dispatcher = dispatcher
         self._notify = broker.notify if notify is None else notify
         self._waiter = waiter
         self._cond = threading.Condition()
@@ -56,11 +63,12 @@ class Committer:
         self._pending = 0
         self._committing = False
 
-    def put(self, change: Change, reply_to: str) -> None:
-        """Commit `change` (see the module docstring); notify `reply_to` if it is final."""
+    def put(self, change: Change, reply_to: str, task: str = "") -> None:
+        """Commit `change` of an invocation of `task` (see the module docstring); notify
+        `reply_to` if it is final."""
         with self._cond:
             self._pending += 1
-            self._queue.append(Commit(change, reply_to))
+            self._queue.append(Commit(change, reply_to, task))
             if self._committing:
                 return  # the committing thread takes it along
             self._committing = True
@@ -95,7 +103,8 @@ class Committer:
         self.flush(timeout)
 
     def _commit(self, batch: list[Commit]) -> None:
-        applied = self._apply([c.change for c in batch])
+        changes = [c.change for c in batch]
+        applied = self._apply(changes)
         local, notes = [], []
         for commit, ok in zip(batch, applied, strict=True):
             change = commit.change
@@ -117,6 +126,10 @@ class Committer:
                 log.warning(
                     "result notifications failed; waiters fall back to the store", exc_info=True
                 )
+        # After the notifications: a waiter's result comes before any follow-up work.
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher.after_change_hooks:
+            _transitions.emit(dispatcher, changes, applied, [c.task for c in batch])
 
     def _apply(self, changes: list[Change]) -> list[bool]:
         delay = 0.1

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fleet import _context, _followup, _values
+from fleet import _context, _followup, _transitions, _values
 from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
 from fleet.codec import decode_call
@@ -145,8 +145,8 @@ class Executor:
             self.slots.release()
             if change is not None:
                 if running.resume is not None:  # ahead of the outcome, which expects RUNNING
-                    self.committer.put(running.resume, "")
-                self.committer.put(change, envelope.reply_to)  # commits in this thread
+                    self.committer.put(running.resume, "", envelope.task)
+                self.committer.put(change, envelope.reply_to, envelope.task)  # in this thread
                 if change.to is Status.RETRY and change.due is not None:
                     _followup.hold(self.app, [envelope.id], change.due)
             self.on_done()
@@ -244,12 +244,11 @@ class Executor:
         if all(waiter.peek(i) is not None for i in ids):
             return waiter.wait(ids, 0)
         me = execution.invocation_id
-        state = self.runtime.state
         running = self.in_hand.get(me)
         resume = Change(me, Status.RUNNING, PAUSED, by=self.runner_id, expect_owner=self.runner_id)
         if running is not None and running.resume is not None:
             # An earlier resume is not known to be written: write it before pausing again.
-            persist("resuming", lambda: state.apply([resume]))
+            persist("resuming", lambda: self._apply(resume, execution.task))
             running.resume = None
         pause = Change(
             me,
@@ -260,7 +259,7 @@ class Executor:
             waits_on=tuple(ids),
         )
         try:
-            paused = persist("pausing", lambda: state.apply([pause]))[0]
+            paused = persist("pausing", lambda: self._apply(pause, execution.task))
         except Exception:
             # It may have been written all the same (an unsure write): resume first.
             if running is not None:
@@ -282,13 +281,17 @@ class Executor:
             if not self._resume(execution, resume, running):
                 raise Abandoned
 
+    def _apply(self, change: Change, task: str) -> bool:
+        state, dispatcher = self.runtime.state, self.app.dispatcher
+        return _transitions.apply(state, [change], dispatcher, task)[0]
+
     def _resume(
         self, execution: _context.Execution, resume: Change, running: Running | None
     ) -> bool:
         """Write PAUSED -> RUNNING; False if the invocation is no longer ours. If the store
         stays down, go on running and commit the resume ahead of the outcome."""
         try:
-            return persist("resuming", lambda: self.runtime.state.apply([resume]))[0]
+            return persist("resuming", lambda: self._apply(resume, execution.task))
         except Exception:
             log.error(
                 "%s %s: could not record its resume (state store down); it goes on and the "

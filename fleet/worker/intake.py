@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet._envelope import Envelope, unpack
 from fleet._exceptions import error_info
+from fleet._transitions import apply
 from fleet.broker import Consumer, Delivery
 from fleet.errors import FleetError, SerializationError, UnknownTaskError
 from fleet.state import Change
@@ -108,7 +109,7 @@ class Intake:
             for _, env, _ in runnable
         ]
         try:
-            won = self.state.apply(claims)
+            won = apply(self.state, claims, self.app.dispatcher, [t.name for *_, t in runnable])
         except Exception:
             won = self._read_back(consumer, runnable)
         now = time.time()
@@ -216,7 +217,7 @@ class Intake:
             note=f"dead-lettered: {reason}",
         )
         try:
-            self.state.apply([failed])
+            apply(self.state, [failed], self.app.dispatcher, envelope.task)
         except Exception:  # the message is gone: recovery publishes the PENDING record again
             log.warning(
                 "marking %s FAILED failed; it stays PENDING until recovery publishes it again",

@@ -2,7 +2,8 @@
 
 Job: on exactly one runner at a time, recover invocations of dead hosts and those a
 live worker process does not hold (`recovery.recover_unheld`), release due
-scheduled invocations and retries, republish pending invocations whose publish was
+scheduled invocations and retries, tick the extensions (`on_lead`: cron triggers and
+the recovery of their firings), republish pending invocations whose publish was
 never confirmed (their deadline is still set, see `fleet._followup`), forget
 heartbeat records older than `runner_retention`, and expire finished invocations older
 than `retention` and large values nothing refers to any more.
@@ -88,6 +89,8 @@ class Leader:
         if not self.leading:
             return
         recovery.release_due(self.app, self.runner, now)
+        # Extensions' timed work (cron triggers); their exceptions are logged there.
+        self.app.dispatcher.on_lead(now)
         periodic = now - self._last_recovery >= settings.recovery_interval
         if periodic:
             self._last_recovery = now

@@ -100,7 +100,11 @@ class WorkerProcess:
         self.pool = ThreadPool(f"fleet-task-{self.id[-6:]}")
         self.baton = Baton(lambda: self.pool.submit(self._drive))
         self.committer = Committer(
-            self.runtime.state, self.runtime.broker, self.runtime.waiter, self._notify
+            self.runtime.state,
+            self.runtime.broker,
+            self.runtime.waiter,
+            self._notify,
+            app.dispatcher,
         )
         self.executor = Executor(
             app, self.runtime, self.id, self.slots, self.committer, self.in_hand
@@ -377,7 +381,7 @@ class WorkerProcess:
             self.stop()  # first: take no new work even if the commit below waits
         exc = HardTimeLimitExceeded(f"{task.name} ran past its hard time limit of {limit}s")
         change = self.executor.failure(running.envelope, task, running.envelope.attempt + 1, exc)
-        self.committer.put(change, running.envelope.reply_to)
+        self.committer.put(change, running.envelope.reply_to, task.name)
         running.interrupt()  # reaches the thread if it ever runs Python code again
         self._task_done()  # the drain may be waiting only for this one
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from fleet import _followup
+from fleet import _followup, _transitions
 from fleet._envelope import from_record, pack
 from fleet._exceptions import error_info
 from fleet.broker import Message
@@ -94,7 +94,8 @@ def requeue(
                 refund_attempt=refund and record.status in OWNED and record.attempt > 0,
             )
         )
-    applied = runtime.state.apply(changes, at=now)
+    tasks = [r.task for r in records]
+    applied = _transitions.apply(runtime.state, changes, app.dispatcher, tasks, at=now)
     messages = [
         Message(record.queue, pack(from_record(record)), record.id)
         for record, change, ok in zip(records, changes, applied, strict=True)

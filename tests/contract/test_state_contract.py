@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleet.errors import ConfigError, InvalidTransitionError, StateError
+from fleet.errors import ConfigError, DuplicateInvocationError, InvalidTransitionError
 from fleet.state import (
     BLOB_GRACE,
     Change,
@@ -88,7 +88,7 @@ def test_register_and_get_round_trip(state: StateStore) -> None:
 
 def test_register_refuses_a_taken_id(state: StateStore) -> None:
     state.register([record(1)])
-    with pytest.raises(StateError, match="inv-0001"):
+    with pytest.raises(DuplicateInvocationError, match="inv-0001"):
         state.register([record(2), record(1, task="other")])
     assert state.get([record(1).id])[0].task == "pkg.mod.task"
     assert state.get([record(2).id]) == []  # the batch went in whole or not at all
@@ -327,6 +327,9 @@ def test_find(state: StateStore) -> None:
     assert ids(due_before=T0 + 30) == ["inv-0010", "inv-0011"]
     assert ids(task="other.task") == ["inv-0012"]
     assert ids(updated_before=T0 - 1) == ["inv-0012"]
+    assert ids(updated_after=T0 - 100, updated_before=T0 - 99) == ["inv-0012"]
+    assert ids(updated_after=T0 - 99, updated_before=T0 - 1) == []
+    assert len(ids(updated_after=T0 - 99)) == 8
     assert len(ids()) == 9
     assert ids(statuses=[S.FAILED]) == []
 

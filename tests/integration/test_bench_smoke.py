@@ -42,3 +42,37 @@ def test_quick_bench_writes_a_report(tmp_path: Path) -> None:
     assert "W2 round trip p50" in text
     assert "fleet embedded (SQLite)" in text
     assert list(out.glob("*-quick.json"))
+
+
+def test_quick_trigger_bench_writes_its_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--configs",
+            "embedded",
+            "--only",
+            "triggers",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = out.glob("*-quick.md")
+    text = report.read_text()
+    for row in (
+        "W1 throughput, no triggers defined",
+        "W1 throughput, 100 unrelated triggers",
+        "W1 slowdown with 100 unrelated triggers",
+        "Cron tick to triggered run, p50",
+        "Embedded cron tick to run p50 (ms)",
+    ):
+        assert row in text

@@ -11,12 +11,21 @@ import pytest
 from fleet import Fleet, Status
 from fleet.broker import Message
 from fleet.cli.deadletters import requeue
+from fleet.extensions import Applied, Extension
 from fleet.testing.worker import running_worker
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 calls: list[int] = []
 _lock = threading.Lock()
+
+
+class Seen(Extension):
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, str, Status | None, Status]] = []
+
+    def after_change(self, applied: Applied) -> None:
+        self.changes += [(c.invocation_id, c.task, c.source, c.status) for c in applied.changes]
 
 
 def later(x: int) -> int:
@@ -39,7 +48,8 @@ def urls(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
 
 def test_a_letter_for_a_task_that_did_not_exist_runs_once_requeued(urls: dict[str, str]) -> None:
     producer = Fleet(**urls)
-    worker_app = Fleet(**urls)  # deployed before the task existed
+    seen = Seen()
+    worker_app = Fleet(extensions=[seen], **urls)  # deployed before the task existed
     default = worker_app.queues.route(f"{__name__}.later")
     submit = producer.task(later)
     state = worker_app.runtime().state
@@ -62,6 +72,9 @@ def test_a_letter_for_a_task_that_did_not_exist_runs_once_requeued(urls: dict[st
             record = state.get([invocation.id])[0]
             notes = [(e.status, e.note) for e in record.history]
             assert (Status.PENDING, "requeued from the dead letters by an operator") in notes
+            # The extensions heard of the requeue, as of every status change.
+            assert (invocation.id, submit.name, Status.FAILED, Status.PENDING) in seen.changes
+            assert (invocation.id, submit.name, Status.PENDING, Status.FAILED) in seen.changes
             assert broker.dead_letters(default) == []
 
             moved, refused = requeue(worker_app, default, ["no-such-letter"])
