@@ -92,6 +92,8 @@ class WorkerProcess:
         self.in_hand: dict[str, Running] = {}
         self.processed = 0
         self._stop = threading.Event()
+        self._finished = threading.Event()
+        """Set once the drain is over: the heartbeat goes on until then."""
         self._consumer: Consumer | None = None
         self._starved = False
         """True while the dispatcher may be waiting for a slot (see `_slot_freed`)."""
@@ -146,8 +148,7 @@ class WorkerProcess:
         )
         self.pool.submit(self._drive)
         self._stop.wait()
-        self._drain()
-        beater.join(timeout=self.app.settings.heartbeat_interval + 1)
+        self._drain(beater)
 
     def _drive(self) -> None:
         """Drive the consumer while this thread holds the baton; run what it lends us."""
@@ -210,7 +211,9 @@ class WorkerProcess:
         if consumer is not None:
             consumer.wakeup()
 
-    def _drain(self) -> None:
+    def _drain(self, beater: threading.Thread) -> None:
+        """Finish what is in hand within the grace period, beating all along: a draining
+        process is alive, and its invocations must not be recovered from under it."""
         self._wakeup()
         self.baton.close()
         self._close_consumer()
@@ -227,7 +230,9 @@ class WorkerProcess:
                 log.warning(
                     "worker %s: requeue failed; the supervisor will", self.id, exc_info=True
                 )
-        self.beat(stopped=not left)
+        self._finished.set()
+        beater.join(timeout=self.app.settings.heartbeat_interval + 1)
+        self.beat(stopped=not left)  # last: no beat of the loop may come after it
         if left:
             log.warning(
                 "worker %s: %d invocation(s) still running at shutdown; they will be requeued",
@@ -334,9 +339,9 @@ class WorkerProcess:
     def _beat_loop(self) -> None:
         interval = self.app.settings.heartbeat_interval
         ceiling = self.app.settings.max_memory_per_child
-        while not self._stop.wait(interval):
+        while not self._finished.wait(interval):
             self.beat()
-            if ceiling and resident_mib() > ceiling:
+            if ceiling and not self._stop.is_set() and resident_mib() > ceiling:
                 log.info("worker %s: recycling at %.0f MiB", self.id, resident_mib())
                 self.stop()
 
