@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -78,16 +78,21 @@ def backend_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str
     }
 
 
-@pytest.fixture(params=STACKS)
-def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def open_stack(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    settings: Mapping[str, str] = FAST,
 ) -> Iterator[Stack]:
+    """A stack over the tasks of `module` (reloaded under this test's FLEET__* settings);
+    its workers are stopped and its app closed when the test ends."""
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {**backend_env(request, tmp_path), "FLEET_TEST_MARKS": str(marks), **FAST}
+    env = {**backend_env(request, tmp_path), "FLEET_TEST_MARKS": str(marks), **settings}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    tasks = importlib.reload(importlib.import_module("tests.e2e.recovery_tasks"))
+    tasks = importlib.reload(importlib.import_module(module))
     stack = Stack(tasks, env, marks)
     try:
         yield stack
@@ -95,3 +100,10 @@ def stack(
         for command in stack.workers:
             command.stop(timeout=30)
         tasks.app.close()
+
+
+@pytest.fixture(params=STACKS)
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    yield from open_stack(request, tmp_path, monkeypatch, "tests.e2e.recovery_tasks")

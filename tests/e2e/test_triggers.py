@@ -17,7 +17,7 @@ import pytest
 
 from fleet.state import Query
 from fleet.testing.worker import WorkerCommand
-from tests.e2e.conftest import FAST, ROOT, STACKS, Stack, backend_env
+from tests.e2e.conftest import FAST, ROOT, STACKS, Stack, open_stack
 
 pytestmark = pytest.mark.timeout(180)
 APP = "tests.e2e.trigger_tasks:app"
@@ -28,19 +28,7 @@ FASTER = {**FAST, "FLEET__TRIGGER_GRACE": "3", "FLEET__PENDING_TIMEOUT": "30"}
 def stack(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Stack]:
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    env = {**backend_env(request, tmp_path), "FLEET_TEST_MARKS": str(marks), **FASTER}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    tasks = importlib.reload(importlib.import_module("tests.e2e.trigger_tasks"))
-    stack = Stack(tasks, env, marks)
-    try:
-        yield stack
-    finally:
-        for command in stack.workers:
-            command.stop(timeout=30)
-        tasks.app.close()
+    yield from open_stack(request, tmp_path, monkeypatch, "tests.e2e.trigger_tasks", FASTER)
 
 
 def host(stack: Stack, **env: str) -> WorkerCommand:
