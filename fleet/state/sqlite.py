@@ -21,6 +21,7 @@ Contract, beyond `fleet.state`:
   reference let `expire` find unreferenced blobs without scanning invocations. A
   database from before blobs expired gets the column on open.
 - Options: `busy_timeout` (seconds).
+The tables and the row conversions are in `fleet.state._sqlite_schema`.
 """
 
 from __future__ import annotations
@@ -45,59 +46,9 @@ from fleet.state import (
     StateStore,
 )
 from fleet.state import _common as c
+from fleet.state import _sqlite_schema as tables
 from fleet.status import FINAL, HistoryEntry, Status
 from fleet.triggers._sqlite import TRIGGER_SCHEMA, SQLiteTriggers
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_invocations (
-    id TEXT NOT NULL UNIQUE,
-    task TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    args BLOB NOT NULL,
-    codec TEXT NOT NULL,
-    status TEXT NOT NULL,
-    call_key TEXT NOT NULL DEFAULT '',
-    owner TEXT NOT NULL DEFAULT '',
-    history TEXT NOT NULL DEFAULT '[]',
-    result BLOB,
-    error TEXT,
-    attempt INTEGER NOT NULL DEFAULT 0,
-    due REAL,
-    parent TEXT NOT NULL DEFAULT '',
-    reply_to TEXT NOT NULL DEFAULT '',
-    waits_on TEXT NOT NULL DEFAULT '[]',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS fleet_invocations_status ON fleet_invocations (status, due);
-CREATE TABLE IF NOT EXISTS fleet_runners (
-    id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    beat REAL NOT NULL,
-    parent TEXT NOT NULL,
-    queues TEXT NOT NULL,
-    in_hand TEXT NOT NULL,
-    started REAL NOT NULL,
-    stopped INTEGER NOT NULL,
-    info TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_leases (
-    name TEXT PRIMARY KEY,
-    holder TEXT NOT NULL,
-    expires REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fleet_blobs (
-    key TEXT PRIMARY KEY,
-    data BLOB NOT NULL,
-    stored REAL NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS fleet_invocations_args_blob ON fleet_invocations (args)
-    WHERE substr(args, 1, {n}) = X'{mark}';
-CREATE INDEX IF NOT EXISTS fleet_invocations_result_blob ON fleet_invocations (result)
-    WHERE substr(result, 1, {n}) = X'{mark}';
-""".format(n=len(BLOB_MARK), mark=BLOB_MARK.hex())
 
 _IS_REF = f"substr({{col}}, 1, {len(BLOB_MARK)}) = X'{BLOB_MARK.hex()}'"
 _UNUSED_BLOBS = (
@@ -135,10 +86,10 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         opts = float_options("SQLiteStateStore", options, {"busy_timeout": 30.0})
         self.url = redact(url)
         path = path_from_url(url, "state_url")
-        self.db = Database(path, SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
+        self.db = Database(path, tables.SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
         self._sql: dict[tuple[Any, ...], str] = {}
         if not any(row[1] == "stored" for row in self.db.query("PRAGMA table_info(fleet_blobs)")):
-            self.db.write(_add_stored_column)
+            self.db.write(tables.add_stored_column)
 
     @property
     def statements(self) -> int:
@@ -155,7 +106,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
                 raise StateError(f"register takes InvocationRecord objects, got {r!r}")
         if not records:
             return
-        rows = [_row(r) for r in records]
+        rows = [tables.row(r) for r in records]
         if len(rows) == 1:
             try:
                 self.db.write_one(_INSERT, rows[0])
@@ -279,7 +230,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             for part in chunks(unique):
                 sql = f"{_SELECT} WHERE id IN ({placeholders(part)})"
                 for row in tx.execute(sql, part):
-                    found[row[0]] = _record(row)
+                    found[row[0]] = tables.record(row)
             return found
 
         found = self.db.read(tx_fn)
@@ -311,7 +262,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         sql = _SELECT + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY created, rowid LIMIT ?"
         rows = self.db.query(sql, (*params, query.limit))
-        return [_record(row) for row in rows]
+        return [tables.record(row) for row in rows]
 
     def counts(self) -> dict[Status, int]:
         counts = dict.fromkeys(Status, 0)
@@ -385,77 +336,3 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
 
     def __repr__(self) -> str:
         return f"SQLiteStateStore({self.url!r})"
-
-
-def _add_stored_column(tx: Tx) -> None:
-    """Databases made before blobs expired lack `fleet_blobs.stored`: add it (their
-    blobs count as stored long ago, and go once nothing references them)."""
-    columns = {row[1] for row in tx.execute("PRAGMA table_info(fleet_blobs)")}
-    if "stored" not in columns:
-        tx.execute("ALTER TABLE fleet_blobs ADD COLUMN stored REAL NOT NULL DEFAULT 0")
-
-
-def _row(r: InvocationRecord) -> tuple[Any, ...]:
-    return (
-        r.id,
-        r.task,
-        r.queue,
-        bytes(r.args),
-        r.codec,
-        Status(r.status).value,
-        r.call_key,
-        r.owner,
-        c.history_to_json(r.history),
-        None if r.result is None else bytes(r.result),
-        c.error_to_json(r.error),
-        r.attempt,
-        r.due,
-        r.parent,
-        r.reply_to,
-        json.dumps(list(r.waits_on)) if r.waits_on else "[]",
-        r.created,
-        r.updated,
-    )
-
-
-def _record(row: tuple[Any, ...]) -> InvocationRecord:
-    (
-        rid,
-        task,
-        queue,
-        args,
-        codec,
-        status,
-        call_key,
-        owner,
-        history,
-        result,
-        error,
-        attempt,
-        due,
-        parent,
-        reply_to,
-        waits_on,
-        created,
-        updated,
-    ) = row
-    return InvocationRecord(
-        id=rid,
-        task=task,
-        queue=queue,
-        args=bytes(args),
-        codec=codec,
-        status=Status(status),
-        call_key=call_key,
-        owner=owner,
-        history=c.history_from_json(history),
-        result=None if result is None else bytes(result),
-        error=c.error_from_json(error),
-        attempt=attempt,
-        due=due,
-        parent=parent,
-        reply_to=reply_to,
-        waits_on=tuple(json.loads(waits_on)),
-        created=created,
-        updated=updated,
-    )
