@@ -158,3 +158,7 @@ class WorkerLostError(TaskError):
 
 class ExtensionError(FleetError):
     """An extension refused an operation (raised by a before-hook), or failed."""
+
+
+class TriggerNotFoundError(FleetError):
+    """No trigger has the id asked for (`app.triggers.get`, `fleet triggers show ID`)."""

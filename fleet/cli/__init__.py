@@ -3,7 +3,8 @@
 Job: one entry point for operators: run workers, inspect state, manage queues and dead
 letters, check health. Contract: every subcommand lives in its own module with an
 `add_parser(subparsers)` function that registers it and sets `handler`; errors of
-fleet's own (`FleetError`) print one line naming the problem and exit with status 2.
+fleet's own (`FleetError`) print one line naming the problem. Exit statuses (`EXIT`,
+also in `fleet --help`) tell a script or a probe what went wrong without parsing text.
 """
 
 from __future__ import annotations
@@ -13,7 +14,28 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fleet.errors import FleetError
+from fleet.errors import (
+    BrokerError,
+    ConfigError,
+    DuplicateInvocationError,
+    FleetError,
+    InvalidTransitionError,
+    InvocationNotFoundError,
+    QueueMismatchError,
+    StateError,
+    TaskDefinitionError,
+    TriggerNotFoundError,
+)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_CONNECTION = 0, 1, 2, 3, 4
+EXIT = f"""exit status:
+  {EXIT_OK}  done (fleet check: healthy)
+  {EXIT_FAILED}  the command ran and found a problem: unhealthy, not found, refused
+  {EXIT_USAGE}  the command line is wrong
+  {EXIT_CONFIG}  a configuration error: settings, queue definitions, an app or task module
+     that does not load, a queue that clashes with its declaration
+  {EXIT_CONNECTION}  the broker or the state store cannot be reached
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         worker,
     )
 
-    parser = argparse.ArgumentParser(prog="fleet", description="fleet: distributed tasks")
+    parser = argparse.ArgumentParser(
+        prog="fleet",
+        description="fleet: distributed tasks",
+        epilog=EXIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     for module in (worker, tasks, inspect, invocations, queues, deadletters, state, triggers):
@@ -64,7 +91,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.handler(args)
     except FleetError as exc:
         print(f"fleet {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt:
         return 130
     return int(code or 0)
+
+
+def exit_code(exc: FleetError) -> int:
+    """The exit status for an error of fleet's own (see `EXIT`)."""
+    if isinstance(exc, ConfigError | TaskDefinitionError | QueueMismatchError):
+        return EXIT_CONFIG
+    not_done = (
+        InvocationNotFoundError,
+        InvalidTransitionError,
+        DuplicateInvocationError,
+        TriggerNotFoundError,
+    )
+    if isinstance(exc, not_done):
+        return EXIT_FAILED
+    if isinstance(exc, BrokerError | StateError):
+        return EXIT_CONNECTION
+    return EXIT_FAILED

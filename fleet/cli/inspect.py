@@ -3,7 +3,7 @@
 `fleet check` (the liveness probe) exits 0 while the fleet on this host is alive: its
 live supervisor(s) and their current children beat within `dead_after` (see `judge`).
 It exits 1 when they do not, 0 ("unknown") when the state store cannot be reached
-(1 with `--strict`), and 2 on a configuration error.
+(1 with `--strict`), and 3 on a configuration error.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def pending_by_queue(state: StateStore) -> dict[str, int]:
 
 def check_health(args: argparse.Namespace) -> int:
     """Exit 0 while this host's fleet is alive, 1 when it is not (see `judge`); a
-    configuration error (bad URL, bad option) is never "unknown": it exits 2."""
+    configuration error (bad URL, bad option) is never "unknown": it exits 3."""
     from fleet.cli import load
     from fleet.errors import ConfigError
 
@@ -113,7 +113,7 @@ def check_health(args: argparse.Namespace) -> int:
     try:
         runners = app.runtime().state.runners()
     except ConfigError:
-        raise  # the CLI prints it and exits 2: restarting cannot fix a wrong setting
+        raise  # the CLI prints it and exits 3: restarting cannot fix a wrong setting
     except Exception as exc:
         # The workers may be fine and just waiting for the store: restarting them (what a
         # failing liveness probe does) would not help, so only --strict fails here.

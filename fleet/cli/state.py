@@ -37,7 +37,7 @@ def purge_state(args: argparse.Namespace) -> int:
 
     if not args.yes:
         print("refusing to purge without --yes")
-        return 2
+        return 1
     app = load(args.app)
     print(f"deleted {app.runtime().state.purge()} invocation(s)")
     app.close()

@@ -3,7 +3,7 @@
 Job: load the app as `fleet worker` does (its module, then the setting `task_modules`)
 and list every registered task. Contract: exit 0 with the list; exit 1 with the list
 and each failed task module's traceback when one of `task_modules` does not import;
-exit 2 with the traceback when the app itself does not load.
+exit 3 with the traceback when the app itself does not load.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def list_tasks(args: argparse.Namespace) -> int:
-    from fleet.cli import load
+    from fleet.cli import EXIT_CONFIG, load
     from fleet.errors import FleetError
     from fleet.worker.child import import_task_modules
 
@@ -39,7 +39,7 @@ def list_tasks(args: argparse.Namespace) -> int:
         traceback.print_exception(exc, file=sys.stderr)
         what = str(exc) if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
         print(f"fleet tasks: --app {args.app!r} does not load: {what}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     failed = import_task_modules(app, log_failures=False)
     rows = [
         (task.name, type(task).__name__, app.queues.route(task.name, task.options.queue), task)

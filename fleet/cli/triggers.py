@@ -2,7 +2,7 @@
 
 Contract: each action loads the app (`--app`, whose module declares the tasks and
 their triggers), works on `app.triggers` (the app's state store), prints plain lines
-and closes the app. An unknown trigger id is a `ConfigError` (one line, exit 2);
+and closes the app. An unknown trigger id is a `TriggerNotFoundError` (one line, exit 1);
 `delete` of an unknown id prints so and exits 1. `trigger_lines` is what `fleet
 status` prints under "triggers:": per trigger its next cron time and last firing.
 """

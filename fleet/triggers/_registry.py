@@ -9,7 +9,7 @@ Contract:
   definition; `declare(task, triggers)` is what `@app.task(triggers=[...])` does in
   every process importing the task (see `declare_for_task`).
 - `fire(id)` fires a trigger now through the engine (`fleet triggers fire ID`).
-- `get`, `pause`, `resume` and `remove` name an unknown id in a `ConfigError`
+- `get`, `pause`, `resume` and `remove` name an unknown id in a `TriggerNotFoundError`
   (`remove` returns False instead, so it is idempotent).
 - `show(id, now)` returns the definition, the next cron time (None for other kinds or
   a paused trigger) and the latest firings, newest first: what `fleet triggers show`
@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, TriggerNotFoundError
 from fleet.triggers import Firing, Kind, TriggerDefinition, TriggerStore
 from fleet.triggers._cron import next_tick
 from fleet.triggers._declare import Trigger, declare, declare_for_task
@@ -82,7 +82,7 @@ class Triggers:
         for definition in self.store.triggers():
             if definition.id == trigger_id:
                 return definition
-        raise ConfigError(f"no trigger {trigger_id!r}; `fleet triggers list` shows them")
+        raise TriggerNotFoundError(f"no trigger {trigger_id!r}; `fleet triggers list` shows them")
 
     def _enable(self, trigger_id: str, enabled: bool) -> TriggerDefinition:
         definition = replace(self.get(trigger_id), enabled=enabled)

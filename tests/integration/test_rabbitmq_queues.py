@@ -147,9 +147,9 @@ def test_cli_declares_and_shows_status(
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith(name))
     assert row.split()[1:] == ["2", "-", "1", "1"]  # ready, unacked (unknown), consumers, dead
-    # A clashing YAML gives one clear line and exit status 2, not a traceback.
+    # A clashing YAML gives one clear line and exit status 3 (configuration), not a traceback.
     write_queues(queues, f"default: {name}\nqueues:\n  {name}: {{type: classic}}\n")
-    assert main(["queues", "declare"]) == 2
+    assert main(["queues", "declare"]) == 3
     err = capsys.readouterr().err
     assert "type: configured 'classic', on the broker 'quorum'" in err
 

@@ -140,7 +140,7 @@ def test_fleet_tasks_fails_with_the_traceback_when_the_app_does_not_import(
     project: Project,
 ) -> None:
     done = project.fleet("tasks", "--app", f"{project.broken}:app")
-    assert done.returncode == 2
+    assert done.returncode == 3  # the app does not load: configuration
     assert done.stdout == ""
     assert "Traceback (most recent call last)" in done.stderr
     assert "import no_such_dependency_xyz" in done.stderr  # the line that failed

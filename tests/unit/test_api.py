@@ -36,6 +36,7 @@ PUBLIC = {
     "Task",
     "TaskDefinitionError",
     "TaskError",
+    "TriggerNotFoundError",
     "Trigger",
     "UnknownTaskError",
     "WaitCycleError",

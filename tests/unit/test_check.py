@@ -48,5 +48,5 @@ def test_check_exits_nonzero_on_a_bad_state_url(
 ) -> None:
     monkeypatch.setenv("FLEET__STATE_URL", "mongodb://127.0.0.1:notaport/fleet")
     monkeypatch.setenv("FLEET__BROKER_URL", "memory://check-config-error")
-    assert main(["check"]) == 2
+    assert main(["check"]) == 3  # a configuration error
     assert "notaport" in capsys.readouterr().err

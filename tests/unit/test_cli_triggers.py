@@ -83,8 +83,8 @@ def test_fire_reports_a_call_that_cannot_be_built(capsys: pytest.CaptureFixture[
     assert code == 1 and "started nothing" in out and "rows" in out
 
 
-def test_an_unknown_id_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["triggers", "show", "tr-nope", "--app", APP]) == 2
+def test_an_unknown_id_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["triggers", "show", "tr-nope", "--app", APP]) == 1
     err = capsys.readouterr().err
     assert "tr-nope" in err and len(err.strip().splitlines()) == 1
 

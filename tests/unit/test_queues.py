@@ -112,7 +112,7 @@ def test_fleet_worker_with_an_undefined_queue_exits_before_starting(
 
     monkeypatch.setattr(Supervisor, "run", lambda self: 99)  # never start processes here
     monkeypatch.setattr("fleet.cli.worker.setup_logging", lambda *a: None)  # leave handlers
-    assert main(["worker", "--app", f"{__name__}:app", "--queues", "default,reprots"]) == 2
+    assert main(["worker", "--app", f"{__name__}:app", "--queues", "default,reprots"]) == 3
     assert "queue 'reprots' is not defined" in capsys.readouterr().err
 
 

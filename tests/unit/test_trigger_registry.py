@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from fleet.errors import ConfigError
+from fleet.errors import ConfigError, TriggerNotFoundError
 from fleet.state.memory import MemoryStateStore
 from fleet.triggers import Firing, Trigger, trigger_store
 from fleet.triggers._registry import Triggers
@@ -35,7 +35,7 @@ def test_add_list_show_pause_resume_remove() -> None:
     assert triggers.remove(hourly.id) is True and triggers.remove(hourly.id) is False
     assert [d.id for d in triggers.list()] == [event.id]
     assert len(changes) == 7  # every change tells the engine
-    with pytest.raises(ConfigError, match="'nope'"):
+    with pytest.raises(TriggerNotFoundError, match="'nope'"):
         triggers.pause("nope")
     with pytest.raises(ConfigError, match=r"not a fleet\.triggers\.Trigger"):
         triggers.add("pkg.report", "@hourly")  # type: ignore[arg-type]
