@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fleet-installed
 CODE   := $(wildcard fleet tests examples bench scripts)
 
-.PHONY: setup venv lint typecheck test demo bench clean
+.PHONY: setup venv lint typecheck test cluster-test demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +31,10 @@ typecheck: venv
 
 test: setup lint typecheck
 	$(BIN)/pytest -n auto -p no:cacheprovider
+
+# The 3-node RabbitMQ cluster e2e alone (it is part of `make test` too), with its figures.
+cluster-test: setup
+	$(BIN)/pytest -p no:cacheprovider -s tests/e2e/test_rabbitmq_cluster.py
 
 demo:
 	bash scripts/setup.sh demo

@@ -186,9 +186,27 @@ class _AsyncRuntime:
 
         params = broker.endpoint.params
         context = params.ssl_options.context if params.ssl_options else None
-        self.connection = await aio_pika.connect_robust(
-            host=params.host,
-            port=params.port,
+        hosts = broker.endpoint.candidates()
+        for index, (host, port) in enumerate(hosts):
+            try:
+                self.connection = await self._connect_to(broker, host, port, context)
+                break
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
+                # A cluster: the next node (aio-pika's robust reconnect stays on this one).
+                broker.endpoint.failed((host, port))
+                if index == len(hosts) - 1:
+                    raise
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        queue = await self.channel.declare_queue(self.address, exclusive=True, auto_delete=True)
+        await queue.consume(self._on_reply, no_ack=True)
+
+    async def _connect_to(self, broker: RabbitMQBroker, host: str, port: int, context: Any) -> Any:
+        import aio_pika
+
+        params = broker.endpoint.params
+        return await aio_pika.connect_robust(
+            host=host,
+            port=port,
             login=params.credentials.username,
             password=params.credentials.password,
             virtualhost=params.virtual_host,
@@ -199,9 +217,6 @@ class _AsyncRuntime:
             reconnect_interval=1,
             client_properties={"connection_name": f"fleet aio pid {os.getpid()}"},
         )
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        queue = await self.channel.declare_queue(self.address, exclusive=True, auto_delete=True)
-        await queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
         if self.connection is not None:

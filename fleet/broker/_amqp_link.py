@@ -34,6 +34,10 @@ Contract:
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
   refused, timed out, host not found, authentication failed, access refused, TLS)
   with the underlying error as its `__cause__`.
+- Several hosts (a cluster, see `Endpoint.candidates`): the link tries them in turn
+  within its connect timeout and raises only when none opens (naming each one's
+  reason); `host` is the node it is connected to. A link that is lost or refused marks
+  its host failed, so the next link of the process tries another node first.
 """
 
 from __future__ import annotations
@@ -81,16 +85,20 @@ def root_cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def connect_reason(exc: BaseException, endpoint: Endpoint) -> str:
-    """Why a connection could not be opened, in words an operator can act on."""
-    where = f"{endpoint.params.host}:{endpoint.params.port}"
+def connect_reason(
+    exc: BaseException, endpoint: Endpoint, host: tuple[str, int] | None = None
+) -> str:
+    """Why a connection (to `host`, default the first) could not be opened, in words an
+    operator can act on."""
+    name, port = host or (endpoint.params.host, endpoint.params.port)
+    where = f"{name}:{port}"
     user = endpoint.params.credentials.username
     if isinstance(exc, ConnectionRefusedError):
         return f"connection refused (nothing listens on {where}: is RabbitMQ running?)"
     if isinstance(exc, (socket.timeout, TimeoutError, AMQPConnectorStackTimeout)):
         return f"timed out (no answer from {where} within {endpoint.options.connect_timeout:g}s)"
     if isinstance(exc, socket.gaierror):
-        return f"host name {endpoint.params.host!r} not found ({exc.strerror or exc})"
+        return f"host name {name!r} not found ({exc.strerror or exc})"
     if isinstance(exc, pika.exceptions.ProbableAuthenticationError) or (
         isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code == 403
     ):
@@ -167,27 +175,64 @@ class Link:
     def __init__(self, endpoint: Endpoint, name: str, timeout: float | None = None) -> None:
         self.endpoint = endpoint
         self.name = name
+        limit = endpoint.options.connect_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        hosts = endpoint.candidates()
+        failures: list[LinkError] = []
+        for index, host in enumerate(hosts):
+            left = deadline - time.monotonic()
+            if index and left <= 0:
+                break
+            self.host = host
+            try:
+                # The last host may use what is left; the others their share of it.
+                self._open(host, left if index == len(hosts) - 1 else left / (len(hosts) - index))
+            except LinkError as exc:
+                endpoint.failed(host)
+                failures.append(exc)
+                continue
+            endpoint.worked(host)
+            return
+        if len(failures) == 1:
+            raise failures[0]
+        error = LinkError(
+            f"cannot connect to any host of {endpoint.url}: "
+            + "; ".join(str(e).removeprefix("cannot connect to ") for e in failures)
+        )
+        error.__cause__ = failures[-1].__cause__
+        raise error
+
+    def _open(self, host: tuple[str, int], limit: float) -> None:
         self.error: LinkError | None = None
         self.last_used = time.monotonic()
         self._opened = False
+        self._closing = False
         self._woken = False
         self._closed_channels: dict[int, BaseException] = {}
         self.ioloop = IOLoop()
         self.ioloop.activate_poller()
         self.connection = _Connection(
-            endpoint.with_name(name),
+            self.endpoint.with_name(self.name, host),
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_close,
             custom_ioloop=self.ioloop,
         )
-        limit = endpoint.options.connect_timeout if timeout is None else timeout
         try:
             if not self.drive(lambda: self._opened, limit):
-                raise LinkError(f"connecting to {endpoint.url} timed out after {limit:.1f}s")
+                raise LinkError(f"connecting to {self._where} timed out after {limit:.1f}s")
         except BaseException:
             self.close(0.5)
             raise
+
+    @property
+    def _where(self) -> str:
+        """The URL, or the host of it this link uses when the URL names several."""
+        if not self.endpoint.hosts:
+            return self.endpoint.url
+        name, port = self.host
+        shown = f"[{name}]" if ":" in name else name
+        return f"{shown}:{port} of {self.endpoint.url}"
 
     # -- pika's callbacks (they run inside drive) --------------------------------------
 
@@ -196,13 +241,15 @@ class Link:
 
     def _on_open_error(self, _connection: object, exc: BaseException) -> None:
         cause = root_cause(exc)
-        reason = self.endpoint.scrub(connect_reason(cause, self.endpoint))
-        self.error = LinkError(f"cannot connect to {self.endpoint.url}: {reason}")
+        reason = self.endpoint.scrub(connect_reason(cause, self.endpoint, self.host))
+        self.error = LinkError(f"cannot connect to {self._where}: {reason}")
         self.error.__cause__ = cause
 
     def _on_close(self, _connection: object, exc: BaseException) -> None:
         if self.error is None:
-            self.error = LinkError(f"connection to {self.endpoint.url} lost: {self._describe(exc)}")
+            if self._opened and not self._closing:
+                self.endpoint.failed(self.host)
+            self.error = LinkError(f"connection to {self._where} lost: {self._describe(exc)}")
 
     def _on_channel_close(self, channel: Channel, exc: BaseException) -> None:
         self._closed_channels[channel.channel_number] = exc
@@ -368,6 +415,7 @@ class Link:
         Never raises; a connection that does not close in time is dropped.
         """
         connection = self.connection
+        self._closing = True
         try:
             if not (connection.is_closed or connection.is_closing):
                 connection.close()
