@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
-ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers")
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale")
 """`triggers` (bench.trigger_load) runs on the embedded stack only."""
 
 
@@ -56,12 +56,19 @@ class System:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("embedded", "fleet embedded (SQLite)", "fleet", ALL_WORKLOADS, "sqlite", "sqlite"),
+        System(
+            "embedded",
+            "fleet embedded (SQLite)",
+            "fleet",
+            (*FLEET_WORKLOADS, "triggers"),
+            "sqlite",
+            "sqlite",
+        ),
         System(
             "rabbitmq-sqlite",
             "fleet RabbitMQ + SQLite",
             "fleet",
-            FLEET_WORKLOADS,
+            (*FLEET_WORKLOADS, "stale"),
             "rabbitmq",
             "sqlite",
         ),

@@ -42,6 +42,8 @@ class Plan:
     rt_single: int = 20
     rt_batch: int = 100
     cron_ticks: int = 20
+    stale_tasks: int = 100_000
+    stale_batch: int = 1000
 
     @classmethod
     def quick(cls) -> Plan:
@@ -60,6 +62,7 @@ class Plan:
             rt_single=5,
             rt_batch=20,
             cron_ticks=3,
+            stale_tasks=5000,
         )
 
     @property

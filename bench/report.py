@@ -50,6 +50,10 @@ ROWS = [
     ("triggers", "overhead, 100 triggers", "W1 slowdown with 100 unrelated triggers"),
     ("triggers", "cron delay p50", "Cron tick to triggered run, p50"),
     ("triggers", "cron delay p99", "Cron tick to triggered run, p99"),
+    ("stale", "throughput", "Batches of 1,000 waited one by one: throughput"),
+    ("stale", "stale copies left", "Stale copies left in the queue after the run"),
+    ("stale", "drain time", "Time for the stale copies to be dropped"),
+    ("stale", "backlog after", "Backlog figure once all finished (fleet.backlog)"),
 ]
 
 
@@ -228,6 +232,13 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             "Embedded cron tick to run p50 (ms)",
             ("embedded", "triggers", "cron delay p50"),
             1000.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "RabbitMQ + SQLite stale copies left after the `stale` run",
+            ("rabbitmq-sqlite", "stale", "stale copies left"),
+            0.0,
             False,
         ),
     ]

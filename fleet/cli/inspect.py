@@ -9,11 +9,13 @@ It exits 1 when they do not, 0 ("unknown") when the state store cannot be reache
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fleet.app import Fleet
     from fleet.state import StateStore
 
 from fleet.state import RunnerRecord
@@ -30,6 +32,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     status = sub.add_parser("status", help="invocation counts, runners and queues")
     add_app_option(status)
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (queues carry their backlog: ready + due)",
+    )
     status.set_defaults(handler=show_status)
 
     check = sub.add_parser("check", help="exit 1 when this host's heartbeats are stale")
@@ -55,6 +62,12 @@ def show_status(args: argparse.Namespace) -> int:
     from fleet.cli.triggers import trigger_lines
 
     app = load(args.app)
+    if getattr(args, "json", False):
+        try:
+            print(json.dumps(status_document(app), indent=2, sort_keys=True))
+        finally:
+            app.close()
+        return 0
     runtime = app.runtime()
     counts = runtime.state.counts()
     print("invocations: " + "  ".join(f"{s.value}={n}" for s, n in counts.items()))
@@ -84,6 +97,49 @@ def show_status(args: argparse.Namespace) -> int:
     print("\n".join(trigger_lines(app.triggers)))
     app.close()
     return 0
+
+
+def status_document(app: Fleet) -> dict[str, object]:
+    """What `fleet status --json` prints: invocation counts, runners, and per queue its
+    broker figures and backlog (`fleet.backlog`)."""
+    from fleet.backlog import backlogs
+
+    runtime = app.runtime()
+    now = time.time()
+    runners = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "host": r.host,
+            "pid": r.pid,
+            "beat_age": round(now - r.beat, 3),
+            "state": "stopped"
+            if r.stopped
+            else ("stale" if now - r.beat > app.settings.dead_after else "live"),
+            "in_hand": len(r.in_hand),
+            "queues": list(r.queues),
+        }
+        for r in sorted(runtime.state.runners(), key=lambda r: r.id)
+    ]
+    pending = pending_by_queue(runtime.state)
+    queues: dict[str, object] = {}
+    for name, item in backlogs(app, now).items():
+        stats = runtime.broker.stats(name)
+        queues[name] = {
+            "defined": name in app.queues.names(),
+            "declared": stats.declared,
+            "ready": stats.ready,
+            "unacked": stats.unacked,
+            "consumers": stats.consumers,
+            "dead": stats.dead,
+            "pending": pending.get(name, 0),
+            "backlog": item.to_json(),
+        }
+    return {
+        "invocations": {s.value: n for s, n in runtime.state.counts().items()},
+        "runners": runners,
+        "queues": queues,
+    }
 
 
 PENDING_SAMPLE = 10_000
