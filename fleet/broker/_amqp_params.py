@@ -12,8 +12,8 @@ Contract:
   host that last worked first, then the others in URL order (`Endpoint.worked` /
   `Endpoint.failed` move the preference), so that every connection of a process
   (publishers, consumers, the admin) fails over to another node by itself.
-  `failing_over(t)` says a host failed less than `t` seconds ago (the publisher then
-  keeps retrying nacks: quorum queues nack while they elect a new leader).
+  `failing_over(t)` says a host of several failed less than `t` seconds ago (the
+  publisher then keeps retrying nacks: quorum queues nack while electing a leader).
 - Credentials and vhost are percent-decoded (`%2F` is the vhost "/"; no path means "/").
 - Query parameters, all optional (unknown ones raise `ConfigError` naming them):
   - AMQP: `heartbeat` (seconds, 0 = off, default 60), `channel_max`, `frame_max`,
@@ -124,8 +124,9 @@ class Endpoint:
 
     def failing_over(self, within: float) -> bool:
         """Whether a host failed less than `within` seconds ago: on a cluster, the
-        queues it led elect new leaders meanwhile and may nack publishes."""
-        return time.monotonic() - self._preferred.lost_at < within
+        queues it led elect new leaders meanwhile and may nack publishes. Always False
+        for a single host (no other node to elect a leader on)."""
+        return bool(self.hosts) and time.monotonic() - self._preferred.lost_at < within
 
     def with_name(
         self, name: str, host: tuple[str, int] | None = None
