@@ -13,12 +13,19 @@ Contract:
   for that queue whose time has come and that no message carries yet: SCHEDULED,
   RETRY and BLOCKED ones whose due time has passed (the leader releases them at its
   next tick), and PENDING ones past their publish deadline (a publish that was never
-  confirmed; recovery publishes them again). `total` = ready + due.
+  confirmed; recovery publishes them again).
+- Stale copies are counted out: a ready message can only start work for a PENDING
+  invocation of its queue, so ready messages beyond the queue's PENDING invocations
+  are copies of invocations already claimed or finished (a second publish, a copy a
+  crash left behind), which a worker claims, fails and drops. `stale` = ready - PENDING
+  when that is positive; `total` = ready - stale + due. Counting PENDING reads at most
+  `min(ready, COUNT_OUT_LIMIT) + 1` records; when there are more PENDING than that,
+  nothing is counted out (a few copies do not matter beside such a backlog).
 - `backlog(app)` is `{queue: total}`, the figure the metrics exporter publishes.
-- Reads cost one `Broker.stats` per queue and one state-store query (at most
-  `limit` records; a larger due backlog is counted as `limit`, which is plenty to
-  scale on). A broker or store error propagates: a scaler must not read "0" from an
-  outage.
+- Reads cost one `Broker.stats` per queue and up to two state-store queries (the due
+  one reads at most `limit` records; a larger due backlog is counted as `limit`, which
+  is plenty to scale on). A broker or store error propagates: a scaler must not read
+  "0" from an outage.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ __all__ = ["Backlog", "backlog", "backlogs"]
 
 DUE_LIMIT = 100_000
 """Most due invocations read from the state store per call."""
+COUNT_OUT_LIMIT = 5_000
+"""Most PENDING invocations read to count stale copies out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +57,12 @@ class Backlog:
     """Messages ready in the broker (the queue and its urgent lane)."""
     due: int
     """Invocations whose time has come that no message carries yet (state store)."""
+    stale: int = 0
+    """Ready messages beyond the queue's PENDING invocations (copies), counted out."""
 
     @property
     def total(self) -> int:
-        return self.ready + self.due
+        return self.ready - self.stale + self.due
 
     def to_json(self) -> dict[str, object]:
         return {**asdict(self), "total": self.total}
@@ -66,16 +77,32 @@ def _due_by_queue(app: Fleet, now: float, limit: int) -> dict[str, int]:
     return found
 
 
+def _pending_by_queue(app: Fleet, at_most: int) -> dict[str, int] | None:
+    """PENDING invocations per queue, or None when there are more than `at_most`."""
+    records = app.runtime().state.find(Query(statuses=(Status.PENDING,), limit=at_most + 1))
+    if len(records) > at_most:
+        return None
+    found: dict[str, int] = {}
+    for record in records:
+        found[record.queue] = found.get(record.queue, 0) + 1
+    return found
+
+
 def backlogs(app: Fleet, now: float | None = None, limit: int = DUE_LIMIT) -> dict[str, Backlog]:
-    """Per queue: ready in the broker, due in the state store (see the module doc)."""
+    """Per queue: ready in the broker, stale copies counted out, due in the state store
+    (see the module doc)."""
     now = time.time() if now is None else now
     due = _due_by_queue(app, now, limit)
     broker = app.runtime().broker
     names = [*app.queues.names(), *sorted(set(due) - set(app.queues.names()))]
+    ready = {name: max(0, broker.stats(name).ready) for name in names}
+    pending: dict[str, int] | None = {}
+    if any(ready.values()):
+        pending = _pending_by_queue(app, min(sum(ready.values()), COUNT_OUT_LIMIT))
     found = {}
     for name in names:
-        ready = max(0, broker.stats(name).ready)
-        found[name] = Backlog(name, ready, due.get(name, 0))
+        stale = 0 if pending is None else max(0, ready[name] - pending.get(name, 0))
+        found[name] = Backlog(name, ready[name], due.get(name, 0), stale)
     return found
 
 

@@ -14,6 +14,7 @@ import pytest
 from fleet import Fleet
 from fleet.backlog import Backlog, backlog, backlogs
 from fleet.cli import main
+from fleet.state import Change
 from fleet.status import Status
 
 QUEUES = "default: default\nqueues:\n  default: {}\n  cpu: {}\n"
@@ -74,7 +75,22 @@ def test_status_json_carries_the_backlog(
     assert main(["status", "--json"]) == 0
     document = json.loads(capsys.readouterr().out)
     cpu = document["queues"]["cpu"]
-    assert cpu["backlog"] == {"queue": "cpu", "ready": 1, "due": 1, "total": 2}
+    assert cpu["backlog"] == {"queue": "cpu", "ready": 1, "due": 1, "stale": 0, "total": 2}
     assert cpu["ready"] == 1 and cpu["defined"] is True
     assert document["invocations"]["PENDING"] == 1 and document["invocations"]["RETRY"] == 1
     assert document["queues"]["default"]["backlog"]["total"] == 0
+
+
+def test_copies_of_finished_invocations_are_counted_out(app: Fleet) -> None:
+    task = app.task(queue="cpu")(_noop)
+    task()  # still PENDING: its message is real work
+    done = task()
+    state = app.runtime().state
+    # `done` finished through another copy: its message here is stale.
+    claim = Change(done.id, Status.RUNNING, frozenset({Status.PENDING}), by="w")
+    assert state.apply([claim]) == [True]
+    finish = Change(done.id, Status.SUCCESS, frozenset({Status.RUNNING}), result=b"")
+    assert state.apply([finish]) == [True]
+    found = backlogs(app)["cpu"]
+    assert (found.ready, found.stale, found.total) == (2, 1, 1)
+    app.close()
