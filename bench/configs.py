@@ -34,6 +34,8 @@ class System:
     """fleet only: 'sqlite' or 'mongo'."""
     queue_type: str = "quorum"
     """fleet on RabbitMQ: the type of its queue (fleet's default is quorum)."""
+    settings: tuple[tuple[str, str], ...] = ()
+    """fleet only: extra `FLEET__<KEY>` settings of this configuration."""
     variant: str = ""
     """Baselines: 'confirms' (Dramatiq with publisher confirms), 'reliable' (Celery with
     acks_late + reject_on_worker_lost); '' for their defaults."""
@@ -80,6 +82,16 @@ SYSTEMS: dict[str, System] = {
             "sqlite",
             "classic",
         ),
+        # The call waits for RabbitMQ's confirm (the behaviour before publish_confirm).
+        System(
+            "rabbitmq-wait",
+            "fleet RabbitMQ + SQLite, confirm awaited by the call",
+            "fleet",
+            ("W1", "W2"),
+            "rabbitmq",
+            "sqlite",
+            settings=(("PUBLISH_CONFIRM", "wait"),),
+        ),
         System("rabbitmq-mongo", "fleet RabbitMQ + MongoDB", "fleet", (), "rabbitmq", "mongo"),
         System("pika", "raw pika", "pika", ("W1", "W2")),
         System(
@@ -125,4 +137,5 @@ def fleet_env(
         "FLEET__DEFAULT_QUEUE": queue,
         "FLEET__LOG_LEVEL": "WARNING",
     }
+    env.update((f"FLEET__{key}", value) for key, value in system.settings)
     return env

@@ -25,6 +25,7 @@ LABELS = {
     "embedded": "fleet embedded (SQLite)",
     "rabbitmq-sqlite": "fleet RabbitMQ + SQLite",
     "rabbitmq-classic": "fleet RabbitMQ (classic queue) + SQLite",
+    "rabbitmq-wait": "fleet RabbitMQ, confirm awaited",
     "rabbitmq-mongo": "fleet RabbitMQ + MongoDB",
     "pika-quorum": "raw pika (quorum)",
     "pika-classic": "raw pika (classic)",
