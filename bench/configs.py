@@ -26,7 +26,7 @@ class System:
     name: str
     label: str
     kind: str
-    """'fleet', 'pika' or 'dramatiq'."""
+    """'fleet', 'pika', 'dramatiq' or 'celery'."""
     workloads: tuple[str, ...]
     broker: str = ""
     """fleet only: 'sqlite' or 'rabbitmq'."""
@@ -34,6 +34,11 @@ class System:
     """fleet only: 'sqlite' or 'mongo'."""
     queue_type: str = "quorum"
     """fleet on RabbitMQ: the type of its queue (fleet's default is quorum)."""
+    settings: tuple[tuple[str, str], ...] = ()
+    """fleet only: extra `FLEET__<KEY>` settings of this configuration."""
+    variant: str = ""
+    """Baselines: 'confirms' (Dramatiq with publisher confirms), 'reliable' (Celery with
+    acks_late + reject_on_worker_lost); '' for their defaults."""
 
     @property
     def needs_rabbitmq(self) -> bool:
@@ -84,9 +89,34 @@ SYSTEMS: dict[str, System] = {
             "sqlite",
             "classic",
         ),
+        # The call waits for RabbitMQ's confirm (the behaviour before publish_confirm).
+        System(
+            "rabbitmq-wait",
+            "fleet RabbitMQ + SQLite, confirm awaited by the call",
+            "fleet",
+            ("W1", "W2"),
+            "rabbitmq",
+            "sqlite",
+            settings=(("PUBLISH_CONFIRM", "wait"),),
+        ),
         System("rabbitmq-mongo", "fleet RabbitMQ + MongoDB", "fleet", (), "rabbitmq", "mongo"),
         System("pika", "raw pika", "pika", ("W1", "W2")),
-        System("dramatiq", "Dramatiq", "dramatiq", ("W1", "W2", "W3", "idle")),
+        System(
+            "dramatiq",
+            "Dramatiq (confirms)",
+            "dramatiq",
+            ("W1", "W2", "W3", "idle"),
+            variant="confirms",
+        ),
+        System("dramatiq-defaults", "Dramatiq defaults", "dramatiq", ("W1", "W2")),
+        System("celery", "Celery defaults", "celery", ("W1", "W2")),
+        System(
+            "celery-reliable",
+            "Celery acks_late + reject_on_worker_lost",
+            "celery",
+            ("W1", "W2"),
+            variant="reliable",
+        ),
     )
 }
 
@@ -114,4 +144,5 @@ def fleet_env(
         "FLEET__DEFAULT_QUEUE": queue,
         "FLEET__LOG_LEVEL": "WARNING",
     }
+    env.update((f"FLEET__{key}", value) for key, value in system.settings)
     return env

@@ -18,21 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.configs import SYSTEMS
-from bench.measure import Plan, Recorder, Sample
+from bench.measure import THREADED, Plan, Recorder, Sample
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 LABELS = {
     "embedded": "fleet embedded (SQLite)",
     "rabbitmq-sqlite": "fleet RabbitMQ + SQLite",
     "rabbitmq-classic": "fleet RabbitMQ (classic queue) + SQLite",
+    "rabbitmq-wait": "fleet RabbitMQ, confirm awaited",
     "rabbitmq-mongo": "fleet RabbitMQ + MongoDB",
     "pika-quorum": "raw pika (quorum)",
     "pika-classic": "raw pika (classic)",
-    "dramatiq": "Dramatiq",
+    "dramatiq": "Dramatiq (confirms)",
+    "dramatiq-defaults": "Dramatiq defaults",
+    "celery": "Celery defaults",
+    "celery-reliable": "Celery acks_late",
 }
 ROWS = [
     ("W1", "throughput", "W1 throughput, one call per task"),
     ("W1", "submit rate", "W1 submit rate alone"),
+    ("W1", THREADED, "W1 throughput, 8 producer threads"),
     ("W1", "worker CPU per task", "W1 CPU per task: worker pool"),
     ("W1", "producer CPU per task", "W1 CPU per task: producer (all threads)"),
     ("W1", "RabbitMQ CPU per task", "W1 CPU per task: RabbitMQ node"),
@@ -175,7 +180,31 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         found += [
             _ratio_target(
                 results,
-                f"{label} W1 vs Dramatiq",
+                f"{label} W1 vs Dramatiq defaults",
+                (mine, "W1", "throughput"),
+                ("dramatiq-defaults", "W1", "throughput"),
+                1.0,
+                True,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W1, 8 producer threads, vs Dramatiq defaults",
+                (mine, "W1", THREADED),
+                ("dramatiq-defaults", "W1", THREADED),
+                1.0,
+                True,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W2 p50 vs Dramatiq defaults",
+                (mine, "W2", "p50"),
+                ("dramatiq-defaults", "W2", "p50"),
+                1.0,
+                False,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W1 vs Dramatiq (confirms)",
                 (mine, "W1", "throughput"),
                 (theirs, "W1", "throughput"),
                 1.0,
@@ -199,7 +228,7 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             ),
         ]
         if info:
-            for target in found[-3:]:
+            for target in found[-6:]:
                 target.status = f"info ({target.status})"
     for system in fleet_systems:
         if "W3" not in SYSTEMS[system].workloads:
@@ -217,7 +246,14 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         found.append(_value_target(results, f"Idle, {label}", (system, "idle", "CPU"), 1.0, False))
     found += [
         _value_target(
-            results, "Embedded W1 throughput", ("embedded", "W1", "throughput"), 1500, True
+            results,
+            "RabbitMQ worker CPU per task (us)",
+            ("rabbitmq-sqlite", "W1", "worker CPU per task"),
+            250,
+            False,
+        ),
+        _value_target(
+            results, "Embedded W1 throughput", ("embedded", "W1", "throughput"), 5500, True
         ),
         _value_target(results, "Embedded W2 p50 (ms)", ("embedded", "W2", "p50"), 5.0, False),
         _value_target(
@@ -293,12 +329,19 @@ METHOD = """\
   run on a quorum queue (the type fleet declares by default) and on a classic one.
   Targets compare with the quorum run; fleet also runs W1 and W2 on a classic queue
   ("info" rows), the type Dramatiq declares.
-- Dramatiq: RabbitMQ broker with `confirm_delivery=True` (the guarantee fleet gives; the
-  default is off) and the Results middleware. Its shipped result backends need Redis or
+- Dramatiq: RabbitMQ broker twice, with `confirm_delivery=True` (the guarantee fleet
+  gives) and with its defaults (no confirms, as users run it), and the Results
+  middleware. Its shipped result backends need Redis or
   Memcached, which this machine has not, so results travel over the same RabbitMQ
   (`bench.dramatiq_tasks.AMQPResults`: one extra non-confirmed publish per task, pushed
   to the waiting producer). Dramatiq declares classic queues. It runs no W4: a
   blocking wait inside an actor deadlocks a fixed pool.
+- Celery: `celery worker` with a prefork pool of {processes} children, results over
+  its `rpc://` backend (pushed to the caller's reply queue on the same RabbitMQ), twice:
+  with its defaults (ack on receipt, no publisher confirms) and with its documented
+  reliable setting (`task_acks_late` + `task_reject_on_worker_lost`).
+- W1 with producer threads: the same {w1} tasks split over 8 threads, each calling its
+  share one call at a time and then waiting for its own results.
 - State round trips: SQLite statements (`statements` counters of the state store and
   the SQLite broker; BEGIN/COMMIT not counted) per invocation, for {single} single calls
   and a batch of {batch}. The producer side is read in the harness. The worker side is

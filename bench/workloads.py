@@ -21,7 +21,16 @@ from types import ModuleType
 from typing import Any
 
 from bench import stale_copies, trigger_load
-from bench.measure import CpuMeter, Plan, Recorder, broker_pids, idle_cpu_percent, percentile
+from bench.measure import (
+    THREADED,
+    CpuMeter,
+    Plan,
+    Recorder,
+    broker_pids,
+    idle_cpu_percent,
+    percentile,
+    threaded_rate,
+)
 from bench.procs import Pool, fleet_pool
 from fleet.invocation import Group
 
@@ -73,6 +82,12 @@ def w1(tasks: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:
         assert values == list(range(n)), "W1 batch returned wrong values"
         rec.add("batch throughput", "tasks/s", n / (done - start), "higher")
         rec.add("batch submit rate", "tasks/s", n / (submitted - start), "higher")
+        rate = threaded_rate(
+            plan.producer_threads,
+            n,
+            lambda part: Group([tasks.noop(i) for i in part]).results(TIMEOUT),
+        )
+        rec.add(THREADED, "tasks/s", rate, "higher")
 
 
 def w2(tasks: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:

@@ -10,7 +10,10 @@ triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
 call site before anything is written; then the messages are handed to the broker
 (`Broker.begin_publish`), the invocation records are registered in the state store in
-one batch, and the broker's confirms are awaited. A broker that sends at once
+one batch, and the broker's confirms are awaited. On RabbitMQ with
+`publish_confirm = "background"` (the default) the records are written first and the
+call returns then, the confirms awaited by `fleet._pipeline` (where the guarantee that
+a call that returned is never lost is stated); otherwise: a broker that sends at once
 (RabbitMQ) thus confirms while the records are written, instead of after; the others
 publish only after the records are written, as before. A call returns only once every
 message is confirmed. If the publish is not confirmed, the invocations are marked
@@ -48,7 +51,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from fleet import _context, _followup, _prepare, _records, _results, aio
+from fleet import _context, _followup, _pipeline, _prepare, _records, _results, aio
 from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
@@ -295,6 +298,10 @@ class Fleet(Client):
         """Register while the broker confirms; see the module docstring."""
         messages = prepared.messages
         runtime.declare([prepared.queue])
+        if runtime.broker.sends_early and self.settings.publish_confirm == "background":
+            _records.register(runtime.state, prepared.records(), self.dispatcher)
+            _pipeline.of(self, runtime).put(messages, prepared.task)
+            return
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
         try:

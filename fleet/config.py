@@ -85,6 +85,12 @@ class Settings:
     """Seconds to wait for a publisher confirm."""
     publish_retries: int = 3
     """Attempts at an unconfirmed publish before raising PublishError."""
+    publish_confirm: str = "background"
+    """When a call on RabbitMQ returns: "background" once its record is durable in the
+    state store, its publisher confirm awaited by a thread of the process (a publish
+    that fails makes the invocation FAILED with PublishError, seen on its handle; a
+    process that dies first leaves it to recovery after pending_timeout); "wait" only
+    once RabbitMQ confirmed the message (PublishError raised by the call itself)."""
     connect_timeout: float = 10.0
     """Seconds to wait when connecting to a broker or state store."""
     connect_retry: float = 0.0
@@ -146,6 +152,7 @@ FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fiel
 _HINTS = typing.get_type_hints(Settings)
 _CHOICES = {
     "codec": ("msgpack", "json", "pickle"),
+    "publish_confirm": ("background", "wait"),
     "log_format": ("text", "json"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
 }
