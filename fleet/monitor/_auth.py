@@ -12,7 +12,7 @@ Contract:
 - A request is allowed when it carries the token (`Authorization: Bearer T`, or the
   `fleet_monitor` cookie set after a `?token=T` visit) or matching basic credentials;
   comparisons are constant-time. A refused request gets 401 with a `WWW-Authenticate`
-  header and no page content.
+  header (Basic when basic auth is configured, else Bearer) and no page content.
 - `csrf_token(secret)` is an HMAC of a per-process random key; `POST` requests without
   the token in the form field `csrf` (or header `X-CSRF-Token`) get 403. GET never
   changes anything.
@@ -127,19 +127,20 @@ class Gate(BaseHTTPMiddleware):
         offered = request.query_params.get("token", "")
         if self.auth.token and offered:
             if not hmac.compare_digest(_digest(offered), _digest(self.auth.token)):
-                return _refused()
+                return _refused(self.auth)
             clean = request.url.remove_query_params("token")
             response = RedirectResponse(str(clean), status_code=303)
             response.set_cookie(COOKIE, offered, httponly=True, samesite="strict")
             return response
         if not self.auth.allows(request):
-            return _refused()
+            return _refused(self.auth)
         return await call_next(request)
 
 
-def _refused() -> Response:
+def _refused(auth: Auth) -> Response:
+    scheme = "Basic" if auth.user else "Bearer"  # Basic makes a browser ask for a password
     return PlainTextResponse(
-        "authentication required",
+        "authentication required: a bearer token (or open /?token=...) or basic auth",
         status_code=401,
-        headers={"WWW-Authenticate": 'Basic realm="fleet monitor"'},
+        headers={"WWW-Authenticate": f'{scheme} realm="fleet monitor"'},
     )

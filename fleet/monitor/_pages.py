@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 
 from fleet.monitor import _render
-from fleet.monitor._reader import Filters, Row, arg_needles
+from fleet.monitor._reader import Filters, Row, arg_needle
 from fleet.state import InvocationRecord
 from fleet.status import Status
 
@@ -65,7 +65,7 @@ def _overview(m: Monitor) -> dict[str, Any]:
     }
 
 
-def filters_from(request: Request) -> tuple[Filters, dict[str, str]]:
+def filters_from(request: Request, codec: str = "msgpack") -> tuple[Filters, dict[str, str]]:
     """The filters in the query string, and the raw values to put back in the form."""
     q = request.query_params
     raw = {k: q.get(k, "").strip() for k in ("task", "status", "since", "until", "parent", "arg")}
@@ -77,7 +77,7 @@ def filters_from(request: Request) -> tuple[Filters, dict[str, str]]:
             raise ValueError(f"unknown status {name!r} in the filter") from None
     needle = b""
     if raw["arg"]:
-        needle = arg_needles(raw["arg"])[0]  # msgpack form: the default codec
+        needle = arg_needle(raw["arg"], codec)
     filters = Filters(
         task=raw["task"],
         statuses=tuple(statuses),
@@ -116,7 +116,7 @@ def invocation_rows(m: Monitor, request: Request) -> Context:
 
 
 def _list(m: Monitor, request: Request) -> dict[str, Any]:
-    filters, raw = filters_from(request)
+    filters, raw = filters_from(request, m.fleet.settings.codec)
     after = request.query_params.get("after") or None
     limit = min(max(int(request.query_params.get("limit", PAGE)), 1), 500)
     started = time.perf_counter()
@@ -229,12 +229,19 @@ def timeline(m: Monitor, request: Request) -> Context:
     start = end - window
     spans = m.reader.spans(start, end, 2000)
     lanes = _render.lanes(spans, start, end, 1000)
+    fit = None
+    if spans:
+        first = min(s.created for s in spans)
+        last = max((s.history[-1].at for s in spans if s.history), default=first)
+        pad = max((last - first) * 0.05, 0.05)
+        fit = (last + pad, last - first + 2 * pad)
     return "timeline.html", {
         "lanes": lanes,
         "start": start,
         "end": end,
         "window": window,
         "count": len(spans),
+        "fit": fit,
         "zoom_in": (end - window / 4, window / 2),
         "zoom_out": (min(end + window / 2, now), window * 2),
         "earlier": (end - window / 2, window),

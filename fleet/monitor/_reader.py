@@ -89,17 +89,19 @@ class Span:
     history: tuple[HistoryEntry, ...] = field(default_factory=tuple)
 
 
-def arg_needles(text: str) -> list[bytes]:
-    """Encoded forms of the value typed in the filter: JSON literal or plain string,
-    as msgpack and as JSON (what an argument's bytes contain when it equals it)."""
+def arg_needle(text: str, codec: str) -> bytes:
+    """The value typed in the filter (a JSON literal, else a plain string) encoded as
+    `codec` ("msgpack" or "json") encodes it: what the bytes of arguments containing
+    an argument equal to it contain."""
     from fleet.codec import get_codec
 
     try:
         value: object = json.loads(text)
     except ValueError:
         value = text
-    forms = {get_codec("msgpack").encode(value), json.dumps(value).encode()}
-    return sorted(forms)
+    if codec == "json":
+        return json.dumps(value).encode()
+    return get_codec("msgpack").encode(value)
 
 
 class Reader(ABC):
@@ -164,14 +166,14 @@ class SQLiteReader(Reader):
         found = self.db.query(sql, [*params, ARG_SCAN, filters.arg, limit + 1])
         if len(found) > limit:
             return self._page(found, limit)
-        last = self.db.query(
-            f"SELECT created, rowid FROM ({window}) ORDER BY created, rowid LIMIT 1",
-            [*params, ARG_SCAN],
+        # The window's oldest row, if the window is full (an index walk, no args read).
+        edge = self.db.query(
+            f"SELECT created, rowid FROM fleet_invocations WHERE {cond} {order}"
+            f" LIMIT 1 OFFSET {ARG_SCAN - 1}",
+            params,
         )
-        scanned = self.db.query(f"SELECT count(*) FROM ({window})", [*params, ARG_SCAN])[0][0]
-        more = scanned >= ARG_SCAN and bool(last)
         rows = [Row(r[1], r[2], Status(r[3]), *r[4:]) for r in found]
-        return Page(rows, _cursor(last[0][0], last[0][1]) if more else None, more)
+        return Page(rows, _cursor(edge[0][0], edge[0][1]) if edge else None, bool(edge))
 
     @staticmethod
     def _page(found: list[Any], limit: int) -> Page:
