@@ -152,9 +152,9 @@ def attempts(record: InvocationRecord) -> list[Attempt]:
     for i, h in enumerate(entries):
         if h.status is not Status.RUNNING or (i and entries[i - 1].status is Status.PAUSED):
             continue
-        after = next((x for x in entries[i + 1 :] if x.status is not Status.PAUSED), None)
-        if after is not None and after.status is Status.RUNNING:
-            after = None if after.owner == h.owner else after
+        # A pause and its resumption belong to the attempt; anything else ends it.
+        held = (Status.RUNNING, Status.PAUSED)
+        after = next((x for x in entries[i + 1 :] if x.status not in held), None)
         outcome = after.status.value if after else "RUNNING"
         ended = after.at if after else None
         out.append(
