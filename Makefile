@@ -39,6 +39,7 @@ demo:
 
 bench: setup
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.monitor_list
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)

@@ -2,7 +2,9 @@
 
 Contract: loads the app (`--app`, so task names and queues are known), checks the bind
 (a non-loopback `--host` without `monitor_token` / `monitor_auth` set is a configuration
-error, exit 3, before anything listens), then serves until interrupted. Needs the
+error, exit 3, before anything listens), makes sure of the reader's indexes on the
+embedded store (a first start over millions of rows builds them, holding the writer
+lock for seconds), then serves until interrupted. Needs the
 `[monitor]` extra; without it, exit 3 naming the extra.
 """
 
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     check_bind(args.host, auth)
     import_task_modules(app)
     web = create_app(app, auth)
+    web.state.monitor.reader  # noqa: B018  # its indexes now, not on the first page view
     shown = "token" if auth.token else ("basic auth" if auth.user else "no auth (loopback)")
     log.info("fleet monitor on http://%s:%d (%s)", args.host, args.port, shown)
     try:

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 from fleet.monitor import _render
 from fleet.monitor._reader import Filters, Row, arg_needle
-from fleet.state import InvocationRecord
+from fleet.state import InvocationRecord, StateStore, blob_key
 from fleet.status import Status
 
 if TYPE_CHECKING:
@@ -182,8 +182,9 @@ def detail(m: Monitor, request: Request) -> Context:
     if not found:
         raise ValueError(f"no invocation {invocation_id!r} in the state store")
     record = found[0]
-    args, args_cut = _render.cut(_render.decode(record.args, record.codec))
-    result, result_cut = _render.cut(_render.decode(record.result, record.codec))
+    state = m.fleet.runtime().state
+    args, args_cut = _render.cut(_render.decode(_value(state, record.args), record.codec))
+    result, result_cut = _render.cut(_render.decode(_value(state, record.result), record.codec))
     start = record.history[0].at if record.history else record.created
     end = record.updated if record.status.final else time.time()
     steps = [
@@ -207,6 +208,14 @@ def detail(m: Monitor, request: Request) -> Context:
     }
 
 
+def _value(state: StateStore, data: bytes | None) -> bytes | None:
+    """The value itself: a large one is kept as a blob, which is read here."""
+    key = blob_key(data)
+    if key is None:
+        return data
+    return state.get_blob(key) or data  # a blob gone: shown as its reference
+
+
 def full_value(m: Monitor, request: Request) -> Context:
     invocation_id, part = request.path_params["id"], request.path_params["part"]
     if part not in ("args", "result"):
@@ -215,7 +224,8 @@ def full_value(m: Monitor, request: Request) -> Context:
     if not found:
         raise ValueError(f"no invocation {invocation_id!r} in the state store")
     r = found[0]
-    text = _render.decode(r.args if part == "args" else r.result, r.codec)
+    state = m.fleet.runtime().state
+    text = _render.decode(_value(state, r.args if part == "args" else r.result), r.codec)
     return "value.html", {"r": r, "part": part, "text": text}
 
 

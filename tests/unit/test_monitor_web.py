@@ -170,3 +170,21 @@ def test_bad_filters_are_named(app: Fleet) -> None:
     assert response.status_code == 400 and "since" in response.text
     response = call(app, Auth(), "GET", "/invocations/" + "0" * 32)
     assert response.status_code == 400 and "no invocation" in response.text
+
+
+def test_large_values_are_cut_with_a_link_to_all_of_them() -> None:
+    url = f"memory://{uuid.uuid4().hex}"
+    fleet = Fleet(broker_url=url, state_url=url, large_value_threshold=5000)
+    double = fleet.task(name="monitor.double")(_double)
+    big = "x" * 9000 + "THE-END"
+    with running_worker(fleet):
+        done = double(big)
+        assert done.result(timeout=30) == big * 2
+    stored = fleet.runtime().state.get([done.id])[0]
+    assert stored.args.startswith(b"\xc1fleet-blob:")  # kept as a blob: read through it
+    page = call(fleet, Auth(), "GET", f"/invocations/{done.id}").text
+    assert "xxxx" in page and "THE-END" not in page
+    assert f'href="/invocations/{done.id}/args">show all' in page
+    assert f'href="/invocations/{done.id}/result">show all' in page
+    assert "THE-END" in call(fleet, Auth(), "GET", f"/invocations/{done.id}/args").text
+    fleet.close()
