@@ -22,6 +22,7 @@ from starlette.requests import Request
 from fleet._envelope import unpack
 from fleet.errors import FleetError, SerializationError
 from fleet.monitor import _render
+from fleet.monitor._reader import recovery_steps
 
 if TYPE_CHECKING:
     from fleet.monitor._web import Monitor
@@ -52,7 +53,9 @@ def runners(m: Monitor, request: Request) -> Context:
     ]
     return "runners.html", {
         "rows": rows,
-        "recoveries": m.reader.recoveries(now - 86400, 50),
+        "recoveries": [
+            (s, recovery_steps(s.history)) for s in m.reader.recoveries(now - 86400, 50)
+        ],
         "dead_after": dead_after,
     }
 

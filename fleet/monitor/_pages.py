@@ -29,15 +29,17 @@ if TYPE_CHECKING:
 Context = tuple[str, dict[str, Any]]
 HOUR, BUCKETS = 3600.0, 12
 PAGE = 50
+OVERVIEW_TTL = 1.5
+"""Seconds the overview's numbers are shared between viewers (it counts whole tables)."""
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def overview(m: Monitor, request: Request) -> Context:
-    return "overview.html", _overview(m)
+    return "overview.html", m.cached("overview", OVERVIEW_TTL, lambda: _overview(m))
 
 
 def overview_live(m: Monitor, request: Request) -> Context:
-    return "_overview_live.html", _overview(m)
+    return "_overview_live.html", m.cached("overview", OVERVIEW_TTL, lambda: _overview(m))
 
 
 def _overview(m: Monitor) -> dict[str, Any]:

@@ -5,41 +5,26 @@ counts per time bucket, what ran in a time window, children, recent recoveries) 
 a large store, without adding abstract methods to `StateStore`.
 
 Contract:
-- `reader_for(store)` returns `SQLiteReader` for the embedded store (its own indexes,
-  made sure of once with `CREATE INDEX IF NOT EXISTS`, and SQL keyset pagination) and
-  `ScanReader` for any other store (`StateStore.find` with a bound, filtered here).
+- Two readers: `fleet.monitor._reader_sqlite.SQLiteReader` for the embedded store (SQL
+  over indexes of its own, keyset pages) and `ScanReader` here for any other store
+  (`StateStore.find` with a bound, filtered and ordered here); `_web.reader_for` picks.
 - `page(filters, after, limit)` returns the newest matching rows first, ordered by
-  (created, key) descending; `Page.next` is the cursor of the following page or None.
-  A cursor is opaque text; a malformed one is a `ValueError`. The cost of a page does
-  not grow with the table for task, status, parent and time filters (each has an index
-  that serves the order); the argument filter scans at most `ARG_SCAN` rows per page.
-- Nothing here writes invocations: reads only (plus the index creation).
+  (created, key) descending; `Page.next` is the cursor of the following page or None;
+  `Page.scanned_out` says a page ended early at a scan bound (more may match further
+  back: follow `next`). A cursor is opaque text; a malformed one is a `ValueError`.
+- Nothing here writes invocations.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import pairwise
 
 from fleet.state import InvocationRecord, Query, StateStore
-from fleet.state._common import history_from_json
-from fleet.state.sqlite import SQLiteStateStore
 from fleet.status import HistoryEntry, Status
-
-ARG_SCAN = 100_000
-"""Rows an argument-value search looks at per page (newest first from the cursor)."""
-
-INDEXES = """
-CREATE INDEX IF NOT EXISTS fleet_monitor_created ON fleet_invocations (created);
-CREATE INDEX IF NOT EXISTS fleet_monitor_task ON fleet_invocations (task, created);
-CREATE INDEX IF NOT EXISTS fleet_monitor_status ON fleet_invocations (status, created);
-CREATE INDEX IF NOT EXISTS fleet_monitor_parent ON fleet_invocations (parent, created);
-CREATE INDEX IF NOT EXISTS fleet_monitor_updated ON fleet_invocations (updated);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +60,7 @@ class Page:
     rows: list[Row]
     next: str | None
     scanned_out: bool = False
-    """True when an argument search stopped at `ARG_SCAN` rows (more may match later)."""
+    """True when the page ended at a scan bound (more may match further back)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +72,23 @@ class Span:
     status: Status
     created: float
     history: tuple[HistoryEntry, ...] = field(default_factory=tuple)
+
+
+def recovery_steps(history: Sequence[HistoryEntry]) -> list[HistoryEntry]:
+    """The entries where someone other than the owner took a run away: PENDING (requeued)
+    or FAILED (given up) right after RUNNING/PAUSED, changed by another runner."""
+    held = (Status.RUNNING, Status.PAUSED)
+    return [
+        h
+        for before, h in pairwise(history)
+        if before.status in held
+        and h.status in (Status.PENDING, Status.FAILED)
+        and h.owner != before.owner
+    ]
+
+
+def recovered(history: Sequence[HistoryEntry]) -> bool:
+    return bool(recovery_steps(history))
 
 
 def arg_needle(text: str, codec: str) -> bytes:
@@ -123,120 +125,23 @@ class Reader(ABC):
 
     @abstractmethod
     def recoveries(self, since: float, limit: int) -> list[Span]:
-        """Invocations with a recovery in their history, updated since `since`."""
+        """Invocations with a recovery (`recovery_steps`) in their history, updated
+        since `since`, newest first (a reader may look at a bounded number only)."""
 
 
 def _row(r: InvocationRecord) -> Row:
     return Row(r.id, r.task, r.status, r.attempt, r.owner, r.parent, r.created, r.updated)
 
 
-def _cursor(created: float, key: int | str) -> str:
+def cursor(created: float, key: int | str) -> str:
     return f"{created!r}~{key}"
 
 
-def _uncursor(text: str) -> tuple[float, str]:
+def uncursor(text: str) -> tuple[float, str]:
     created, sep, key = text.partition("~")
     if not sep:
         raise ValueError(f"bad page cursor {text!r}")
     return float(created), key
-
-
-class SQLiteReader(Reader):
-    """Reads the embedded store's tables through its database (see the module doc)."""
-
-    def __init__(self, store: SQLiteStateStore) -> None:
-        self.db = store.db
-        self.db.write(lambda tx: [tx.execute(s) for s in INDEXES.split(";") if s.strip()])
-
-    def page(self, filters: Filters, after: str | None, limit: int) -> Page:
-        where, params = self._where(filters)
-        if after:
-            created, key = _uncursor(after)
-            where.append("(created, rowid) < (?, ?)")
-            params += [created, int(key)]
-        cond = " AND ".join(where) or "1"
-        cols = "rowid, id, task, status, attempt, owner, parent, created, updated"
-        order = "ORDER BY created DESC, rowid DESC"
-        if not filters.arg:
-            sql = f"SELECT {cols} FROM fleet_invocations WHERE {cond} {order} LIMIT ?"
-            found = self.db.query(sql, [*params, limit + 1])
-            return self._page(found, limit)
-        window = f"SELECT {cols}, args FROM fleet_invocations WHERE {cond} {order} LIMIT ?"
-        sql = f"SELECT {cols} FROM ({window}) WHERE instr(args, ?) > 0 {order} LIMIT ?"
-        found = self.db.query(sql, [*params, ARG_SCAN, filters.arg, limit + 1])
-        if len(found) > limit:
-            return self._page(found, limit)
-        # The window's oldest row, if the window is full (an index walk, no args read).
-        edge = self.db.query(
-            f"SELECT created, rowid FROM fleet_invocations WHERE {cond} {order}"
-            f" LIMIT 1 OFFSET {ARG_SCAN - 1}",
-            params,
-        )
-        rows = [Row(r[1], r[2], Status(r[3]), *r[4:]) for r in found]
-        return Page(rows, _cursor(edge[0][0], edge[0][1]) if edge else None, bool(edge))
-
-    @staticmethod
-    def _page(found: list[Any], limit: int) -> Page:
-        rows = [Row(r[1], r[2], Status(r[3]), *r[4:]) for r in found[:limit]]
-        more = len(found) > limit
-        last = found[limit - 1] if more else None
-        return Page(rows, _cursor(last[7], last[0]) if last else None)
-
-    @staticmethod
-    def _where(f: Filters) -> tuple[list[str], list[Any]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if f.task:
-            where.append("task = ?")
-            params.append(f.task)
-        if f.statuses:
-            where.append(f"status IN ({', '.join('?' * len(f.statuses))})")
-            params += [s.value for s in f.statuses]
-        if f.parent:
-            where.append("parent = ?")
-            params.append(f.parent)
-        if f.since is not None:
-            where.append("created >= ?")
-            params.append(f.since)
-        if f.until is not None:
-            where.append("created <= ?")
-            params.append(f.until)
-        return where, params
-
-    def finished(self, since: float, bucket: float) -> dict[int, tuple[int, int]]:
-        rows = self.db.query(
-            "SELECT CAST((updated - ?1) / ?2 AS INTEGER), status, count(*) FROM fleet_invocations"
-            " WHERE updated >= ?1 AND status IN ('SUCCESS', 'FAILED') GROUP BY 1, 2",
-            [since, bucket],
-        )
-        out: dict[int, tuple[int, int]] = {}
-        for index, status, n in rows:
-            ok, bad = out.get(index, (0, 0))
-            out[index] = (ok + n, bad) if status == "SUCCESS" else (ok, bad + n)
-        return out
-
-    def spans(self, start: float, end: float, limit: int) -> list[Span]:
-        rows = self.db.query(
-            "SELECT id, task, status, created, history FROM fleet_invocations"
-            " WHERE updated >= ? AND created <= ? ORDER BY updated LIMIT ?",
-            [start, end, limit],
-        )
-        return [self._span(r) for r in rows]
-
-    @staticmethod
-    def _span(r: Sequence[Any]) -> Span:
-        return Span(r[0], r[1], Status(r[2]), r[3], history_from_json(r[4]))
-
-    def children(self, parent: str, limit: int) -> list[Row]:
-        return self.page(Filters(parent=parent), None, limit).rows
-
-    def recoveries(self, since: float, limit: int) -> list[Span]:
-        rows = self.db.query(
-            "SELECT id, task, status, created, history FROM fleet_invocations"
-            " WHERE updated >= ? AND history LIKE '%recover%' ORDER BY updated DESC LIMIT ?",
-            [since, limit],
-        )
-        return [self._span(r) for r in rows]
 
 
 class ScanReader(Reader):
@@ -262,11 +167,11 @@ class ScanReader(Reader):
     def page(self, filters: Filters, after: str | None, limit: int) -> Page:
         records = self._records(filters)
         if after:
-            created, key = _uncursor(after)
+            created, key = uncursor(after)
             records = [r for r in records if (r.created, r.id) < (created, key)]
         rows = [_row(r) for r in records[:limit]]
         more = len(records) > limit
-        return Page(rows, _cursor(rows[-1].created, rows[-1].id) if more else None)
+        return Page(rows, cursor(rows[-1].created, rows[-1].id) if more else None)
 
     def finished(self, since: float, bucket: float) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}
@@ -287,16 +192,6 @@ class ScanReader(Reader):
 
     def recoveries(self, since: float, limit: int) -> list[Span]:
         found = self.store.find(Query(updated_after=since, limit=self.SCAN))
-        hit = [r for r in found if any("recover" in h.note for h in r.history)]
-        return [Span(r.id, r.task, r.status, r.created, r.history) for r in hit[-limit:]]
-
-
-def reader_for(store: StateStore) -> Reader:
-    """The fastest reader for `store` (see the module docstring)."""
-    if isinstance(store, SQLiteStateStore):
-        return SQLiteReader(store)
-    return ScanReader(store)
-
-
-def now() -> float:
-    return time.time()
+        hit = [r for r in found if r.attempt >= 1 and recovered(r.history)]
+        hit.sort(key=lambda r: r.updated, reverse=True)
+        return [Span(r.id, r.task, r.status, r.created, r.history) for r in hit[:limit]]

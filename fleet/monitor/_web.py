@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,12 +32,16 @@ from starlette.templating import Jinja2Templates
 from fleet.errors import FleetError
 from fleet.monitor import _render
 from fleet.monitor._auth import Auth, Csrf, Gate
-from fleet.monitor._reader import Reader, reader_for
+from fleet.monitor._reader import Reader, ScanReader
+from fleet.monitor._reader_sqlite import SQLiteReader
+from fleet.state import StateStore
+from fleet.state.sqlite import SQLiteStateStore
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 HERE = Path(__file__).parent
 PageHandler = Callable[["Monitor", Request], tuple[str, dict[str, Any]]]
 ActionHandler = Callable[["Monitor", Request, FormData], str]
@@ -51,6 +56,8 @@ class Monitor:
         self.csrf = Csrf()
         self._reader: Reader | None = None
         self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()
+        self._cache: dict[str, tuple[float, object]] = {}
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.filters["secretless"] = _render.hide_secrets
@@ -58,12 +65,31 @@ class Monitor:
         env.filters["stamp"] = _render.stamp
         env.globals["csrf"] = self.csrf.token
 
+    def cached(self, key: str, ttl: float, compute: Callable[[], T]) -> T:
+        """`compute()`, shared by every viewer for `ttl` seconds: a page polled by many
+        browsers costs the store one query set per `ttl`, not one per browser."""
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            now = time.monotonic()
+            if hit is not None and now - hit[0] < ttl:
+                return hit[1]  # type: ignore[return-value]  # stored by this key's caller
+            value = compute()
+            self._cache[key] = (now, value)
+            return value
+
     @property
     def reader(self) -> Reader:
         with self._lock:
             if self._reader is None:
                 self._reader = reader_for(self.fleet.runtime().state)
             return self._reader
+
+
+def reader_for(store: StateStore) -> Reader:
+    """The fastest reader for `store`: SQL on the embedded store, else a bounded scan."""
+    if isinstance(store, SQLiteStateStore):
+        return SQLiteReader(store)
+    return ScanReader(store)
 
 
 def page(m: Monitor, handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:

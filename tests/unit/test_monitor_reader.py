@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from fleet.codec import get_codec
-from fleet.monitor._reader import Filters, Reader, ScanReader, SQLiteReader, arg_needle, reader_for
+from fleet.monitor._reader import Filters, Reader, ScanReader, arg_needle
+from fleet.monitor._reader_sqlite import SQLiteReader
+from fleet.monitor._web import reader_for
 from fleet.state import InvocationRecord, StateStore, open_state
 from fleet.status import HistoryEntry, Status
 
@@ -121,22 +123,66 @@ def test_finished_counts_per_bucket(store: StateStore) -> None:
     assert set(buckets) == {0, 1, 2, 3}
 
 
-def test_sqlite_list_query_is_served_by_an_index(tmp_path: Path) -> None:
+def test_sqlite_pages_walk_an_index_without_sorting(tmp_path: Path) -> None:
     from fleet.state.sqlite import SQLiteStateStore
 
     store = SQLiteStateStore(f"sqlite:///{tmp_path / 'f.db'}")
-    SQLiteReader(store)
-    for where in ("1", "task = 't.a'", "status IN ('FAILED')", "parent = 'x'"):
-        plan = store.db.query(
-            "EXPLAIN QUERY PLAN SELECT id FROM fleet_invocations WHERE "
-            f"{where} AND (created, rowid) < (5.0, 9) ORDER BY created DESC, rowid DESC LIMIT 51"
-        )
-        text = " ".join(str(row[-1]) for row in plan)
-        assert "USING INDEX fleet_monitor_" in text, (where, text)
-        assert "TEMP B-TREE" not in text, (where, text)  # no sort of the matches
+    store.register(records())
+    reader = SQLiteReader(store)
+    seen: list[tuple[str, list[object]]] = []
+    query = store.db.query
+
+    def recording(sql: str, params: list[object] = ()) -> list[object]:  # type: ignore[assignment]
+        seen.append((sql, list(params)))
+        return query(sql, params)
+
+    reader.db.query = recording  # type: ignore[method-assign]
+    for filters in [*FILTERS, Filters(statuses=(Status.PENDING,))]:
+        seen.clear()
+        page = reader.page(filters, None, 5)
+        reader.page(filters, page.next, 5) if page.next else None
+        for sql, params in seen:
+            plan = " ".join(str(row[-1]) for row in query("EXPLAIN QUERY PLAN " + sql, params))
+            assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (filters, plan)
+            if filters.statuses != (Status.PENDING,):  # the few non-final rows: sorted
+                assert "TEMP B-TREE" not in plan, (filters, plan)
     store.close()
+
+
+def test_status_changes_touch_no_monitor_index(tmp_path: Path) -> None:
+    """The monitor's indexes are on columns a status change never writes (the cost of
+    indexes on status or updated: bench/monitor_indexes.py)."""
+    from fleet.monitor._reader_sqlite import INDEXES
+
+    columns = set()
+    for line in INDEXES.split(";"):
+        if "(" in line:
+            columns |= {c.strip() for c in line.split("(", 1)[1].split(")")[0].split(",")}
+    assert columns == {"created", "task", "parent"}
 
 
 def test_a_malformed_cursor_is_a_value_error(store: StateStore) -> None:
     with pytest.raises(ValueError, match="cursor"):
         reader_for(store).page(Filters(), "garbage", 10)
+
+
+def test_recoveries_are_runs_taken_away_by_another_runner(tmp_path: Path) -> None:
+    def rec(i: int, *steps: tuple[Status, str]) -> InvocationRecord:
+        history = tuple(HistoryEntry(s, 2000.0 + k, who, "") for k, (s, who) in enumerate(steps))
+        return InvocationRecord(
+            id=f"{i:032x}", task="t", queue="q", args=b"\x90", codec="msgpack",
+            status=steps[-1][0], attempt=1, history=history, created=2000.0, updated=2010.0 + i,
+        )  # fmt: skip
+
+    p, r, s, f = Status.PENDING, Status.RUNNING, Status.SUCCESS, Status.FAILED
+    requeued = rec(1, (p, ""), (r, "w1"), (p, "leader"), (r, "w2"), (s, "w2"))
+    given_up = rec(2, (p, ""), (r, "w1"), (f, "supervisor"))
+    plain_failure = rec(3, (p, ""), (r, "w1"), (f, "w1"))
+    plain_success = rec(4, (p, ""), (r, "w1"), (Status.PAUSED, "w1"), (r, "w1"), (s, "w1"))
+    everything = [requeued, given_up, plain_failure, plain_success]
+    for url in (f"sqlite:///{tmp_path / 'r.db'}", f"memory://{uuid.uuid4().hex}"):
+        store = open_state(url)
+        store.register(everything)
+        found = reader_for(store).recoveries(1999.0, 10)
+        assert [x.id for x in found] == [given_up.id, requeued.id], url
+        store.close()
