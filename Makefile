@@ -40,6 +40,7 @@ demo:
 bench: setup
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.monitor_list
+	$(BIN)/python -m bench.monitor_indexes
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)

@@ -63,6 +63,8 @@ def cases(start: float, rows: int) -> dict[str, str]:
         "first page": "/invocations",
         "task": f"/invocations?task={TASKS[3]}",
         "status FAILED": "/invocations?status=FAILED",
+        "status RUNNING": "/invocations?status=RUNNING",
+        "status CANCELLED": "/invocations?status=CANCELLED",  # none: a full window
         "parent": f"/invocations?parent={(rows // 200) * 100:032x}",
         "time range": f"/invocations?since={mid}&until={mid + 60}",
         "argument": '/invocations?arg="user-42"',

@@ -18,6 +18,7 @@ Contract:
 from __future__ import annotations
 
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -145,15 +146,33 @@ def uncursor(text: str) -> tuple[float, str]:
 
 
 class ScanReader(Reader):
-    """Any store: `StateStore.find` with a bound (`SCAN`), filtered and ordered here."""
+    """Any store: the `SCAN` most recently updated matches of `StateStore.find`, filtered
+    and ordered here (MongoDB, memory; their `find` orders oldest first)."""
 
     SCAN = 10_000
 
     def __init__(self, store: StateStore) -> None:
         self.store = store
 
+    WINDOWS = (60.0, 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, None)
+
+    def _recent(self, statuses: tuple[Status, ...], task: str | None) -> list[InvocationRecord]:
+        """The most recently updated matches, at most `SCAN`. `find` returns the oldest
+        first, so this asks for ever wider windows back from now and keeps the widest
+        that holds all its matches (the last minute's first `SCAN` if even it overflows)."""
+        now = time.time()
+        best: list[InvocationRecord] = []
+        for span in self.WINDOWS:
+            after = None if span is None else now - span
+            query = Query(statuses=statuses, task=task, updated_after=after, limit=self.SCAN)
+            found = self.store.find(query)
+            if len(found) >= self.SCAN:
+                return best or found
+            best = found
+        return best
+
     def _records(self, f: Filters) -> list[InvocationRecord]:
-        found = self.store.find(Query(statuses=f.statuses, task=f.task or None, limit=self.SCAN))
+        found = self._recent(f.statuses, f.task or None)
         keep = [
             r
             for r in found

@@ -186,3 +186,31 @@ def test_recoveries_are_runs_taken_away_by_another_runner(tmp_path: Path) -> Non
         found = reader_for(store).recoveries(1999.0, 10)
         assert [x.id for x in found] == [given_up.id, requeued.id], url
         store.close()
+
+
+def test_scan_reader_shows_the_most_recent_when_there_are_more_than_it_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    now = time.time()
+    old = [
+        InvocationRecord(
+            id=f"a{i:031x}", task="t", queue="q", args=b"\x90", codec="msgpack",
+            status=Status.SUCCESS, created=now - 7200 - i, updated=now - 7200 - i,
+        )
+        for i in range(60)
+    ]  # fmt: skip
+    new = [
+        InvocationRecord(
+            id=f"b{i:031x}", task="t", queue="q", args=b"\x90", codec="msgpack",
+            status=Status.SUCCESS, created=now - 600 + i, updated=now - 600 + i,
+        )
+        for i in range(60)
+    ]  # fmt: skip
+    store = open_state(f"memory://{uuid.uuid4().hex}")
+    store.register(old + new)  # find returns the old ones first
+    monkeypatch.setattr(ScanReader, "SCAN", 100)
+    seen = walk(ScanReader(store), Filters(), 25)
+    assert seen == [r.id for r in reversed(new)]  # the newest hour, all of it
+    store.close()
