@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 
-from fleet import Fleet
+from fleet import Fleet, Trigger
 
 app = Fleet()
 
@@ -28,6 +28,12 @@ def add(a: int, b: int) -> int:
 @app.task
 def explode(reason: str) -> None:
     raise ValueError(f"exploded on purpose: {reason}")
+
+
+@app.task(triggers=[Trigger.on_exception(explode, derive={"failed": "source"})])
+def alert(failed: str) -> str:
+    """Fired by every failure of `explode` (the triggers page shows the firings)."""
+    return f"alerted about {failed}"
 
 
 @app.task

@@ -86,6 +86,13 @@ def test_every_page_renders(shared: Shared, page: Any) -> None:
     assert page.locator("#attempts td.SUCCESS").count() == 1  # paused, resumed: one attempt
     page.goto(shared.base + "/runners")
     assert "alive" in page.locator("#runners").inner_text()
+    page.goto(shared.base + "/triggers")
+    assert "exception" in page.locator("#triggers").inner_text()
+    fired = page.locator("#triggers a.id").first
+    fired.wait_for()
+    fired.click()  # the invocation the firing started
+    page.wait_for_selector("#status")
+    assert "examples.monitor_tasks.alert" in page.locator("h1").inner_text()
 
 
 def ids_shown(page: Any) -> set[str]:
