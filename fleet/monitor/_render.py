@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from markupsafe import Markup, escape
+
 from fleet._urls import redact
 from fleet.monitor._reader import Span
 from fleet.status import Status
@@ -34,6 +36,12 @@ def hide_secrets(text: str) -> str:
     """`text` with URL credentials and `password=...`-style values replaced by ***."""
     text = _URL.sub(lambda m: redact(m.group(0)), text)
     return _SECRET_PAIR.sub(lambda m: f"{m.group(1)}=***", text)
+
+
+def id_links(text: str) -> Markup:
+    """`text` escaped, secrets hidden, each invocation id in it a link to its page."""
+    safe = str(escape(hide_secrets(text)))
+    return Markup(IDS.sub(lambda m: f'<a class="id" href="/invocations/{m[0]}">{m[0]}</a>', safe))
 
 
 def decode(data: bytes | None, codec: str) -> str:

@@ -61,6 +61,7 @@ class Monitor:
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         env = self.templates.env
         env.filters["secretless"] = _render.hide_secrets
+        env.filters["idlinks"] = _render.id_links
         env.filters["age"] = _render.age
         env.filters["stamp"] = _render.stamp
         env.globals["csrf"] = self.csrf.token

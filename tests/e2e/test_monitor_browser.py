@@ -88,7 +88,7 @@ def test_every_page_renders(shared: Shared, page: Any) -> None:
     assert "alive" in page.locator("#runners").inner_text()
     page.goto(shared.base + "/triggers")
     assert "exception" in page.locator("#triggers").inner_text()
-    fired = page.locator("#triggers a.id").first
+    fired = page.locator("#triggers a.started").first
     fired.wait_for()
     fired.click()  # the invocation the firing started
     page.wait_for_selector("#status")

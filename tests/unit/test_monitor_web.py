@@ -188,3 +188,13 @@ def test_large_values_are_cut_with_a_link_to_all_of_them() -> None:
     assert f'href="/invocations/{done.id}/result">show all' in page
     assert "THE-END" in call(fleet, Auth(), "GET", f"/invocations/{done.id}/args").text
     fleet.close()
+
+
+def test_ids_in_text_become_links_and_the_rest_stays_text() -> None:
+    from fleet.monitor._render import id_links
+
+    one = "0123456789abcdef0123456789abcdef"
+    html = str(id_links(f"<script>x</script> from {one} via amqp://u:pw@h/"))
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert f'<a class="id" href="/invocations/{one}">{one}</a>' in html
+    assert "pw@" not in html
