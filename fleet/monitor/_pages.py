@@ -171,11 +171,18 @@ class Node:
     children: list[Node]
 
 
-def tree(m: Monitor, parent: str, depth: int = 3, limit: int = 100) -> list[Node]:
-    if depth == 0:
+TREE_NODES = 200
+"""Children shown in the detail page's tree at most (all of them: the list, filtered)."""
+
+
+def tree(m: Monitor, parent: str, depth: int = 3, budget: list[int] | None = None) -> list[Node]:
+    """Children, grandchildren... `depth` levels down, `TREE_NODES` nodes in all."""
+    budget = [TREE_NODES] if budget is None else budget
+    if depth == 0 or budget[0] <= 0:
         return []
-    rows = m.reader.children(parent, limit)
-    return [Node(r, tree(m, r.id, depth - 1, limit)) for r in rows]
+    rows = m.reader.children(parent, budget[0])
+    budget[0] -= len(rows)
+    return [Node(r, tree(m, r.id, depth - 1, budget)) for r in rows]
 
 
 def detail(m: Monitor, request: Request) -> Context:

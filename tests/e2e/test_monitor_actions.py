@@ -32,6 +32,7 @@ def test_requeue_end_to_end(tmp_path: Path) -> None:
         page.goto(base + "/queues/default/dead")
         assert page.locator("#dead tr.letter").count() == 1
         assert late.id in page.locator("#dead").inner_text()
+        page.check("#dead tr.letter input[type=checkbox]")  # this one, by its id
         page.click("#requeue")
         page.wait_for_selector("#message")
         assert "requeued 1" in page.locator("#message").inner_text()
