@@ -198,3 +198,13 @@ def test_ids_in_text_become_links_and_the_rest_stays_text() -> None:
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert f'<a class="id" href="/invocations/{one}">{one}</a>' in html
     assert "pw@" not in html
+
+
+def test_config_show_never_prints_the_monitor_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet.config import describe, load_settings
+
+    monkeypatch.setenv("FLEET__MONITOR_TOKEN", "tok-secret-1")
+    monkeypatch.setenv("FLEET__MONITOR_AUTH", "ops:pw-secret-2")
+    text = describe(load_settings())
+    assert "tok-secret-1" not in text and "pw-secret-2" not in text
+    assert "monitor_token" in text and "'***'" in text
