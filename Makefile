@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.monitor_list
 	$(BIN)/python -m bench.monitor_indexes
+	$(BIN)/python -m bench.monitor_worker
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)
