@@ -19,7 +19,7 @@ venv: $(STAMP)
 # Reinstalled whenever pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo,monitor,bench]'
 	touch $@
 
 lint: venv
@@ -43,6 +43,9 @@ demo:
 
 bench: setup
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.monitor_list
+	$(BIN)/python -m bench.monitor_indexes
+	$(BIN)/python -m bench.monitor_worker
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)

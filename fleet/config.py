@@ -144,9 +144,16 @@ class Settings:
     """Worker log format: text or json."""
     log_level: str = "INFO"
     """Worker log level."""
+    monitor_token: str = ""
+    """Bearer token `fleet monitor` requires (secret; use FLEET__MONITOR_TOKEN_FILE)."""
+    monitor_auth: str = ""
+    """`user:password` for HTTP basic auth on `fleet monitor` (secret; or a _FILE)."""
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task option overrides, keyed by task name."""
 
+
+SECRETS = frozenset({"monitor_token", "monitor_auth"})
+"""Settings never shown (`fleet config show`, the monitor)."""
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 _HINTS = typing.get_type_hints(Settings)
@@ -413,6 +420,8 @@ def describe(loaded: LoadedSettings) -> str:
     for key in FIELDS:
         value = getattr(loaded.settings, key)
         shown = redact(value) if key.endswith("_url") else value
+        if key in SECRETS and value:
+            shown = "***"
         shown = dict(shown) if isinstance(shown, Mapping) else shown
         lines.append(f"{key:<{width}}  {shown!r:<40}  # {loaded.sources[key]}")
     return "\n".join(lines)
