@@ -65,7 +65,7 @@ from fleet.extensions import Dispatcher, Extension, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
-from fleet.task import DirectTask, Task, TaskRef
+from fleet.task import OPTION_NAMES, DirectTask, Task, TaskRef
 
 if TYPE_CHECKING:
     from fleet.triggers._extension import AppTriggers
@@ -141,9 +141,13 @@ class Fleet(Client):
             if inspect.iscoroutinefunction(f):
                 raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
             owners = self.dispatcher.option_owners
+            stray = set(options) - owners.keys() - OPTION_NAMES
+            if stray:
+                self.dispatcher.refuse_unknown(getattr(f, "__qualname__", "?"), stray, OPTION_NAMES)
             task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
             owned = {k: v for k, v in options.items() if k in owners}
-            if owned:  # an extension's own options, checked by it when it uses them
+            if owned:  # an extension's own options, checked by it now
+                self.dispatcher.check_options(task.name, owned, task.signature)
                 task.options = replace(task.options, extensions=owned)
             self.queues.check_task(task.name, task.options.queue)  # a checked contract
             existing = self.tasks.get(task.name)
@@ -234,7 +238,11 @@ class Fleet(Client):
         """
         if self.settings.inline:
             preset = ids or [""] * len(bounds)
-            return [self._inline.run(task, b, i) for b, i in zip(bounds, preset, strict=True)]
+            given = keys or [""] * len(bounds)
+            return [
+                self._inline.run(task, b, i, k)
+                for b, i, k in zip(bounds, preset, given, strict=True)
+            ]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
         handles = prepared.ids

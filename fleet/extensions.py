@@ -21,6 +21,8 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 
 - `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`;
   `BUILTIN` ones first, then those given as `Fleet(extensions=[...])`).
+- `check_options(task, options, signature)`: when a task is decorated with options the
+  extension owns (`Fleet.task`); not a hot-path hook.
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
   calls are not registered, and their callers get the existing invocation instead.
@@ -47,13 +49,15 @@ for the hook), and the parent invocation id ('' for a top-level call).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fleet.errors import ExtensionError
+from fleet.errors import ExtensionError, TaskDefinitionError
 from fleet.status import Status
 
 if TYPE_CHECKING:
@@ -191,6 +195,12 @@ class Extension:
     def bind(self, app: Any) -> None:
         """Called once with the app the extension serves."""
 
+    def check_options(
+        self, task: str, options: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Called when `task` is decorated with options this extension owns (only
+        those, by name); refuse bad ones by raising `TaskDefinitionError`."""
+
     def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:
         """Calls not to register (each caller gets an existing invocation instead);
         refuse the batch by raising `ExtensionError`."""
@@ -215,7 +225,10 @@ class Extension:
         return ()
 
 
-BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+BUILTIN: tuple[str, ...] = (
+    "fleet.triggers._extension:AppTriggers",
+    "fleet.concurrency._app:AppConcurrency",
+)
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
 
@@ -266,6 +279,40 @@ class Dispatcher:
     def bind(self, app: Any) -> None:
         for ext in self.bind_hooks:
             ext.bind(app)
+
+    def check_options(
+        self, task: str, owned: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Hand each extension the options of `task` it owns (`Extension.check_options`)."""
+        by_owner: dict[int, tuple[Extension, dict[str, Any]]] = {}
+        for option, value in owned.items():
+            ext = self.option_owners[option]
+            by_owner.setdefault(id(ext), (ext, {}))[1][option] = value
+        for ext, options in by_owner.values():
+            ext.check_options(task, options, signature)
+
+    def refuse_unknown(self, task: str, unknown: Iterable[str], core: Iterable[str]) -> None:
+        """Raise `TaskDefinitionError` naming options of `task` that neither the core nor
+        an extension owns, the options each owner knows, and a close match's owner."""
+        known = {"core": sorted(core)}
+        for option, ext in sorted(self.option_owners.items()):
+            known.setdefault(type(ext).__name__, []).append(option)
+        every = [o for names in known.values() for o in names]
+        hints = []
+        for option in sorted(unknown):
+            close = difflib.get_close_matches(option, every, n=1)
+            if close:
+                owner = self.option_owners.get(close[0])
+                who = "the core" if owner is None else type(owner).__name__
+                hints.append(f"{option!r}: did you mean {close[0]!r} (owned by {who})?")
+        raise TaskDefinitionError(
+            f"task {task!r}: unknown option(s) {sorted(unknown)}; no extension of this app "
+            f"owns them (an extension not added to Fleet(extensions=[...])?). "
+            + " ".join(hints)
+            + (" " if hints else "")
+            + "Known, by owner: "
+            + "; ".join(f"{owner}: {', '.join(names)}" for owner, names in known.items())
+        )
 
     def before_publish(self, batch: PublishBatch) -> list[Reuse]:
         reuses: list[Reuse] = []

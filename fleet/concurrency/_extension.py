@@ -180,6 +180,10 @@ class ConcurrencyExtension(Extension):
             self._policies[task] = found
         return found
 
+    def invalidate(self, task: str) -> None:
+        """Forget the parsed options of `task` (it was defined again)."""
+        self._policies.pop(task, None)
+
     # -- before_publish ---------------------------------------------------------------
 
     def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:

@@ -13,8 +13,10 @@ Contract:
   (its reason, and its memo, which the release carries back in the envelope). It is a
   compare-and-set like a claim: a duplicate delivery, or a message whose record is not
   written yet, loses it and is sorted out as a lost claim would be.
-- `follow_up(app, parked)`: holds due before the leader's next tick are released at
-  their due time by this process (`fleet._followup`); the leader releases the others.
+- `follow_up(app, parked)`: holds with a due time are released at that time by this
+  process (`fleet._followup`: a rate limit's deferral must not wait for the leader's
+  next tick); the leader's release of due holds is the fallback when this process is
+  gone (both are compare-and-sets: one wins).
 """
 
 from __future__ import annotations
@@ -69,5 +71,7 @@ def follow_up(app: Fleet, parked: Sequence[Hold]) -> None:
         log.debug("held: %s", hold.reason, extra={"invocation_id": hold.invocation_id})
         if hold.until is not None:
             by_due[hold.until].append(hold.invocation_id)
+    follow = _followup.of(app) if by_due else None
     for due, ids in by_due.items():
-        _followup.hold(app, ids, due)
+        assert follow is not None
+        follow.release_at(ids, due)
