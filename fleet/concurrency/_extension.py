@@ -47,6 +47,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from fleet.codec import Codec, get_codec
+from fleet.concurrency._held import RATE_REASON, RUNNING_REASON
 from fleet.concurrency._key import bound_arguments, digest
 from fleet.concurrency._options import NO_POLICY, OPTIONS, Mode, Policy, policy_of
 from fleet.concurrency._store import LimitStore, Memo
@@ -65,7 +66,7 @@ from fleet.status import FINAL, OWNED, Status
 
 log = logging.getLogger("fleet.concurrency")
 _MISSING = object()
-_RUNNING = "running_concurrency"
+_RUNNING = RUNNING_REASON
 """How the reason of a running-limit hold starts (`after_change` recognises it)."""
 _Won = dict[str, tuple[str, str, bytes | None]]
 """Memo key -> (owner, its value, its encoded call if at hand): what a batch decided."""
@@ -353,7 +354,7 @@ class ConcurrencyExtension(Extension):
         # else: its reservation, taken when it was first deferred (never taken twice)
         if at <= now:
             return None
-        reason = f"rate_limit {rate}: deferred {at - now:.3f} s"
+        reason = f"{RATE_REASON} {rate}: deferred {at - now:.3f} s"
         return Hold(claim.invocation_id, at, reason, memo=f"rate:{at!r}")
 
     # -- on_lead ------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from fleet import Fleet, Status
 from fleet.concurrency import Limit, Mode
 from fleet.errors import ExtensionError, TaskDefinitionError, WaitCycleError
-from fleet.state import Query
+from fleet.state import Change, InvocationRecord, Query
 from fleet.testing.worker import running_worker
 from tests.waiting import wait_until
 
@@ -153,6 +153,36 @@ def test_a_running_limit_never_runs_two_of_one_key_and_parks_the_others_blocked(
         assert all(e <= s for (_, e), (s, _) in itertools.pairwise(ordered))
     notes = [h.note for i in calls.invocations for h in i.history if h.status is Status.BLOCKED]
     assert notes and all(n.startswith("running_concurrency KEYS") for n in notes)
+
+
+def test_fleet_status_counts_blocked_and_deferred_per_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fleet.cli import main
+
+    state = app.runtime().state
+    held = [post.name, post.name, ping.name]
+    notes = ["running_concurrency KEYS (limit 1): held by x", "running_concurrency", "rate_limit 5"]
+    records = [
+        InvocationRecord(uuid.uuid4().hex, task, "default", b"", "msgpack", Status.PENDING)
+        for task in held
+    ]
+    state.register(records)
+    state.apply(
+        [
+            Change(r.id, Status.BLOCKED, frozenset({Status.PENDING}), note=n)
+            for r, n in zip(records, notes, strict=True)
+        ]
+    )
+    try:
+        assert main(["status", "--app", f"{__name__}:app"]) == 0
+        out = capsys.readouterr().out.split("(BLOCKED):\n", 1)[1].split("triggers:")[0]
+        lines = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+        assert lines[post.name] == ["blocked", "2", "deferred", "0"]
+        assert lines[ping.name] == ["blocked", "0", "deferred", "1"]
+    finally:
+        cancel = [Change(r.id, Status.CANCELLED, frozenset({Status.BLOCKED})) for r in records]
+        state.apply(cancel)
 
 
 def test_a_rate_limit_defers_the_calls_over_budget() -> None:
