@@ -121,6 +121,14 @@ class InlineRunner:
         if not reuses:
             return None
         existing, reason = reuses[0].existing, reuses[0].reason
+        log.info(
+            "%s: inline call %s reuses %s (%s)",
+            task.name,
+            invocation_id,
+            existing,
+            reason,
+            extra={"invocation_id": existing, "task": task.name},
+        )
         with self._lock:
             running = self._running.get(existing)
         if running is not None:
@@ -134,14 +142,6 @@ class InlineRunner:
             handle = self.get(existing)
         except InvocationNotFoundError:  # no longer kept: run this call itself
             return None
-        log.info(
-            "%s: inline call %s reuses %s (%s)",
-            task.name,
-            invocation_id,
-            existing,
-            reason,
-            extra={"invocation_id": existing, "task": task.name},
-        )
         return handle
 
     def _run(self, task: Task[Any, Any], data: bytes, invocation_id: str) -> InlineInvocation[Any]:

@@ -20,7 +20,9 @@ Contract:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from fleet._waiter import outcome_of
@@ -54,6 +56,9 @@ def screen(
         idempotency_keys=tuple(keys),
     )
     reuses = dispatcher.before_publish(batch)
+    # Registered from now on: the records say so (an invocation that owns a key is
+    # registered after the one before it ended, as the history shows).
+    prepared = replace(prepared, now=time.time())
     if not reuses:
         return prepared, prepared.ids
     by_id: dict[str, Reuse] = {r.invocation_id: r for r in reuses if r.invocation_id in batch.ids}

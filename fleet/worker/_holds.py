@@ -7,7 +7,9 @@ parked, arrange the release of short holds at their due time.
 Contract:
 - `ask` is called only when some extension overrides `before_claim` (the intake checks
   `dispatcher.before_claim_hooks` first). It returns the holds by invocation id; an
-  `ExtensionError` propagates (the intake runs none of the claims).
+  `ExtensionError` propagates (the intake runs none of the claims). The claims are then
+  applied at the `now` the extensions decided at (`ClaimBatch.now`): the RUNNING time
+  in the history is the time a run was admitted (a rate limit counts those starts).
 - `park(hold, by)`: PENDING -> BLOCKED with `due = hold.until` (None: only an extension
   wakes it, e.g. when a running permit is handed over) and the note `hold_note(hold)`
   (its reason, and its memo, which the release carries back in the envelope). It is a
@@ -22,7 +24,6 @@ Contract:
 from __future__ import annotations
 
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,9 +46,9 @@ def ask(
     dispatcher: Dispatcher,
     runner: str,
     runnable: Sequence[tuple[Delivery, Envelope, Task[Any, Any]]],
+    now: float,
 ) -> dict[str, Hold]:
-    """The extensions' holds on these deliveries' invocations, by id."""
-    now = time.time()
+    """The extensions' holds on these deliveries' invocations (claimed at `now`), by id."""
     claims = tuple(
         Claim(env.id, task.name, env.args, env.codec, env.created, env.memo)
         for _, env, task in runnable

@@ -110,9 +110,11 @@ class Intake:
         first, then give back the other slots, ack, drop the duplicates and hold those
         whose record is not there yet (`_early`)."""
         holds: dict[str, Hold] = {}
+        at: float | None = None
         if self.app.dispatcher.before_claim_hooks:  # may park some BLOCKED instead
+            at = time.time()
             try:
-                holds = _holds.ask(self.app.dispatcher, self.id, runnable)
+                holds = _holds.ask(self.app.dispatcher, self.id, runnable, at)
             except ExtensionError:
                 self._refused(consumer, runnable)
                 return
@@ -123,7 +125,8 @@ class Intake:
             for _, env, _ in runnable
         ]
         try:
-            won = apply(self.state, claims, self.app.dispatcher, [t.name for *_, t in runnable])
+            tasks = [t.name for *_, t in runnable]
+            won = apply(self.state, claims, self.app.dispatcher, tasks, at=at)
         except Exception:
             won = self._read_back(consumer, runnable)
         now = time.time()

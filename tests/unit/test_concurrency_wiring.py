@@ -218,7 +218,10 @@ def recurse(n: int) -> int:
     return n if n == 0 else recurse(n - 1).result()
 
 
-def test_inline_registration_reuses_a_call_still_running_in_another_thread() -> None:
+def test_inline_registration_reuses_a_call_still_running_in_another_thread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="fleet._inline")
     runs.clear()
     inline_gate.clear()
     got: list[Any] = []
@@ -227,6 +230,7 @@ def test_inline_registration_reuses_a_call_still_running_in_another_thread() -> 
     wait_until(lambda: ("slow", 1) in runs, timeout=10)
     second = threading.Thread(target=lambda: got.append(slow(1)))
     second.start()
+    wait_until(lambda: any("reuses" in r.getMessage() for r in caplog.records), timeout=10)
     inline_gate.set()
     first.join(10)
     second.join(10)
