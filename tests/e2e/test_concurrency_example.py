@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -68,5 +69,5 @@ def test_on_workers_every_option_holds(tmp_path: Path) -> None:
         for r in posts
         if app.codec.decode(r.result or b"")[0] == "acme"
     )
-    assert all(end <= start for (_, end), (start, _) in zip(acme, acme[1:], strict=False))
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(acme))
     app.close()
