@@ -143,7 +143,8 @@ class Fleet(Client):
             owners = self.dispatcher.option_owners
             stray = set(options) - owners.keys() - OPTION_NAMES
             if stray:
-                self.dispatcher.refuse_unknown(getattr(f, "__qualname__", "?"), stray, OPTION_NAMES)
+                name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
+                self.dispatcher.refuse_unknown(name, stray, OPTION_NAMES)
             task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
             owned = {k: v for k, v in options.items() if k in owners}
             if owned:  # an extension's own options, checked by it now
