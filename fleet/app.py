@@ -45,10 +45,9 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from fleet import _context, _followup, _prepare, _records, _results, _screen, aio
+from fleet import _context, _decorate, _followup, _prepare, _records, _results, _screen, aio
 from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
@@ -58,14 +57,13 @@ from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import (
     PublishError,
-    TaskDefinitionError,
     UnknownTaskError,
 )
 from fleet.extensions import Dispatcher, Extension, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
-from fleet.task import OPTION_NAMES, DirectTask, Task, TaskRef
+from fleet.task import DirectTask, Task, TaskRef
 
 if TYPE_CHECKING:
     from fleet.triggers._extension import AppTriggers
@@ -131,33 +129,7 @@ class Fleet(Client):
         return self._decorate(DirectTask, func, options)
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
-        direct_only = sorted({"parallel_func", "aggregate_func", "direct_timeout"} & set(options))
-        if cls is Task and direct_only:
-            raise TaskDefinitionError(f"{'/'.join(direct_only)}: options of direct_task only")
-
-        def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
-            if not callable(f) or inspect.isclass(f):
-                raise TaskDefinitionError(f"@task needs a function, got {f!r}")
-            if inspect.iscoroutinefunction(f):
-                raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
-            owners = self.dispatcher.option_owners
-            stray = set(options) - owners.keys() - OPTION_NAMES
-            if stray:
-                name = options.get("name") or f"{f.__module__}.{f.__qualname__}"
-                self.dispatcher.refuse_unknown(name, stray, OPTION_NAMES)
-            task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
-            owned = {k: v for k, v in options.items() if k in owners}
-            if owned:  # an extension's own options, checked by it now
-                self.dispatcher.check_options(task.name, owned, task.signature)
-                task.options = replace(task.options, extensions=owned)
-            self.queues.check_task(task.name, task.options.queue)  # a checked contract
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.func is not f:
-                log.debug("task %s redefined", task.name)
-            self.tasks[task.name] = task
-            return task
-
-        return wrap if func is None else wrap(func)
+        return _decorate.decorator(self, cls, func, options)
 
     # -- triggers (fleet.triggers, the built-in extension) ------------------------------
 
