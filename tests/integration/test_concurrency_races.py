@@ -1,5 +1,6 @@
 """Concurrency options under races: real producer and worker processes, on SQLite and
-on the MongoDB-wire server (its state store; the messages travel on a SQLite broker).
+on the MongoDB-wire server (its state store; the messages travel on a SQLite broker),
+and with RabbitMQ carrying the messages (SQLite state).
 
 - 8 producer processes call the same TASK-mode task 500 times each at once: at most
   one invocation is registered (not final) at any time, and every caller gets the
@@ -14,8 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import ModuleType
@@ -34,14 +34,24 @@ PRODUCERS = 8
 CALLS = 500
 
 
-@pytest.fixture(params=["sqlite", "mongo"])
+@pytest.fixture(params=["sqlite", "mongo", "rabbitmq"])
 def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    unique_name: Callable[[str], str],
 ) -> Iterator[ModuleType]:
     broker = f"sqlite:///{tmp_path}/broker.db"
-    if request.param == "sqlite":
+    if request.param in ("sqlite", "rabbitmq"):
         state = f"sqlite:///{tmp_path}/state.db"
-    else:
+    if request.param == "rabbitmq":  # the wake-ups travel through RabbitMQ too
+        broker = request.getfixturevalue("rabbitmq").url
+        queue = unique_name("conc")  # a queue of its own on the shared node
+        queues = tmp_path / "queues.yaml"
+        queues.write_text(f"default: {queue}\nqueues:\n  {queue}: {{}}\n")
+        monkeypatch.setenv("FLEET__QUEUES_FILE", str(queues))
+        monkeypatch.setenv("FLEET__DEFAULT_QUEUE", queue)
+    if request.param == "mongo":
         state = request.getfixturevalue("mongo_db_url")  # from tests/conftest.py
         monkeypatch.setenv("FLEET__CONNECT_TIMEOUT", "30")
     monkeypatch.setenv("FLEET__BROKER_URL", broker)
@@ -142,4 +152,3 @@ def test_no_second_holds_more_than_the_rate(stack: ModuleType) -> None:
     assert starts[-1] - starts[0] >= 9.0  # the budget, not the workers, set the pace
     owners = {h.owner for r in found for h in r.history if h.status is Status.RUNNING}
     assert len(owners) >= 2, owners  # several processes drew on one budget
-    assert os.environ["FLEET__BROKER_URL"].startswith("sqlite")
