@@ -145,3 +145,23 @@ def test_the_envelope_carries_creation_and_memo_only_when_released_from_a_hold()
     plain = from_record(record)
     assert (plain.created, plain.memo) == (0.0, "")
     assert unpack(pack(plain)) == plain
+
+
+def test_unused_hooks_are_not_called_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet import _screen
+    from fleet.extensions import Dispatcher
+    from fleet.worker import _holds
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an unused hook was called")
+
+    url = f"memory://{uuid.uuid4().hex}"
+    bare = Fleet("bare", broker_url=url, state_url=url)
+    bare.dispatcher = Dispatcher([])  # no extension at all: every hook tuple is empty
+    monkeypatch.setattr(_screen, "screen", boom)
+    monkeypatch.setattr(_holds, "ask", boom)
+    plain = bare.task(name="pkg.plain")(lambda n: n + 1)
+    with running_worker(bare):
+        assert plain(1).result(timeout=10) == 2
+        assert plain.parallelize([1, 2]).results(timeout=10) == [2, 3]
+    bare.close()
