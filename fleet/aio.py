@@ -19,6 +19,9 @@ Contract:
   submitted that way are awaited on futures; while any waits longer than a second the
   state store is read (in a thread) every second as a fallback, because
   notifications are best effort.
+- A call the extensions reuse (`fleet._screen`) gets a handle on the existing
+  invocation; its outcome is notified to the process that submitted it, so here it
+  comes from the state-store fallback (within a second).
 - With any other broker, and in inline mode, the sync path runs in a thread: the same
   values, the same exceptions, the loop stays free.
 - `aclose(app)` closes the async connection of the running loop (call it on shutdown,

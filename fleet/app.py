@@ -8,7 +8,9 @@ asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
 triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
-call site before anything is written; then the messages are handed to the broker
+call site before anything is written; the extensions' `before_publish` may then reuse
+existing invocations for some calls (`fleet._screen`: those are not registered, their
+handles follow the existing ones); then the messages are handed to the broker
 (`Broker.begin_publish`), the invocation records are registered in the state store in
 one batch, and the broker's confirms are awaited. A broker that sends at once
 (RabbitMQ) thus confirms while the records are written, instead of after; the others
