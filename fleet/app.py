@@ -8,7 +8,9 @@ asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
 triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
-call site before anything is written; then the messages are handed to the broker
+call site before anything is written; the extensions' `before_publish` may then reuse
+existing invocations for some calls (`fleet._screen`: those are not registered, their
+handles follow the existing ones); then the messages are handed to the broker
 (`Broker.begin_publish`), the invocation records are registered in the state store in
 one batch, and the broker's confirms are awaited. On RabbitMQ with
 `publish_confirm = "background"` (the default) the records are written first and the
@@ -48,10 +50,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from fleet import _context, _followup, _pipeline, _prepare, _records, _results, aio
+from fleet import (
+    _context,
+    _decorate,
+    _followup,
+    _pipeline,
+    _prepare,
+    _records,
+    _results,
+    _screen,
+    aio,
+)
 from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
@@ -61,7 +72,6 @@ from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import (
     PublishError,
-    TaskDefinitionError,
     UnknownTaskError,
 )
 from fleet.extensions import Dispatcher, Extension, builtin
@@ -134,28 +144,7 @@ class Fleet(Client):
         return self._decorate(DirectTask, func, options)
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
-        direct_only = sorted({"parallel_func", "aggregate_func", "direct_timeout"} & set(options))
-        if cls is Task and direct_only:
-            raise TaskDefinitionError(f"{'/'.join(direct_only)}: options of direct_task only")
-
-        def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
-            if not callable(f) or inspect.isclass(f):
-                raise TaskDefinitionError(f"@task needs a function, got {f!r}")
-            if inspect.iscoroutinefunction(f):
-                raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
-            owners = self.dispatcher.option_owners
-            task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
-            owned = {k: v for k, v in options.items() if k in owners}
-            if owned:  # an extension's own options, checked by it when it uses them
-                task.options = replace(task.options, extensions=owned)
-            self.queues.check_task(task.name, task.options.queue)  # a checked contract
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.func is not f:
-                log.debug("task %s redefined", task.name)
-            self.tasks[task.name] = task
-            return task
-
-        return wrap if func is None else wrap(func)
+        return _decorate.decorator(self, cls, func, options)
 
     # -- triggers (fleet.triggers, the built-in extension) ------------------------------
 
@@ -216,13 +205,18 @@ class Fleet(Client):
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
         ids: Sequence[str] | None = None,
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call; see the module docstring.
         Under the given invocation `ids`, if any (one per call; a registered one is
         refused with a `StateError`: a trigger's recovery submits with the id it chose).
+        `keys`: idempotency keys, one per call ('' for none). The extensions may reuse
+        existing invocations for some calls (`before_publish`): those calls' handles
+        follow the existing invocation, and nothing of them is registered.
 
         Raises:
             ArgumentEncodingError: an argument cannot be encoded (nothing was written).
+            ExtensionError: an extension refused the calls (nothing was registered).
             PublishError: the publish was not confirmed; the invocations are FAILED.
             RegistrationUnknownError: the state store failed while registering and some
                 invocations may have been registered anyway and may still run (their
@@ -232,12 +226,23 @@ class Fleet(Client):
         """
         if self.settings.inline:
             preset = ids or [""] * len(bounds)
-            return [self._inline.run(task, b, i) for b, i in zip(bounds, preset, strict=True)]
+            given = keys or [""] * len(bounds)
+            return [
+                self._inline.run(task, b, i, k)
+                for b, i, k in zip(bounds, preset, given, strict=True)
+            ]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
+        handles = prepared.ids
+        if self.dispatcher.before_publish_hooks:  # may reuse existing invocations
+            prepared, handles = _screen.screen(self.dispatcher, task, prepared, keys)
         ids = prepared.ids
-        runtime.waiter.watch(ids)
-        if due is None:
+        runtime.waiter.watch(handles)
+        if len(ids) < len(handles):
+            _screen.deliver_final(runtime, _screen.outside(prepared, handles))
+        if not ids:
+            pass  # every call reused an existing invocation
+        elif due is None:
             self._register_and_publish(runtime, prepared)
         else:
             _records.register(runtime.state, prepared.records(), self.dispatcher)
@@ -245,7 +250,7 @@ class Fleet(Client):
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
-        return [Invocation(self, i, task.name, watched=True) for i in ids]
+        return [Invocation(self, i, task.name, watched=True) for i in handles]
 
     def send(
         self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
@@ -289,10 +294,13 @@ class Fleet(Client):
         return self.submit(task, [task.bind(args, kwargs)])[0]
 
     async def asubmit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
-        return await aio.submit(self, task, bounds)
+        return await aio.submit(self, task, bounds, keys)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
         """Register while the broker confirms; see the module docstring."""

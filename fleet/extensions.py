@@ -21,12 +21,16 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 
 - `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`;
   `BUILTIN` ones first, then those given as `Fleet(extensions=[...])`).
+- `check_options(task, options, signature)`: when a task is decorated with options the
+  extension owns (`Fleet.task`); not a hot-path hook.
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
   calls are not registered, and their callers get the existing invocation instead.
-- `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
-  A `Hold` parks the invocation BLOCKED until its `until` (or until an extension wakes
-  it); its `memo` is kept with it and comes back in `Claim.memo` on the next claim.
+- `before_claim(claims)`: `worker/intake.py` `Intake.claim`, before `state.apply(claims)`.
+  A `Hold` parks the invocation BLOCKED (in the same batch of compare-and-sets as the
+  claims) until its `until` (or until an extension wakes it), acks its message and
+  frees its slot; its `memo` is kept in the history note (`hold_note`) and comes back
+  in `Claim.memo` on the next claim (the envelope of the release carries it).
 - `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
@@ -45,13 +49,15 @@ for the hook), and the parent invocation id ('' for a top-level call).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fleet.errors import ExtensionError
+from fleet.errors import ExtensionError, TaskDefinitionError
 from fleet.status import Status
 
 if TYPE_CHECKING:
@@ -114,6 +120,21 @@ class Hold:
     again (e.g. the rate-limit reservation it waits for)."""
 
 
+_MEMO = " [memo: "
+
+
+def hold_note(hold: Hold) -> str:
+    """The history note of the BLOCKED change that parks `hold`'s invocation: its
+    reason, and its memo kept where a release finds it (`hold_memo`)."""
+    return f"{hold.reason}{_MEMO}{hold.memo}]" if hold.memo else hold.reason
+
+
+def hold_memo(note: str) -> str:
+    """The memo kept in a `hold_note` ('' if none)."""
+    head, sep, tail = note.rpartition(_MEMO)
+    return tail[:-1] if sep and head and tail.endswith("]") else ""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimBatch:
     """Input of `before_claim`."""
@@ -174,6 +195,12 @@ class Extension:
     def bind(self, app: Any) -> None:
         """Called once with the app the extension serves."""
 
+    def check_options(
+        self, task: str, options: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Called when `task` is decorated with options this extension owns (only
+        those, by name); refuse bad ones by raising `TaskDefinitionError`."""
+
     def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:
         """Calls not to register (each caller gets an existing invocation instead);
         refuse the batch by raising `ExtensionError`."""
@@ -198,7 +225,10 @@ class Extension:
         return ()
 
 
-BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+BUILTIN: tuple[str, ...] = (
+    "fleet.triggers._extension:AppTriggers",
+    "fleet.concurrency._app:AppConcurrency",
+)
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
 
@@ -249,6 +279,40 @@ class Dispatcher:
     def bind(self, app: Any) -> None:
         for ext in self.bind_hooks:
             ext.bind(app)
+
+    def check_options(
+        self, task: str, owned: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Hand each extension the options of `task` it owns (`Extension.check_options`)."""
+        by_owner: dict[int, tuple[Extension, dict[str, Any]]] = {}
+        for option, value in owned.items():
+            ext = self.option_owners[option]
+            by_owner.setdefault(id(ext), (ext, {}))[1][option] = value
+        for ext, options in by_owner.values():
+            ext.check_options(task, options, signature)
+
+    def refuse_unknown(self, task: str, unknown: Iterable[str], core: Iterable[str]) -> None:
+        """Raise `TaskDefinitionError` naming options of `task` that neither the core nor
+        an extension owns, the options each owner knows, and a close match's owner."""
+        known = {"core": sorted(core)}
+        for option, ext in sorted(self.option_owners.items()):
+            known.setdefault(type(ext).__name__, []).append(option)
+        every = [o for names in known.values() for o in names]
+        hints = []
+        for option in sorted(unknown):
+            close = difflib.get_close_matches(option, every, n=1)
+            if close:
+                owner = self.option_owners.get(close[0])
+                who = "the core" if owner is None else type(owner).__name__
+                hints.append(f"{option!r}: did you mean {close[0]!r} (owned by {who})?")
+        raise TaskDefinitionError(
+            f"task {task!r}: unknown option(s) {sorted(unknown)}; no extension of this app "
+            f"owns them (an extension not added to Fleet(extensions=[...])?). "
+            + " ".join(hints)
+            + (" " if hints else "")
+            + "Known, by owner: "
+            + "; ".join(f"{owner}: {', '.join(names)}" for owner, names in known.items())
+        )
 
     def before_publish(self, batch: PublishBatch) -> list[Reuse]:
         reuses: list[Reuse] = []
@@ -320,4 +384,6 @@ __all__ = [
     "PublishBatch",
     "Reuse",
     "builtin",
+    "hold_memo",
+    "hold_note",
 ]

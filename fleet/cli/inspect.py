@@ -93,6 +93,8 @@ def show_status(args: argparse.Namespace) -> int:
             f"unacked {unacked(stats):<7} consumers {stats.consumers:<4} dead {stats.dead}"
             f"  {notes}".rstrip()
         )
+    print("held by concurrency control (BLOCKED):")
+    print("\n".join(held_lines(runtime.state)))
     print("triggers:")
     print("\n".join(trigger_lines(app.triggers)))
     app.close()
@@ -140,6 +142,21 @@ def status_document(app: Fleet) -> dict[str, object]:
         "runners": runners,
         "queues": queues,
     }
+
+
+def held_lines(state: StateStore) -> list[str]:
+    """Per task, its BLOCKED invocations: blocked by a running limit, deferred by a
+    rate limit (`fleet.concurrency.held_by_task`)."""
+    from fleet.concurrency import held_by_task
+
+    held = held_by_task(state)
+    if not held:
+        return ["  none"]
+    return [
+        f"  {task:<50} blocked {h.blocked:<6} deferred {h.deferred:<6}"
+        + (f" other {h.other}" if h.other else "")
+        for task, h in sorted(held.items())
+    ]
 
 
 PENDING_SAMPLE = 10_000
