@@ -198,7 +198,10 @@ class Extension:
         return ()
 
 
-BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+BUILTIN: tuple[str, ...] = (
+    "fleet.triggers._extension:AppTriggers",
+    "fleet.workflows._extension:Workflows",
+)
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
 

@@ -162,6 +162,18 @@ class Executor:
             value = task.func(*args, **kwargs)
         except Abandoned:
             raise
+        except _context.Suspend as suspend:  # held until due, the attempt given back
+            log.info("%s suspended: %s", envelope.task, suspend.reason, extra=ids)
+            return Change(
+                envelope.id,
+                Status.RETRY,
+                RUNNING,
+                by=self.runner_id,
+                expect_owner=self.runner_id,
+                due=suspend.due,
+                note=f"suspended: {suspend.reason}",
+                refund_attempt=True,
+            )
         except BaseException as exc:
             if self.in_hand.get(envelope.id, Running(envelope, 0)).cancelled:
                 raise Abandoned from exc
