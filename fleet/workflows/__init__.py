@@ -30,7 +30,7 @@ from fleet.workflows._extension import Workflows, WorkflowTask
 from fleet.workflows._history import Event, HistoryConflictError, HistoryStore
 from fleet.workflows._run import WorkflowRun
 from fleet.workflows._runtime import WorkflowRuntime, current_runtime, task_run
-from fleet.workflows._stores import history_store
+from fleet.workflows._stores import drop, history_store
 
 T = TypeVar("T")
 
@@ -173,6 +173,7 @@ __all__ = [
     "WorkflowRun",
     "WorkflowTask",
     "Workflows",
+    "drop",
     "get",
     "history_store",
     "now",

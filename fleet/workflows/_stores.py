@@ -58,3 +58,9 @@ def _is_mongo(state: object) -> bool:
     # Only a loaded module can have made `state`: importing it here would import pymongo.
     module = sys.modules.get("fleet.state.mongo")
     return module is not None and isinstance(state, module.MongoStateStore)
+
+
+def drop(name: str) -> None:
+    """Forget the histories kept for `memory://name` (with `fleet.state.memory.drop`)."""
+    with _lock:
+        _by_name.pop(name, None)
