@@ -41,7 +41,11 @@ class WorkflowRun:
     @property
     def run_id(self) -> str:
         """The run whose data this workflow shares (its own id for a top-level one)."""
-        return self.ext.run_of(self.id, self.invocation.task)
+        try:
+            task = self.invocation.task
+        except InvocationNotFoundError:  # inline: a workflow still running has no handle yet
+            task = ""
+        return self.ext.run_of(self.id, task)
 
     @property
     def data(self) -> dict[str, Any]:

@@ -4,7 +4,6 @@ version markers, the determinism helpers, data and signals (inline mode)."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
@@ -234,21 +233,26 @@ def test_helpers_outside_a_workflow_are_refused() -> None:
 
 
 @app.workflow
-def waits(timeout: float) -> object:
-    wf.set("waiting", True)
+def waits(timeout: float, tag: str) -> object:
+    wf.set("tag", tag)
     return wf.wait_signal("go", timeout=timeout)
 
 
 def test_inline_signal_and_timeout() -> None:
     with pytest.raises(SignalTimeoutError, match="'go'"):
-        waits(0.05).result()
+        waits(0.05, "t0").result()
     result: list[object] = []
-    thread = threading.Thread(target=lambda: result.append(waits(30).result()))
+    thread = threading.Thread(target=lambda: result.append(waits(30, "t1").result()))
     thread.start()
     store = app._workflows().store()
-    wait_until(lambda: any(d.get("waiting") for d in store._data.values()), "a waiting run")  # type: ignore[attr-defined]
-    started = time.monotonic()
-    for run in list(store._data):  # type: ignore[attr-defined]
-        app.workflow_run(run).signal("go", {"ok": 1})
+
+    def waiting() -> list[str]:
+        return [run for run, data in list(store._data.items()) if data.get("tag")]  # type: ignore[attr-defined]
+
+    def tagged() -> list[str]:
+        return [r for r in waiting() if app.workflow_run(r).data.get("tag") == "t1"]
+
+    wait_until(tagged, "the waiting run")
+    app.workflow_run(tagged()[0]).signal("go", {"ok": 1})
     thread.join(30)
-    assert result == [{"ok": 1}] and time.monotonic() - started < 30
+    assert result == [{"ok": 1}]
