@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleet import _followup, _records, _values
+from fleet import _followup, _prepare, _records, _screen, _values
 from fleet._envelope import Outcome, unpack_notes
 from fleet._timeouts import result_timeout
 from fleet._urls import scheme_of
@@ -64,13 +64,16 @@ def _uses_rabbitmq(app: Fleet) -> bool:
 
 
 async def submit(
-    app: Fleet, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+    app: Fleet,
+    task: Task[Any, Any],
+    bounds: Sequence[inspect.BoundArguments],
+    keys: Sequence[str] = (),
 ) -> list[Invocation[Any]]:
     """Register and publish invocations (the async `Fleet.submit`)."""
     if not _uses_rabbitmq(app):
-        return await asyncio.to_thread(app.submit, task, bounds)
+        return await asyncio.to_thread(app.submit, task, bounds, None, None, keys)
     runtime = await _runtime(app)
-    return await runtime.submit(task, bounds)
+    return await runtime.submit(task, bounds, keys)
 
 
 async def results(
@@ -213,13 +216,18 @@ class _AsyncRuntime:
     # -- submitting ---------------------------------------------------------------------
 
     async def submit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
-        records, messages = await asyncio.to_thread(self._register, task, bounds)
-        handles: list[Invocation[Any]] = [Invocation(self.app, r.id, task.name) for r in records]
+        messages, ids = await asyncio.to_thread(self._register, task, bounds, keys)
+        handles: list[Invocation[Any]] = [Invocation(self.app, i, task.name) for i in ids]
         for handle in handles:
             self._known[handle.id] = handle
             weakref.finalize(handle, self._outcomes.pop, handle.id, None)
+        if not messages:  # every call reused an existing invocation
+            return handles
         try:
             await self.publish(messages)
         except PublishError as exc:
@@ -232,12 +240,20 @@ class _AsyncRuntime:
         _followup.of(self.app).published(messages)  # clears their recovery deadline
         return handles
 
-    def _register(self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]) -> Any:
-        records, messages = self.app.prepare(task, bounds, reply_to=self.address)
+    def _register(
+        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments], keys: Sequence[str]
+    ) -> tuple[list[Message], list[str]]:
+        """Register the calls (those the extensions do not reuse): their messages, and
+        per call the id its handle follows (`fleet._screen`)."""
         runtime = self.app.runtime()
-        runtime.declare(sorted({m.queue for m in messages}))
-        _records.register(runtime.state, records, self.app.dispatcher)
-        return records, messages
+        prepared = _prepare.prepare(self.app, runtime, task, bounds, reply_to=self.address)
+        handles = prepared.ids
+        if self.app.dispatcher.before_publish_hooks:
+            prepared, handles = _screen.screen(self.app.dispatcher, task, prepared, keys)
+        if prepared.ids:
+            runtime.declare([prepared.queue])
+            _records.register(runtime.state, prepared.records(), self.app.dispatcher)
+        return prepared.messages, handles
 
     async def publish(self, messages: Sequence[Message]) -> None:
         import aio_pika

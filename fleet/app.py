@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from fleet import _context, _followup, _prepare, _records, _results, aio
+from fleet import _context, _followup, _prepare, _records, _results, _screen, aio
 from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
@@ -228,13 +228,18 @@ class Fleet(Client):
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
         ids: Sequence[str] | None = None,
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call; see the module docstring.
         Under the given invocation `ids`, if any (one per call; a registered one is
         refused with a `StateError`: a trigger's recovery submits with the id it chose).
+        `keys`: idempotency keys, one per call ('' for none). The extensions may reuse
+        existing invocations for some calls (`before_publish`): those calls' handles
+        follow the existing invocation, and nothing of them is registered.
 
         Raises:
             ArgumentEncodingError: an argument cannot be encoded (nothing was written).
+            ExtensionError: an extension refused the calls (nothing was registered).
             PublishError: the publish was not confirmed; the invocations are FAILED.
             RegistrationUnknownError: the state store failed while registering and some
                 invocations may have been registered anyway and may still run (their
@@ -251,9 +256,16 @@ class Fleet(Client):
             return [self._inline.run(task, b, i) for b, i in zip(bounds, preset, strict=True)]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
+        handles = prepared.ids
+        if self.dispatcher.before_publish_hooks:  # may reuse existing invocations
+            prepared, handles = _screen.screen(self.dispatcher, task, prepared, keys)
         ids = prepared.ids
-        runtime.waiter.watch(ids)
-        if due is None:
+        runtime.waiter.watch(handles)
+        if len(ids) < len(handles):
+            _screen.deliver_final(runtime, _screen.outside(prepared, handles))
+        if not ids:
+            pass  # every call reused an existing invocation
+        elif due is None:
             self._register_and_publish(runtime, prepared)
         else:
             _records.register(runtime.state, prepared.records(), self.dispatcher)
@@ -261,7 +273,7 @@ class Fleet(Client):
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
-        return [Invocation(self, i, task.name, watched=True) for i in ids]
+        return [Invocation(self, i, task.name, watched=True) for i in handles]
 
     def send(
         self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
@@ -305,10 +317,13 @@ class Fleet(Client):
         return self.submit(task, [task.bind(args, kwargs)])[0]
 
     async def asubmit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
-        return await aio.submit(self, task, bounds)
+        return await aio.submit(self, task, bounds, keys)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
         """Register while the broker confirms; see the module docstring."""

@@ -24,9 +24,11 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
   calls are not registered, and their callers get the existing invocation instead.
-- `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
-  A `Hold` parks the invocation BLOCKED until its `until` (or until an extension wakes
-  it); its `memo` is kept with it and comes back in `Claim.memo` on the next claim.
+- `before_claim(claims)`: `worker/intake.py` `Intake.claim`, before `state.apply(claims)`.
+  A `Hold` parks the invocation BLOCKED (in the same batch of compare-and-sets as the
+  claims) until its `until` (or until an extension wakes it), acks its message and
+  frees its slot; its `memo` is kept in the history note (`hold_note`) and comes back
+  in `Claim.memo` on the next claim (the envelope of the release carries it).
 - `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
@@ -112,6 +114,21 @@ class Hold:
     memo: str = ""
     """Kept with the held invocation and handed back in `Claim.memo` when it is claimed
     again (e.g. the rate-limit reservation it waits for)."""
+
+
+_MEMO = " [memo: "
+
+
+def hold_note(hold: Hold) -> str:
+    """The history note of the BLOCKED change that parks `hold`'s invocation: its
+    reason, and its memo kept where a release finds it (`hold_memo`)."""
+    return f"{hold.reason}{_MEMO}{hold.memo}]" if hold.memo else hold.reason
+
+
+def hold_memo(note: str) -> str:
+    """The memo kept in a `hold_note` ('' if none)."""
+    head, sep, tail = note.rpartition(_MEMO)
+    return tail[:-1] if sep and head and tail.endswith("]") else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,4 +340,6 @@ __all__ = [
     "PublishBatch",
     "Reuse",
     "builtin",
+    "hold_memo",
+    "hold_note",
 ]
