@@ -103,3 +103,30 @@ def test_order_workflow_survives_three_sigkills(wstack: Stack) -> None:
         record = stack.tasks.app.record(child)
         assert record.parent == handle.id
         assert stack.tasks.app._workflows().store().run_of(child) == handle.id
+
+
+@pytest.fixture
+def embedded(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Stack]:
+    request.param = "sqlite"  # type: ignore[attr-defined]  # read by backend_env
+    yield from open_stack(request, tmp_path, monkeypatch, "tests.e2e.workflow_tasks", FAST)
+
+
+def test_a_sleeping_workflow_holds_no_slot(embedded: Stack) -> None:
+    stack = embedded
+    start_worker(stack, processes=1, threads=1)  # one slot in all
+    sleeping = stack.tasks.sleeper(5.0)
+    stack.wait_until(
+        "the workflow suspended in its sleep",
+        lambda: sleeping.status is Status.RETRY,
+        timeout=60,
+    )
+    due = stack.tasks.app.record(sleeping.id).due
+    others = [stack.tasks.quick(n) for n in range(50)]
+    assert [o.result(timeout=60) for o in others] == [n + 1 for n in range(50)]
+    finished = [next(h.at for h in o.history if h.status is Status.SUCCESS) for o in others]
+    assert due is not None and max(finished) < due  # all 50 ran during the sleep
+    assert sleeping.result(timeout=60) == "slept True"
+    statuses = [h.status for h in sleeping.history]
+    assert statuses.count(Status.RETRY) == 1 and stack.tasks.app.record(sleeping.id).attempt == 1

@@ -91,3 +91,15 @@ def order_flow(order: dict[str, int], sleep_s: float = 1.0) -> dict[str, object]
     notify(f"order {order['id']}: {shipped}").result()
     wf.set("stage", "done")
     return {"payment": payment, "shipped": shipped, "packed": sum(packed), "id": str(wf.uuid4())}
+
+
+@app.task
+def quick(n: int) -> int:
+    return n + 1
+
+
+@app.workflow
+def sleeper(seconds: float) -> str:
+    before = wf.now()
+    wf.sleep(timedelta(seconds=seconds))
+    return f"slept {(wf.now() - before).total_seconds() >= seconds}"
