@@ -42,6 +42,7 @@ class Plan:
     rt_single: int = 20
     rt_batch: int = 100
     cron_ticks: int = 20
+    wf_steps: int = 200
 
     @classmethod
     def quick(cls) -> Plan:
@@ -60,6 +61,7 @@ class Plan:
             rt_single=5,
             rt_batch=20,
             cron_ticks=3,
+            wf_steps=50,
         )
 
     @property

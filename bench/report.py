@@ -50,6 +50,9 @@ ROWS = [
     ("triggers", "overhead, 100 triggers", "W1 slowdown with 100 unrelated triggers"),
     ("triggers", "cron delay p50", "Cron tick to triggered run, p50"),
     ("triggers", "cron delay p99", "Cron tick to triggered run, p99"),
+    ("workflows", "per-step overhead", "Workflow per-step overhead vs plain tasks"),
+    ("workflows", "replay 1000 steps", "Workflow replay, 1,000 recorded steps"),
+    ("workflows", "replay engine 1000 steps", "Workflow replay engine alone, 1,000 steps"),
 ]
 
 
@@ -228,6 +231,20 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             "Embedded cron tick to run p50 (ms)",
             ("embedded", "triggers", "cron delay p50"),
             1000.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded workflow per-step overhead (x plain tasks)",
+            ("embedded", "workflows", "per-step overhead"),
+            1.3,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded replay of 1,000 recorded steps (s)",
+            ("embedded", "workflows", "replay 1000 steps"),
+            0.5,
             False,
         ),
     ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import trigger_load
+from bench import trigger_load, workflow_load
 from bench.measure import CpuMeter, Plan, Recorder, broker_pids, idle_cpu_percent, percentile
 from bench.procs import Pool, fleet_pool
 from fleet.invocation import Group
@@ -188,6 +188,7 @@ WORKLOADS: dict[str, Callable[[ModuleType, Plan, Recorder, Pool], None]] = {
     "idle": idle,
     "rt": rt,
     "triggers": trigger_load.triggers,
+    "workflows": workflow_load.workflows,
 }
 
 

@@ -110,6 +110,7 @@ class Workflows(Extension):
                 return self.execute(f, force, args, kwargs)
 
             functools.update_wrapper(body, f)
+            body.fleet_workflow = (f, force)  # type: ignore[attr-defined]  # for replay()
             task: WorkflowTask = self._app()._decorate(WorkflowTask, body, options)
             return task
 
@@ -123,19 +124,33 @@ class Workflows(Extension):
         return self.store().run_of(history) or history
 
     def execute(
-        self, func: Callable[..., Any], force: bool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        func: Callable[..., Any],
+        force: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        replay: str = "",
     ) -> Any:
-        """Run one attempt of a workflow's body under its replaying runtime."""
+        """Run one attempt of a workflow's body under its replaying runtime; with
+        `replay` (a workflow invocation id), only replay that recorded history here."""
         app = self._app()
-        execution = _context.current()
+        execution = None if replay else _context.current()
         store = self.store()
-        if execution is None:  # inline
+        if replay:
+            history, attempt = replay, 1
+        elif execution is None:  # inline
             history, attempt = inline_id.get() or new_id(), 1
         else:
             history, attempt = execution.invocation_id, execution.attempt
         run = history if force else (store.run_of(history) or history)
         runtime = WorkflowRuntime(
-            app, store, history, run, attempt=attempt, inline=execution is None
+            app,
+            store,
+            history,
+            run,
+            attempt=attempt,
+            inline=execution is None and not replay,
+            replay_only=bool(replay),
         )
         tokens = (current_runtime.set(runtime), _context.intercept(runtime), task_run.set(run))
         scope = _scope.set(self)

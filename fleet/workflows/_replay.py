@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from fleet.workflows._errors import DivergenceError
+from fleet.workflows._errors import DivergenceError, WorkflowError
 from fleet.workflows._history import Event, HistoryStore
 
 
@@ -42,6 +42,7 @@ class Replayer:
         events: list[Event] | None = None,
         show: Callable[[Event], str] | None = None,
         clock: Callable[[], float] = time.time,
+        strict: bool = False,
     ) -> None:
         self.store = store
         self.history = history
@@ -51,6 +52,8 @@ class Replayer:
         self.show: Callable[[Event], str] = show or (lambda e: "")
         self.clock = clock
         self.appended = 0
+        self.strict = strict
+        """Replay only: a step beyond the history raises `WorkflowError`."""
 
     @property
     def replaying(self) -> bool:
@@ -74,6 +77,11 @@ class Replayer:
                 )
             self.pos += 1
             return recorded, True
+        if self.strict:
+            raise WorkflowError(
+                f"replaying workflow history {self.history}: the code asks for a step beyond "
+                f"the {len(self.events)} recorded ({describe(kind, name)} at position {self.pos})"
+            )
         return Event(self.pos, kind, name, data), False
 
     def record(self, draft: Event) -> Event:
@@ -95,6 +103,8 @@ class Replayer:
             if recorded.kind == "version" and recorded.name == marker:
                 self.pos += 1
                 return recorded.data
+            return None
+        if self.strict:
             return None
         return self.record(Event(self.pos, "version", marker, encode(current))).data
 

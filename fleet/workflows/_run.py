@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fleet.errors import InvocationNotFoundError
+from fleet._values import resolve
+from fleet.codec import decode_call
+from fleet.errors import InvocationNotFoundError, WorkflowError
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
@@ -70,6 +72,20 @@ class WorkflowRun:
         self.ext.store().signal(self.id, name, self.app.codec.encode(payload))
         if not self.app.settings.inline:
             self.ext.wake(self.id, f"signal {name!r}")
+
+    def replay(self) -> Any:
+        """Run the workflow's body again in this process against its recorded history
+        and return its value: checks that the code still replays the history
+        (`DivergenceError` if not; `WorkflowError` if it asks for a step beyond it).
+        Nothing is submitted or recorded; children's results are read from the store."""
+        record = self.app.record(self.id)
+        task = self.app.tasks.get(record.task)
+        marked = getattr(task.func, "fleet_workflow", None) if task is not None else None
+        if marked is None:
+            raise WorkflowError(f"{record.task!r} is not a workflow registered in this process")
+        func, force = marked
+        args, kwargs = decode_call(self.app.codec, resolve(self.app.runtime().state, record.args))
+        return self.ext.execute(func, force, tuple(args), dict(kwargs), replay=self.id)
 
     def result(self, timeout: float | None = None) -> Any:
         return self.invocation.result(timeout)

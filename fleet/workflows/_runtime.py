@@ -82,13 +82,15 @@ class WorkflowRuntime:
         *,
         attempt: int = 1,
         inline: bool = False,
+        replay_only: bool = False,
     ) -> None:
         self.app = app
         self.store = store
         self.history = history
         self.run = run
         self.inline = inline
-        self.replayer = Replayer(store, history, run, show=self._show)
+        self.replayer = Replayer(store, history, run, show=self._show, strict=replay_only)
+        self.replay_only = replay_only
         self.check_existing = attempt > 1 and not inline
         self.taken: dict[str, int] = {}
 
@@ -195,7 +197,7 @@ class WorkflowRuntime:
 
     def _until(self, due: float, reason: str) -> None:
         left = due - time.time()
-        if left <= 0:
+        if left <= 0 or self.replay_only:
             return
         if self.inline:
             time.sleep(left)

@@ -83,6 +83,7 @@ def test_order_workflow_survives_three_sigkills(wstack: Stack) -> None:
     assert handle.status is Status.SUCCESS
     assert run.data["stage"] == "done"
     assert all(run.data[f"packed-{n}"] for n in range(20))
+    assert run.replay() == value  # the recorded history replays here, nothing is run
 
     report = {}
     for step in ("validate", "reserve", "pack", "charge", "ship", "notify"):
