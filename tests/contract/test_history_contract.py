@@ -118,3 +118,39 @@ def test_racing_appenders_of_one_position_one_wins(
         t.join(30)
     assert len(wins) == 1
     assert [e.name for e in store.load("h")] == ["t", f"w{wins[0]}"]
+
+
+def test_mongo_records_a_step_in_one_command(state_target: StateTarget) -> None:
+    """MongoDB: one command per recorded step, a fan-out of 20 children included."""
+    if state_target.name != "mongo":
+        pytest.skip("counts MongoDB commands")
+    from pymongo import monitoring
+
+    commands: list[str] = []
+
+    class Counter(monitoring.CommandListener):
+        on = True  # listeners cannot be unregistered: this one goes quiet after the test
+
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if self.on:
+                commands.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    counter = Counter()
+    monitoring.register(counter)  # clients made from now on report their commands
+    try:
+        store = history_store(state_target.open())
+        store.load("warm-up")  # connects and makes the indexes
+        commands.clear()
+        store.append("h", "r", ev(0, ids=tuple(f"child-{n}" for n in range(20))))
+        assert commands == ["insert"]
+        commands.clear()
+        store.append("h", "r", ev(1, "value", "now"))
+        assert commands == ["insert"]
+    finally:
+        counter.on = False
