@@ -35,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from fleet import _context
+from fleet._waiter import outcome_of
 from fleet.codec import decode_call, encode_call
+from fleet.invocation import Invocation
 from fleet.workflows._errors import SignalTimeoutError
 from fleet.workflows._history import Event, HistoryStore
 from fleet.workflows._replay import Replayer
@@ -93,6 +95,7 @@ class WorkflowRuntime:
         self.replay_only = replay_only
         self.check_existing = attempt > 1 and not inline
         self.taken: dict[str, int] = {}
+        self.preloaded = False
 
     # -- child calls ---------------------------------------------------------------------
 
@@ -101,35 +104,48 @@ class WorkflowRuntime:
         calls = [encode_call(codec, task.name, b.args, b.kwargs, task.params) for b in bounds]
         event, replayed = self.replayer.step("call", task.name, pack(calls))
         if replayed:
-            ids: Sequence[str] = event.ids
-        else:
-            ids = [child_id(self.history, event.seq, i) for i in range(len(bounds))]
-            todo = list(zip(ids, bounds, strict=True))
-            if self.check_existing:  # the attempt that died may have submitted them
-                existing = {r.id for r in self.app.runtime().state.get(ids)}
-                todo = [(i, b) for i, b in todo if i not in existing]
-                self.check_existing = False
-            self._submit(task, todo, due)
-            self.replayer.record(replace(event, ids=tuple(ids)))
-        return [self._handle(task.name, i) for i in ids]
+            if not self.inline and not self.preloaded:
+                self._preload([i for e in self.replayer.events if e.kind == "call" for i in e.ids])
+            return [self._handle(task.name, i) for i in event.ids]
+        ids = [child_id(self.history, event.seq, i) for i in range(len(bounds))]
+        todo = list(zip(ids, bounds, strict=True))
+        if self.check_existing:  # the attempt that died may have submitted them
+            existing = {r.id for r in self._preload(ids)}
+            todo = [(i, b) for i, b in todo if i not in existing]
+            self.check_existing = False
+        submitted = {h.id: h for h in self._submit(task, todo, due)}
+        self.replayer.record(replace(event, ids=tuple(ids)))
+        return [submitted.get(i) or self._handle(task.name, i) for i in ids]
 
-    def _submit(self, task: Any, todo: list[tuple[str, Any]], due: float | None) -> None:
+    def _preload(self, ids: Sequence[str]) -> list[Any]:
+        """Watch recorded children and hand the outcomes of the finished ones to this
+        process's waiter (one batched read), so waiting on them costs no round trip;
+        returns their records."""
+        self.preloaded = True
+        runtime = self.app.runtime()
+        runtime.waiter.watch(ids)
+        records = runtime.state.get(ids) if ids else []
+        runtime.waiter.deliver([o for o in map(outcome_of, records) if o is not None])
+        return records
+
+    def _submit(self, task: Any, todo: list[tuple[str, Any]], due: float | None) -> list[Any]:
         if not todo:
-            return
+            return []
         token = _context.intercept(None)  # the children's own calls are theirs
         outer = current_runtime.set(None)
         try:
             if not self.inline:
-                self.app.submit(task, [b for _, b in todo], due, ids=[i for i, _ in todo])
-                return
+                return self.app.submit(task, [b for _, b in todo], due, ids=[i for i, _ in todo])
             # inline: each child runs now, in order, in this thread
+            handles = []
             for invocation_id, bound in todo:
                 tokens = (inline_id.set(invocation_id), task_run.set(self.run))
                 try:
-                    self.app.submit(task, [bound], due, ids=[invocation_id])
+                    handles += self.app.submit(task, [bound], due, ids=[invocation_id])
                 finally:
                     task_run.reset(tokens[1])
                     inline_id.reset(tokens[0])
+            return handles
         finally:
             current_runtime.reset(outer)
             _context.release(token)
@@ -137,9 +153,8 @@ class WorkflowRuntime:
     def _handle(self, task: str, invocation_id: str) -> Any:
         if self.inline:
             return self.app.invocation(invocation_id)
-        from fleet.invocation import Invocation
-
-        return Invocation(self.app, invocation_id, task)
+        self.app.runtime().waiter.watch([invocation_id])  # forgotten with the handle
+        return Invocation(self.app, invocation_id, task, watched=True)
 
     def _show(self, event: Event) -> str:
         if event.kind != "call":
