@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from fleet import _context
 from fleet._prepare import new_id
 from fleet.errors import TaskDefinitionError
-from fleet.extensions import Applied, AppliedChange, Call, Extension
+from fleet.extensions import Applied, AppliedChange, Extension
 from fleet.status import Status
 from fleet.task import Task
 from fleet.workflows._history import HistoryStore
@@ -52,7 +52,9 @@ def current_workflows() -> Workflows | None:
     found = _scope.get()
     if found is not None:
         return found
-    execution = _context.current()  # a task on a worker: the executor knows its app
+    # A task on a worker: its executor knows the app. (Not an around_call hook: that
+    # would cost every task of every app a hook call for the few that read wf data.)
+    execution = _context.current()
     app = getattr(execution.pauser, "app", None) if execution is not None else None
     dispatcher = getattr(app, "dispatcher", None)
     owner = dispatcher.option_owners.get(FORCE_NEW) if dispatcher is not None else None
@@ -166,14 +168,6 @@ class Workflows(Extension):
         return WorkflowRun(self._app(), self, run_id)
 
     # -- hooks ---------------------------------------------------------------------------
-
-    def around_call(self, call: Call, proceed: Callable[[], Any]) -> Any:
-        """Tasks on a worker find this app's workflow data (`wf.get` in a child task)."""
-        token = _scope.set(self)
-        try:
-            return proceed()
-        finally:
-            _scope.reset(token)
 
     def after_change(self, applied: Applied) -> None:
         for change in applied.changes:
