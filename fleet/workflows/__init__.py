@@ -143,24 +143,10 @@ def _task_scope(helper: str) -> tuple[HistoryStore, str, Any]:
     run = task_run.get()
     execution = _context.current()
     if not run and execution is not None:
-        run = _run_of_task(app, store, execution.invocation_id)
+        run = ext.resolve_run(execution.invocation_id)
     if not run:
         raise WorkflowError(f"wf.{helper}(): this task was not called by a workflow")
     return store, run, app
-
-
-def _run_of_task(app: Any, store: HistoryStore, invocation_id: str) -> str:
-    """The run of a task: its own membership, else its parents' (a few levels up)."""
-    current = invocation_id
-    for _ in range(8):
-        found = store.run_of(current)
-        if found:
-            return found
-        parent = app.record(current).parent
-        if not parent:
-            return ""
-        current = parent
-    return ""
 
 
 __all__ = [

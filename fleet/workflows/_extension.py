@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("fleet.workflows")
 FORCE_NEW = "force_new_workflow"
 SIGNAL_NOTE = "suspended: waiting for signal "
+MAX_DEPTH = 16
+"""Parents walked up to find the run of a task."""
 _scope: ContextVar[Workflows | None] = ContextVar("fleet_workflows_scope", default=None)
 
 
@@ -120,10 +122,33 @@ class Workflows(Extension):
 
     def run_of(self, history: str, task: str) -> str:
         """The run (data namespace) of the workflow invocation `history` of `task`."""
+        if self._app().settings.inline:  # no records inline: the recorded membership
+            return history if self.forced(task) else self.store().run_of(history) or history
+        return self.resolve_run(history, self.forced(task)) or history
+
+    def forced(self, task: str) -> bool:
         known = self._app().tasks.get(task)
-        if known is not None and known.options.extensions.get(FORCE_NEW):
-            return history
-        return self.store().run_of(history) or history
+        return bool(known is not None and known.options.extensions.get(FORCE_NEW))
+
+    def resolve_run(self, invocation_id: str, force: bool = False) -> str:
+        """The run of an invocation ('' for none): a force-new workflow's own id; else
+        the run its parent's history records for it; else its parent's run (a child may
+        start before its step is recorded); else its own id if it is a workflow."""
+        app, store = self._app(), self.store()
+        current = invocation_id
+        for _ in range(MAX_DEPTH):
+            if force:
+                return current
+            found = store.run_of(current)
+            if found:
+                return found
+            record = app.record(current)
+            if not record.parent:
+                workflow = isinstance(app.tasks.get(record.task), WorkflowTask)
+                return current if workflow or store.load(current) else ""
+            current = record.parent
+            force = self.forced(app.record(current).task)
+        return ""
 
     def execute(
         self,
@@ -144,7 +169,12 @@ class Workflows(Extension):
             history, attempt = inline_id.get() or new_id(), 1
         else:
             history, attempt = execution.invocation_id, execution.attempt
-        run = history if force else (store.run_of(history) or history)
+        if force:
+            run = history
+        elif execution is None and not replay:  # inline: the calling workflow's run
+            run = task_run.get() or history
+        else:
+            run = self.resolve_run(history) or history
         runtime = WorkflowRuntime(
             app,
             store,

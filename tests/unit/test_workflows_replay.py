@@ -256,3 +256,28 @@ def test_inline_signal_and_timeout() -> None:
     app.workflow_run(tagged()[0]).signal("go", {"ok": 1})
     thread.join(30)
     assert result == [{"ok": 1}]
+
+
+@app.workflow
+def inline_inner(key: str) -> str:
+    wf.set(key, 1)
+    return wf.run_id()
+
+
+@app.workflow(force_new_workflow=True)
+def inline_separate(key: str) -> str:
+    wf.set(key, 2)
+    return wf.run_id()
+
+
+@app.workflow
+def inline_outer() -> list[str]:
+    return [inline_inner("in").result(), inline_separate("sep").result(), wf.run_id()]
+
+
+def test_inline_sub_workflows_share_the_run_unless_forced_new() -> None:
+    handle = inline_outer()
+    inner_run, separate_run, outer_run = handle.result()
+    assert inner_run == outer_run == handle.id and separate_run != handle.id
+    assert app.workflow_run(handle.id).data == {"in": 1}
+    assert app.workflow_run(separate_run).data == {"sep": 2}

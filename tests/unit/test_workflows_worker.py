@@ -119,3 +119,28 @@ def test_a_child_submitted_but_not_recorded_is_not_submitted_again() -> None:
     assert handle.id == first[0].id and handle.result(timeout=30) == 5
     assert ran["pre"] == 1
     assert [e.ids for e in app._workflows().store().load(history)] == [(handle.id,)]
+
+
+@app.workflow
+def quick_child() -> object:
+    note("early", 3).result()
+    return wf.get("early")
+
+
+def test_a_child_that_runs_before_its_step_is_recorded_finds_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The step is recorded after the submit: the child may run (and use workflow data)
+    first; it finds its run through its parent."""
+    store = app._workflows().store()
+    append = store.append
+
+    def late_append(history: str, run: str, event: wf.Event) -> None:
+        if event.kind == "call":
+            wait_until(lambda: "early" in ran, "the child ran before its step is recorded")
+        append(history, run, event)
+
+    monkeypatch.setattr(store, "append", late_append)
+    handle = quick_child()
+    assert handle.result(timeout=30) == 3
+    assert app.workflow_run(handle.id).data == {"early": 3}
