@@ -13,6 +13,7 @@ import pytest
 from fleet import Fleet, Status
 from fleet import workflows as wf
 from fleet.testing.worker import running_worker
+from fleet.worker.leader import Leader
 from fleet.workflows._runtime import child_id
 from tests.waiting import wait_until
 
@@ -73,8 +74,11 @@ def waits_on_blocked() -> str:
 
 @pytest.fixture(scope="module", autouse=True)
 def worker() -> Iterator[None]:
+    leader = Leader(app, "test-leader")  # releases suspended workflows when due
+    leader.start()
     with running_worker(app, threads=4):
         yield
+    leader.stop()
 
 
 def test_sub_workflows_share_the_run_unless_forced_new() -> None:
@@ -144,3 +148,38 @@ def test_a_child_that_runs_before_its_step_is_recorded_finds_its_run(
     handle = quick_child()
     assert handle.result(timeout=30) == 3
     assert app.workflow_run(handle.id).data == {"early": 3}
+
+
+@app.workflow
+def approval(timeout: float) -> object:
+    wf.set("asked", True)
+    return wf.wait_signal("approved", timeout=timeout)
+
+
+def test_a_signal_wait_times_out_with_a_clear_error_on_a_worker() -> None:
+    handle = approval(0.3)
+    with pytest.raises(wf.SignalTimeoutError, match="'approved'"):
+        handle.result(timeout=30)
+    assert [h.status for h in handle.history].count(Status.RETRY) == 1  # it suspended
+
+
+def test_a_suspended_workflow_is_woken_by_its_signal() -> None:
+    handle = approval(600)
+    wait_until(lambda: handle.status is Status.RETRY, "the workflow suspended")
+    app.workflow_run(handle.id).signal("approved", {"by": "ann"})
+    assert handle.result(timeout=30) == {"by": "ann"}
+
+
+def test_a_signal_sent_before_the_wait_is_taken() -> None:
+    release.clear()
+    handle = early_signal()
+    app.workflow_run(handle.id).signal("go", 1)
+    app.workflow_run(handle.id).signal("go", 2)
+    release.set()
+    assert handle.result(timeout=30) == [1, 2]
+
+
+@app.workflow
+def early_signal() -> list[object]:
+    blocked().result()
+    return [wf.wait_signal("go"), wf.wait_signal("go")]
