@@ -27,8 +27,10 @@ from fleet.workflows._history import Event, HistoryStore
 
 
 def describe(kind: str, name: str, detail: str = "") -> str:
-    what = f"{name}({detail})" if kind == "call" else f"{kind} {name!r}"
-    return f"{what}" if kind == "call" else what + (f" = {detail}" if detail else "")
+    """A step as an error message names it: `task(args)` for a call, else its kind."""
+    if kind == "call":
+        return f"{name}({detail})"
+    return f"{kind} {name!r}"
 
 
 class Replayer:
