@@ -12,7 +12,10 @@ Contract, for every implementation (one contract suite in tests/contract):
 - `load` returns a history's events in sequence order.
 - `append` also records, in the same single store command, that each of the event's
   `ids` (child invocations) belongs to `run` (`run_of`).
-- `set_data` replaces one key's value; `data` returns every key of a run.
+- A 'set' event also sets its key (`name`) to its value (`data`) in the run's workflow
+  data, in the same store command. `set_data` (the writes of child tasks) replaces one
+  key's value; `data` returns every key of a run, the latest write of each winning
+  (by time across writers).
 - `signal` appends a signal to a run's list; `signals(run, name)` returns the payloads
   of that name in the order they were sent.
 - Methods are thread-safe and safe across processes sharing the store.

@@ -33,6 +33,8 @@ class MemoryHistoryStore(HistoryStore):
                     f"one ({len(events)} recorded)"
                 )
             events.append(event)
+            if event.kind == "set":
+                self._data.setdefault(run, {})[event.name] = event.data
             for invocation_id in event.ids:
                 self._members[invocation_id] = run
 

@@ -10,7 +10,9 @@ Contract:
   the same position gets a duplicate key (`HistoryConflictError`): a compare-and-set
   in one command, the children's membership included (the document's `ids`, with a
   multikey index that `run_of` queries). A step of many children (a fan-out) is one
-  document, so one command.
+  document, so one command. A workflow's `wf.set` is its 'set' event alone: `data`
+  merges the run's 'set' events with the documents of `set_data` (child tasks), the
+  latest of each key winning.
 - pymongo errors leave as `StateError` naming the operation.
 """
 
@@ -55,6 +57,7 @@ class MongoHistoryStore(HistoryStore):
                     events = db[f"{self._prefix}wf_events"]
                     events.create_index([("history", ASCENDING), ("seq", ASCENDING)])
                     events.create_index([("ids", ASCENDING)])
+                    events.create_index([("run", ASCENDING), ("kind", ASCENDING)])
                     db[f"{self._prefix}wf_data"].create_index(
                         [("run", ASCENDING), ("key", ASCENDING)], unique=True
                     )
@@ -107,15 +110,18 @@ class MongoHistoryStore(HistoryStore):
         return None if doc is None else str(doc["run"])
 
     def set_data(self, run: str, key: str, value: bytes) -> None:
+        doc = {"run": run, "key": key, "value": value, "at": time.time()}
         with self._errors("setting workflow data"):
-            self._col("data").replace_one(
-                {"run": run, "key": key}, {"run": run, "key": key, "value": value}, upsert=True
-            )
+            self._col("data").replace_one({"run": run, "key": key}, doc, upsert=True)
 
     def data(self, run: str) -> dict[str, bytes]:
         with self._errors("reading workflow data"):
-            docs = list(self._col("data").find({"run": run}))
-        return {str(d["key"]): bytes(d["value"]) for d in docs}
+            written = [
+                (d["at"], d["key"], d["value"]) for d in self._col("data").find({"run": run})
+            ]
+            recorded = self._col("events").find({"run": run, "kind": "set"})
+            written += [(d["at"], d["name"], d["data"]) for d in recorded]
+        return {str(key): bytes(value) for _, key, value in sorted(written, key=lambda w: w[0])}
 
     def signal(self, run: str, name: str, payload: bytes) -> None:
         with self._errors("sending a signal"):

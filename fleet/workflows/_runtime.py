@@ -13,8 +13,8 @@ Contract:
   first new call step only, which of those ids exist already (the dead attempt may
   have submitted them without recording the step) and submits only the others.
 - `value(name, draw)`: a recorded value (now, uuid4, random, side_effect).
-- `set`/`get`: workflow data of the run (`HistoryStore.set_data`), each a step, so a
-  replay reads what the first execution read.
+- `set`/`get`: workflow data of the run, each a step (a 'set' event sets the data in
+  the same store command), so a replay reads what the first execution read.
 - `sleep`: records its due time; on a worker, an early resume `Suspend`s the attempt
   until then (no slot, thread or message held); inline it sleeps in the thread.
 - `wait_signal`: records its deadline, then takes the n-th signal of that name sent to
@@ -185,10 +185,8 @@ class WorkflowRuntime:
 
     def set(self, key: str, value: Any) -> None:
         event, replayed = self.replayer.step("set", key)
-        if not replayed:
-            data = self.app.codec.encode(value)
-            self.store.set_data(self.run, key, data)
-            self.replayer.record(replace(event, data=data))
+        if not replayed:  # the 'set' event sets the data too (one store command)
+            self.replayer.record(replace(event, data=self.app.codec.encode(value)))
 
     def get(self, key: str, default: Any = None) -> Any:
         event, replayed = self.replayer.step("get", key)

@@ -6,7 +6,8 @@ database the state store opened (`fleet._sqlite.Database`), created on first use
 Contract: `append` is one write transaction (BEGIN IMMEDIATE): the count of the
 history's events is read under the write lock and the event inserted only at the next
 position (the primary key (history, seq) refuses a taken one as well), with its
-children's membership rows in the same transaction.
+children's membership rows (and, for a 'set' event, its data row) in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ class SQLiteHistoryStore(HistoryStore):
                     event.at,
                 ),
             )
+            if event.kind == "set":
+                tx.execute(
+                    "INSERT OR REPLACE INTO fleet_wf_data (run, key, value) VALUES (?, ?, ?)",
+                    (run, event.name, event.data),
+                )
             if event.ids:
                 tx.executemany(
                     "INSERT OR REPLACE INTO fleet_wf_members (invocation, run) VALUES (?, ?)",

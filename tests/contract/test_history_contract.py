@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -70,6 +71,17 @@ def test_data_is_per_run_and_keys_are_replaced(store: HistoryStore) -> None:
     store.set_data("r2", "stage", b"3")
     assert store.data("r") == {"stage": b"2", "other.key$": b"x"}
     assert store.data("r2") == {"stage": b"3"}
+
+
+def test_a_set_event_sets_the_data_and_the_latest_write_wins(store: HistoryStore) -> None:
+    store.append("h", "run", Event(0, "set", "stage", b"packed", (), time.time()))
+    assert store.data("run") == {"stage": b"packed"}
+    store.set_data("run", "stage", b"by-a-task")
+    assert store.data("run") == {"stage": b"by-a-task"}
+    store.append("h", "run", Event(1, "set", "stage", b"done", (), time.time() + 1))
+    store.append("h", "run", Event(2, "set", "other", b"x", (), time.time() + 1))
+    assert store.data("run") == {"stage": b"done", "other": b"x"}
+    assert store.data("h") == {}  # the data is the run's, not the history's
 
 
 def test_signals_keep_their_order_per_name(store: HistoryStore) -> None:
