@@ -48,6 +48,7 @@ class Plan:
     stale_batch: int = 1000
     producer_threads: int = 8
     """W1 is also run with this many producer threads, each calling its share."""
+    wf_steps: int = 200
 
     @classmethod
     def quick(cls) -> Plan:
@@ -67,6 +68,7 @@ class Plan:
             rt_batch=20,
             cron_ticks=3,
             stale_tasks=5000,
+            wf_steps=50,
         )
 
     @property

@@ -59,6 +59,9 @@ ROWS = [
     ("stale", "stale copies left", "Stale copies left in the queue after the run"),
     ("stale", "drain time", "Time for the stale copies to be dropped"),
     ("stale", "backlog after", "Backlog figure once all finished (fleet.backlog)"),
+    ("workflows", "per-step overhead", "Workflow per-step overhead vs plain tasks"),
+    ("workflows", "replay 1000 steps", "Workflow replay, 1,000 recorded steps"),
+    ("workflows", "replay engine 1000 steps", "Workflow replay engine alone, 1,000 steps"),
 ]
 
 
@@ -275,6 +278,20 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             "RabbitMQ + SQLite stale copies left after the `stale` run",
             ("rabbitmq-sqlite", "stale", "stale copies left"),
             0.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded workflow per-step overhead (x plain tasks)",
+            ("embedded", "workflows", "per-step overhead"),
+            1.3,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded replay of 1,000 recorded steps (s)",
+            ("embedded", "workflows", "replay 1000 steps"),
+            0.5,
             False,
         ),
     ]

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import stale_copies, trigger_load
+from bench import stale_copies, trigger_load, workflow_load
 from bench.measure import (
     THREADED,
     CpuMeter,
@@ -204,6 +204,7 @@ WORKLOADS: dict[str, Callable[[ModuleType, Plan, Recorder, Pool], None]] = {
     "rt": rt,
     "triggers": trigger_load.triggers,
     "stale": stale_copies.stale,
+    "workflows": workflow_load.workflows,
 }
 
 

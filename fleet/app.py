@@ -83,6 +83,7 @@ from fleet.task import DirectTask, Task, TaskRef
 if TYPE_CHECKING:
     from fleet.triggers._extension import AppTriggers
     from fleet.triggers._registry import Triggers
+    from fleet.workflows import WorkflowRun, Workflows
 
 __all__ = ["Fleet", "Runtime"]  # Runtime: the worker's modules type with it from here
 log = logging.getLogger(__name__)
@@ -145,6 +146,20 @@ class Fleet(Client):
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
         return _decorate.decorator(self, cls, func, options)
+
+    # -- workflows (fleet.workflows, a built-in extension) ------------------------------
+
+    def workflow(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Make `func` a durable workflow: a task whose body is replayed from its recorded
+        history after a crash or a retry (see `fleet.workflows`)."""
+        return self._workflows().decorate(func, options)
+
+    def workflow_run(self, invocation_id: str) -> WorkflowRun:
+        """A handle on a workflow invocation: data, history, signals, result, cancel."""
+        return self._workflows().run(invocation_id)
+
+    def _workflows(self) -> Workflows:
+        return cast("Workflows", self.dispatcher.option_owners["force_new_workflow"])
 
     # -- triggers (fleet.triggers, the built-in extension) ------------------------------
 
@@ -224,6 +239,10 @@ class Fleet(Client):
             StateError: the state store failed while registering; whatever it may have
                 written was made final and will never run.
         """
+        if ids is None:
+            submitter = _context.submitter()  # a workflow records its calls (fleet.workflows)
+            if submitter is not None:
+                return submitter.submit(task, bounds, due)
         if self.settings.inline:
             preset = ids or [""] * len(bounds)
             given = keys or [""] * len(bounds)

@@ -228,6 +228,7 @@ class Extension:
 BUILTIN: tuple[str, ...] = (
     "fleet.triggers._extension:AppTriggers",
     "fleet.concurrency._app:AppConcurrency",
+    "fleet.workflows._extension:Workflows",
 )
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
