@@ -4,6 +4,9 @@ Job: execute a claimed invocation on a pool thread and hand the resulting status
 to the committer; let a task that waits on other invocations pause.
 
 Contract:
+- The task body runs inside the extensions' `around_call` hooks (first extension
+  outermost); an app with none pays one empty-tuple check. A hook that raises fails
+  the attempt like the body would (retry rules apply).
 - The outcome is SUCCESS with the encoded value; RETRY with a due time when the
   exception matches `retry_for` and attempts remain (exponential backoff, equal
   jitter; a backoff shorter than the leader's tick is released by this process at its
@@ -36,6 +39,7 @@ from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
 from fleet.codec import decode_call
 from fleet.errors import SerializationError, WaitCycleError
+from fleet.extensions import Call
 from fleet.state import Change
 from fleet.status import Status
 from fleet.task import retry_delay, retry_limit
@@ -159,7 +163,12 @@ class Executor:
             data = persist("loading arguments", lambda: _values.resolve(state, envelope.args))
             args, kwargs = decode_call(codec, data)
             log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)
-            value = task.func(*args, **kwargs)
+            dispatcher = self.app.dispatcher
+            if dispatcher.around_call_hooks:
+                call = Call(envelope.id, envelope.task, attempt, args, kwargs)
+                value = dispatcher.around_call(call, lambda: task.func(*args, **kwargs))
+            else:
+                value = task.func(*args, **kwargs)
         except Abandoned:
             raise
         except BaseException as exc:
