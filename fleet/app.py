@@ -61,7 +61,7 @@ from fleet.errors import (
     TaskDefinitionError,
     UnknownTaskError,
 )
-from fleet.extensions import Dispatcher, Extension, builtin
+from fleet.extensions import Dispatcher, Extension, Publish, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
@@ -106,7 +106,7 @@ class Fleet(Client):
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._inline = InlineRunner(self)
-        self.dispatcher = Dispatcher([*builtin(), *extensions])
+        self.dispatcher = Dispatcher([*builtin(self.settings), *extensions])
         self.dispatcher.bind(self)
 
     def __repr__(self) -> str:
@@ -292,8 +292,25 @@ class Fleet(Client):
         return await aio.submit(self, task, bounds)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
+        """Register while the broker confirms (inside the `around_publish` hooks)."""
+        if not self.dispatcher.around_publish_hooks:
+            self._send(runtime, prepared, prepared.messages)
+            return
+        publish = Publish(prepared.task, tuple(prepared.ids), prepared.queue)
+
+        def proceed() -> None:
+            extra = publish.headers
+            messages = prepared.messages
+            if extra:
+                messages = [replace(m, headers={**m.headers, **extra}) for m in messages]
+            self._send(runtime, prepared, messages)
+
+        self.dispatcher.around_publish(publish, proceed)
+
+    def _send(
+        self, runtime: Runtime, prepared: _prepare.Prepared, messages: Sequence[Message]
+    ) -> None:
         """Register while the broker confirms; see the module docstring."""
-        messages = prepared.messages
         runtime.declare([prepared.queue])
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
