@@ -100,14 +100,18 @@ def _create(registry: CollectorRegistry) -> Families:
 
 
 _lock = threading.Lock()
-_made: dict[int, Families] = {}
+_made: list[tuple[Any, Families]] = []
+"""(registry, its families): a list, held strongly, since the id of a registry that
+was collected may be reused by a new one."""
 
 
 def families(registry: CollectorRegistry | None = None) -> Families:
     """The metric families registered in `registry` (default: the global one)."""
     target: Any = REGISTRY if registry is None else registry
     with _lock:
-        found = _made.get(id(target))
-        if found is None:
-            found = _made[id(target)] = _create(target)
-        return found
+        for known, found in _made:
+            if known is target:
+                return found
+        made = _create(target)
+        _made.append((target, made))
+        return made

@@ -1,0 +1,162 @@
+"""The metrics extension without a worker: what each status change counts, bounded
+labels, the queue wait header (untrusted), and Prometheus naming conventions. Each test
+has a registry of its own."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+pytest.importorskip("prometheus_client")
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleet import Fleet
+from fleet.extensions import Applied, AppliedChange, Call, Publish
+from fleet.monitor.metrics import PUBLISHED, Metrics
+from fleet.status import Status
+
+URL = f"memory://{uuid.uuid4().hex}"
+app = Fleet(broker_url=URL, state_url=URL)
+
+
+@app.task
+def known() -> None:
+    """A registered task: its name is a label value."""
+
+
+def make() -> tuple[Metrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry=registry)
+    metrics.bind(app)
+    return metrics, registry
+
+
+def get(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def change(task: str, source: Status | None, status: Status, note: str = "") -> AppliedChange:
+    return AppliedChange(uuid.uuid4().hex, task, source, status, note=note)
+
+
+def test_status_changes_count_per_task() -> None:
+    metrics, registry = make()
+    t = known.name
+    metrics.after_change(
+        Applied(
+            (
+                change(t, None, Status.RUNNING),  # a claim (several source statuses)
+                change(t, Status.PAUSED, Status.RUNNING),  # a resume: not a start
+                change(t, Status.RUNNING, Status.RETRY),
+                change(t, Status.RUNNING, Status.SUCCESS),
+                change(t, Status.RUNNING, Status.FAILED),
+                change(t, None, Status.FAILED, "dead-lettered: unknown task"),
+                change(t, Status.RUNNING, Status.PENDING, "owner died"),  # recovered
+                change(t, Status.PAUSED, Status.PENDING, "owner died"),  # recovered
+                change(t, Status.SCHEDULED, Status.PENDING),  # a release: not a recovery
+                change(t, Status.PENDING, Status.CANCELLED),
+            )
+        )
+    )
+    expected = {
+        "started": 1,
+        "retried": 1,
+        "succeeded": 1,
+        "failed": 2,
+        "dead_lettered": 1,
+        "recovered": 2,
+        "cancelled": 1,
+    }
+    for what, count in expected.items():
+        assert get(registry, f"fleet_invocations_{what}_total", task=t) == count, what
+
+
+def test_a_task_name_not_registered_is_labelled_other() -> None:
+    metrics, registry = make()
+    forged = [change(f"evil.{i}", None, Status.FAILED, "dead-lettered: x") for i in range(50)]
+    metrics.after_change(Applied(tuple(forged)))
+    assert get(registry, "fleet_invocations_dead_lettered_total", task="other") == 50
+    text = generate_latest(registry).decode()
+    assert "evil." not in text
+
+
+def call(headers: dict[str, str], attempt: int = 1) -> Call:
+    return Call(uuid.uuid4().hex, known.name, attempt, (), {}, headers)
+
+
+def test_queue_wait_and_duration_are_observed_and_bad_headers_ignored() -> None:
+    metrics, registry = make()
+    t = known.name
+    assert metrics.around_call(call({PUBLISHED: f"{time.time() - 2:.6f}"}), lambda: 5) == 5
+    for bad in ("soon", "nan", f"{time.time() + 3600}", "-1e300", "1e400"):
+        metrics.around_call(call({PUBLISHED: bad}), lambda: None)
+    metrics.around_call(call({PUBLISHED: f"{time.time()}"}, attempt=2), lambda: None)
+    metrics.around_call(call({}), lambda: None)
+    assert get(registry, "fleet_invocation_queue_wait_seconds_count", task=t) == 1
+    assert 1.9 < get(registry, "fleet_invocation_queue_wait_seconds_sum", task=t) < 60
+    assert get(registry, "fleet_invocation_duration_seconds_count", task=t) == 8
+    with pytest.raises(ZeroDivisionError):
+        metrics.around_call(call({}), lambda: 1 / 0)
+    assert get(registry, "fleet_invocation_duration_seconds_count", task=t) == 9
+    assert get(registry, "fleet_worker_invocations_in_hand") == 0
+
+
+def test_in_hand_counts_calls_under_way() -> None:
+    metrics, registry = make()
+    seen: list[float] = []
+    metrics.around_call(
+        call({}), lambda: seen.append(get(registry, "fleet_worker_invocations_in_hand"))
+    )
+    assert seen == [1.0]
+    assert get(registry, "fleet_worker_invocations_in_hand") == 0
+
+
+def test_publish_is_timed_per_queue_and_failures_counted() -> None:
+    metrics, registry = make()
+    publish = Publish(known.name, ("a", "b"), "default")
+    metrics.around_publish(publish, lambda: None)
+    assert float(publish.headers[PUBLISHED]) == pytest.approx(time.time(), abs=60)
+    assert get(registry, "fleet_publish_duration_seconds_count", queue="default") == 1
+
+    def refused() -> None:
+        raise RuntimeError("not confirmed")
+
+    with pytest.raises(RuntimeError):
+        metrics.around_publish(Publish(known.name, ("c",), "default"), refused)
+    assert get(registry, "fleet_publish_failures_total", queue="default") == 1
+    assert get(registry, "fleet_publish_duration_seconds_count", queue="default") == 1
+
+
+def test_names_follow_prometheus_conventions() -> None:
+    metrics, registry = make()
+    metrics.after_change(Applied((change(known.name, None, Status.RUNNING),)))
+    metrics.around_call(call({}), lambda: None)
+    metrics.around_publish(Publish(known.name, ("a",), "default"), lambda: None)
+    parsed = text_string_to_metric_families(generate_latest(registry).decode())
+    families = [f for f in parsed if not f.name.endswith("_created")]  # creation times
+    assert len(families) == 12
+    for family in families:
+        assert family.name.startswith("fleet_"), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
+        if family.type == "histogram":
+            assert family.name.endswith("_seconds"), family.name
+        for sample in family.samples:
+            assert set(sample.labels) <= {"task", "queue", "le"}, sample
+
+
+def test_worker_refuses_a_bad_metrics_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fleet.cli import EXIT_CONFIG, main
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    app_path = "tests.unit.test_metrics:app"
+    assert main(["worker", "--app", app_path, "--metrics-port", "70000"]) == EXIT_CONFIG
+    assert "--metrics-port 70000" in capsys.readouterr().err
+    monkeypatch.setenv("FLEET__METRICS_PORT", "http")
+    assert main(["worker", "--app", app_path]) == EXIT_CONFIG
+    assert "FLEET__METRICS_PORT='http'" in capsys.readouterr().err
