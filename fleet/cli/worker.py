@@ -1,6 +1,6 @@
 """`fleet worker`: run a supervisor with N worker processes of T threads each.
 
-With `--metrics-port` (or FLEET__METRICS_PORT), the setting `metrics` is turned on for
+With `--metrics-port` (default: the setting `metrics_port`), the setting `metrics` is turned on for
 the supervisor and its worker processes, which share a temporary prometheus_client
 multiprocess directory (removed at exit); the supervisor serves `/metrics`.
 """
@@ -47,20 +47,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=None,
         help="serve Prometheus metrics of the supervisor and its worker processes on "
         "http://HOST:PORT/metrics (setting `metrics_host`; needs the extra [metrics]; "
-        "default: FLEET__METRICS_PORT, else none)",
+        "default: setting `metrics_port`, 0 = none)",
     )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from fleet.config import load_settings
+    from fleet.errors import ConfigError
+
     port = args.metrics_port
-    if port is None:
-        port = _env_port()
+    if port is None:  # the setting, from every source but the app's own keywords
+        port = load_settings().settings.metrics_port
     if not port:
         return _run(args)
     if not 0 < port < 65536:
-        from fleet.errors import ConfigError
-
         raise ConfigError(f"--metrics-port {port!r}: not a TCP port (1-65535)")
     # Before the app is loaded: prometheus_client picks its mode when first imported,
     # and the worker processes inherit the environment.
@@ -73,18 +74,6 @@ def run(args: argparse.Namespace) -> int:
         return _run(args)
     finally:
         _metrics_export.cleanup(path)
-
-
-def _env_port() -> int:
-    value = os.environ.get("FLEET__METRICS_PORT", "").strip()
-    if not value:
-        return 0
-    try:
-        return int(value)
-    except ValueError:
-        from fleet.errors import ConfigError
-
-        raise ConfigError(f"FLEET__METRICS_PORT={value!r}: not a port number") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -100,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"setting metrics_port={settings.metrics_port} (from "
             f"{app.loaded.sources.get('metrics_port', '?')}): give it as --metrics-port or "
-            "FLEET__METRICS_PORT, which are read before the app is loaded"
+            "in the settings files or environment, which are read before the app is loaded"
         )
     setup_logging(settings.log_level, settings.log_format)
     import_task_modules(app)  # their tasks' queues count below; children log failures too

@@ -1,0 +1,108 @@
+"""The `metrics` workload: what Prometheus metrics cost the hot path (issue 14's target:
+W1 with metrics at most 5 % slower than without).
+
+Job: on the embedded stack, alternate W1 (one call per task, as in W1) on a pool
+started without metrics and on one started with `fleet worker --metrics-port` (its
+worker processes count and time every invocation in prometheus_client's multiprocess
+mode; the producer gets the `Metrics` extension too, so it stamps the publish time
+and times its publishes). The order flips every repetition (off/on, on/off), so a
+trend in the machine's load does not favour one side; the overhead is taken per pair.
+
+Contract: records `W1 throughput, metrics off`, `W1 throughput, metrics on` and
+`overhead, metrics` (percent, per repetition), and the CPU per task of the worker
+pool (its process tree, from /proc) and of the producer, off and on, with the worker
+CPU overhead in percent: on a loaded machine CPU time per task is the steadier
+signal. Results are checked: the values, and
+the pool's `/metrics` must count every invocation it ran. A fresh pool per
+measurement (each with a fresh multiprocess directory). Speed is never asserted.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+
+from bench.measure import CpuMeter, Plan, Recorder
+from bench.procs import Pool, fleet_pool
+from fleet.extensions import Dispatcher
+from fleet.invocation import Group
+from fleet.testing._procs import free_port
+
+TIMEOUT = 300.0
+APP = "bench.tasks:app"
+
+
+def _throughput(tasks: ModuleType, n: int, pool: Pool) -> tuple[float, float, float]:
+    """(tasks/s, worker pool CPU us/task, producer CPU us/task) of one W1 run."""
+    with CpuMeter([pool.pid]) as cpu:
+        start = time.perf_counter()
+        values = Group([tasks.noop(i) for i in range(n)]).results(TIMEOUT)
+        took = time.perf_counter() - start
+    assert values == list(range(n)), "W1 returned wrong values"
+    return n / took, 1e6 * cpu.pool_seconds / n, 1e6 * cpu.producer_seconds / n
+
+
+def _started(port: int, task: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "fleet_invocations_started_total" and sample.labels["task"] == task:
+                total += sample.value
+    return total
+
+
+def _measure(
+    tasks: ModuleType, plan: Plan, env: dict[str, str], log_path: Path, metrics: bool
+) -> tuple[float, float, float]:
+    from bench.workloads import wait_consumers
+    from fleet.monitor.metrics import Metrics
+
+    app = tasks.app
+    plain = app.dispatcher
+    pool: Pool = fleet_pool(plan.processes, plan.threads, env, log_path, APP)
+    port = 0
+    if metrics:
+        port = free_port()
+        pool.argv += ["--metrics-port", str(port)]
+        pool.env["FLEET__METRICS_HOST"] = "127.0.0.1"
+        extension = Metrics()
+        extension.bind(app)
+        app.dispatcher = Dispatcher([*plain.extensions, extension])
+    try:
+        with pool:
+            wait_consumers(tasks, pool, plan.processes)
+            Group([tasks.noop(i) for i in range(plan.w1_warmup)]).results(TIMEOUT)
+            measured = _throughput(tasks, plan.w1_tasks, pool)
+            if metrics:
+                counted = _started(port, tasks.noop.name)
+                ran = plan.w1_warmup + plan.w1_tasks
+                assert counted == ran, f"/metrics counted {counted} starts for {ran} runs"
+    finally:
+        app.dispatcher = plain
+    return measured
+
+
+def run(tasks: ModuleType, plan: Plan, rec: Recorder, log_path: Path, env: dict[str, str]) -> None:
+    for rep in range(plan.reps):
+        order = (False, True) if rep % 2 == 0 else (True, False)
+        runs = {on: _measure(tasks, plan, env, log_path, on) for on in order}
+        (off_rate, off_cpu, off_me), (on_rate, on_cpu, on_me) = runs[False], runs[True]
+        rec.add("W1 throughput, metrics off", "tasks/s", off_rate, "higher")
+        rec.add("W1 throughput, metrics on", "tasks/s", on_rate, "higher")
+        rec.add("overhead, metrics", "%", 100 * (1 - on_rate / off_rate))
+        rec.add("worker CPU per task, metrics off", "us", off_cpu)
+        rec.add("worker CPU per task, metrics on", "us", on_cpu)
+        rec.add("worker CPU overhead, metrics", "%", 100 * (on_cpu / off_cpu - 1))
+        rec.add("producer CPU per task, metrics off", "us", off_me)
+        rec.add("producer CPU per task, metrics on", "us", on_me)
+    rec.note(
+        "W1 alternating a pool without metrics and one with `--metrics-port` (a fresh "
+        "pool each; order flipped every repetition); the producer has the Metrics "
+        "extension in the 'on' runs"
+    )
