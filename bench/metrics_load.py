@@ -11,14 +11,21 @@ trend in the machine's load does not favour one side; the overhead is taken per 
 Contract: records `W1 throughput, metrics off`, `W1 throughput, metrics on` and
 `overhead, metrics` (percent, per repetition), and the CPU per task of the worker
 pool (its process tree, from /proc) and of the producer, off and on, with the worker
-CPU overhead in percent: on a loaded machine CPU time per task is the steadier
-signal. Results are checked: the values, and
-the pool's `/metrics` must count every invocation it ran. A fresh pool per
-measurement (each with a fresh multiprocess directory). Speed is never asserted.
+CPU overhead in percent; and `worker|producer hooks CPU per invocation, metrics`: the
+CPU the extension's hooks take per invocation, timed alone (`hook_cost`), which a
+loaded machine does not blur the way it blurs the end-to-end ratios. Results are
+checked: the values, and the pool's `/metrics` must count every invocation it ran. A
+fresh pool per measurement (each with a fresh multiprocess directory). Speed is never
+asserted.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -88,6 +95,63 @@ def _measure(
     return measured
 
 
+HOOK_CALLS = 20000
+
+
+def hook_cost(calls: int = HOOK_CALLS) -> dict[str, float]:
+    """CPU microseconds the Metrics extension's hooks take per invocation in
+    prometheus_client's multiprocess mode, best of five rounds: `worker` as a worker
+    process calls them (claim and outcome through `after_change`, the run through
+    `around_call` around a no-op), `producer` the producer's `around_publish` around a
+    no-op. Run in a fresh interpreter (`python -m bench.metrics_load`): the mode is
+    chosen when prometheus_client is first imported."""
+    from fleet import Fleet
+    from fleet.extensions import Applied, AppliedChange, Call, Publish
+    from fleet.monitor.metrics import PUBLISHED, Metrics
+    from fleet.status import Status
+
+    app = Fleet(broker_url="memory://hooks", state_url="memory://hooks")
+    task = app.task(name="bench.noop")(lambda x: x)
+    metrics = Metrics()
+    metrics.bind(app)
+    claimed = Applied((AppliedChange("i", task.name, None, Status.RUNNING),))
+    done = Applied((AppliedChange("i", task.name, Status.RUNNING, Status.SUCCESS),))
+    stamp = {PUBLISHED: f"{time.time():.6f}"}
+    worker = producer = float("inf")
+    for _ in range(5):
+        began = time.process_time()
+        for _ in range(calls):
+            metrics.after_change(claimed)
+            metrics.around_call(Call("i", task.name, 1, (1,), {}, stamp), lambda: None)
+            metrics.after_change(done)
+        worker = min(worker, (time.process_time() - began) / calls * 1e6)
+        began = time.process_time()
+        for _ in range(calls):
+            metrics.around_publish(Publish(task.name, ("i",), "default"), lambda: None)
+        producer = min(producer, (time.process_time() - began) / calls * 1e6)
+    return {"worker": worker, "producer": producer}
+
+
+def _hook_cost_subprocess() -> dict[str, float]:
+    folder = tempfile.mkdtemp(prefix="fleet-bench-metrics-")
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": folder}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.metrics_load"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+    finally:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+    found: dict[str, float] = json.loads(done.stdout)
+    return found
+
+
 def run(tasks: ModuleType, plan: Plan, rec: Recorder, log_path: Path, env: dict[str, str]) -> None:
     for rep in range(plan.reps):
         order = (False, True) if rep % 2 == 0 else (True, False)
@@ -101,8 +165,15 @@ def run(tasks: ModuleType, plan: Plan, rec: Recorder, log_path: Path, env: dict[
         rec.add("worker CPU overhead, metrics", "%", 100 * (on_cpu / off_cpu - 1))
         rec.add("producer CPU per task, metrics off", "us", off_me)
         rec.add("producer CPU per task, metrics on", "us", on_me)
+    cost = _hook_cost_subprocess()
+    rec.add("worker hooks CPU per invocation, metrics", "us", cost["worker"])
+    rec.add("producer hooks CPU per invocation, metrics", "us", cost["producer"])
     rec.note(
         "W1 alternating a pool without metrics and one with `--metrics-port` (a fresh "
         "pool each; order flipped every repetition); the producer has the Metrics "
         "extension in the 'on' runs"
     )
+
+
+if __name__ == "__main__":
+    print(json.dumps(hook_cost()))

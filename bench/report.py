@@ -58,6 +58,8 @@ ROWS = [
     ("metrics", "worker CPU overhead, metrics", "W1 worker CPU per task added by metrics"),
     ("metrics", "producer CPU per task, metrics off", "W1 producer CPU per task, metrics off"),
     ("metrics", "producer CPU per task, metrics on", "W1 producer CPU per task, metrics on"),
+    ("metrics", "worker hooks CPU per invocation, metrics", "Metrics hooks alone: worker CPU"),
+    ("metrics", "producer hooks CPU per invocation, metrics", "Metrics hooks alone: producer CPU"),
 ]
 
 

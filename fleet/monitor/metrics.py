@@ -7,9 +7,10 @@ Job: `Metrics`, an `Extension` (turned on by the setting `metrics`, or passed as
   task, counted in the process where the change took effect (worker processes, the
   supervisor's recoveries, producers);
 - `around_call`: run time of each attempt per task, the invocations in hand per worker
-  process, and the queue wait (from the publish, whose time `around_publish` put in
-  the header `fleet-published`, to the start; a message republished by the leader or a
-  retry carries no such header and is not observed);
+  process (a gauge sampled every `SAMPLE_EVERY` seconds), and the queue wait (from the
+  publish, whose time `around_publish` put in the header `fleet-published`, to the
+  start; a message republished by the leader or a retry carries no such header and is
+  not observed);
 - `around_publish`: seconds until the broker confirmed a batch, per queue, and the
   batches that failed;
 - `services()`: the `/metrics` exporter on the setting `metrics_port`, in the process
@@ -26,6 +27,7 @@ extra `[metrics]`.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
 PUBLISHED = "fleet-published"
 """Message header: when the producer began publishing it (epoch seconds, text)."""
 OTHER = "other"
+SAMPLE_EVERY = 0.5
+"""Seconds between writes of the in-hand gauge (only when it changed)."""
 MAX_WAIT = 366 * 86400.0
 """A queue wait beyond this (a clock far off, a forged header) is not observed."""
 
@@ -63,9 +67,11 @@ class Metrics(Extension):
         self.host = settings.metrics_host if settings is not None else "0.0.0.0"
         self.families: Families = families(registry)
         self.registry = registry
-        self._tasks: frozenset[str] = frozenset()
         self._app: Any = None
         self._children: dict[tuple[str, str], Any] = {}
+        self._in_hand = 0
+        self._in_hand_lock = threading.Lock()
+        self._sampler: threading.Thread | None = None
 
     def bind(self, app: Any) -> None:
         self._app = app
@@ -115,14 +121,41 @@ class Metrics(Extension):
                 wait = -1.0
             if 0.0 <= wait < MAX_WAIT:
                 self._child("queue_wait", task).observe(wait)
-        in_hand = self.families.in_hand
-        in_hand.inc()
+        if self._sampler is None:
+            self._start_sampler()
+        with self._in_hand_lock:
+            self._in_hand += 1
         clock = time.perf_counter()
         try:
             return proceed()
         finally:
             self._child("duration", task).observe(time.perf_counter() - clock)
-            in_hand.dec()
+            with self._in_hand_lock:
+                self._in_hand -= 1
+
+    def sample(self) -> None:
+        """Write the invocations in hand now to the gauge (the sampler does it every
+        `SAMPLE_EVERY` seconds: a gauge write costs a system call in multiprocess mode,
+        too much to pay twice per invocation)."""
+        self.families.in_hand.set(self._in_hand)
+
+    def _start_sampler(self) -> None:
+        with self._in_hand_lock:
+            if self._sampler is not None:
+                return
+            self._sampler = threading.Thread(
+                target=self._sample_forever, name="fleet-metrics-sampler", daemon=True
+            )
+        self._sampler.start()
+
+    def _sample_forever(self) -> None:
+        last = -1
+        while True:
+            now = self._in_hand
+            if now != last:
+                self.sample()
+                last = now
+            time.sleep(SAMPLE_EVERY)
 
     def around_publish(self, publish: Publish, proceed: Callable[[], None]) -> None:
         publish.headers[PUBLISHED] = f"{time.time():.6f}"

@@ -17,6 +17,7 @@ from fleet import Fleet
 from fleet.extensions import Applied, AppliedChange, Call, Publish
 from fleet.monitor.metrics import PUBLISHED, Metrics
 from fleet.status import Status
+from tests.waiting import wait_until
 
 URL = f"memory://{uuid.uuid4().hex}"
 app = Fleet(broker_url=URL, state_url=URL)
@@ -107,11 +108,23 @@ def test_queue_wait_and_duration_are_observed_and_bad_headers_ignored() -> None:
 def test_in_hand_counts_calls_under_way() -> None:
     metrics, registry = make()
     seen: list[float] = []
-    metrics.around_call(
-        call({}), lambda: seen.append(get(registry, "fleet_worker_invocations_in_hand"))
-    )
-    assert seen == [1.0]
+
+    def inner() -> None:
+        metrics.sample()
+        seen.append(get(registry, "fleet_worker_invocations_in_hand"))
+
+    metrics.around_call(call({}), lambda: metrics.around_call(call({}), inner))
+    assert seen == [2.0]
+    metrics.sample()
     assert get(registry, "fleet_worker_invocations_in_hand") == 0
+    # The sampler catches up by itself too.
+    metrics.around_call(
+        call({}),
+        lambda: wait_until(
+            lambda: get(registry, "fleet_worker_invocations_in_hand") == 1, "the sampler", 10
+        ),
+    )
+    wait_until(lambda: get(registry, "fleet_worker_invocations_in_hand") == 0, "the sampler", 10)
 
 
 def test_publish_is_timed_per_queue_and_failures_counted() -> None:
