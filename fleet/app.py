@@ -106,7 +106,7 @@ class Fleet(Client):
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._inline = InlineRunner(self)
-        self.dispatcher = Dispatcher([*builtin(self.settings), *extensions])
+        self.dispatcher = Dispatcher([*builtin(self.settings, extensions), *extensions])
         self.dispatcher.bind(self)
 
     def __repr__(self) -> str:

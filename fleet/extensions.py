@@ -235,9 +235,9 @@ OPTIONAL: dict[str, str] = {
 'module:class'); the class is called with the app's settings."""
 
 
-def builtin(settings: Any = None) -> list[Extension]:
+def builtin(settings: Any = None, given: Sequence[Extension] = ()) -> list[Extension]:
     """A new instance of each `BUILTIN` extension, then of each `OPTIONAL` one whose
-    setting is on in `settings`."""
+    setting is on in `settings`, unless `given` (the app's own) has one of its class."""
     found = []
     for path in BUILTIN:
         module, _, name = path.partition(":")
@@ -245,7 +245,9 @@ def builtin(settings: Any = None) -> list[Extension]:
     for setting, path in OPTIONAL.items():
         if settings is not None and getattr(settings, setting, False):
             module, _, name = path.partition(":")
-            found.append(getattr(importlib.import_module(module), name)(settings))
+            cls = getattr(importlib.import_module(module), name)
+            if not any(isinstance(ext, cls) for ext in given):
+                found.append(cls(settings))
     return found
 
 

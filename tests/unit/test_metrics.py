@@ -173,3 +173,14 @@ def test_worker_refuses_a_bad_metrics_port(
     monkeypatch.setenv("FLEET__METRICS_PORT", "http")
     assert main(["worker", "--app", app_path]) == EXIT_CONFIG
     assert "metrics_port" in capsys.readouterr().err
+
+
+def test_the_setting_adds_no_second_metrics_extension_to_an_app_that_has_one() -> None:
+    own = Metrics(registry=CollectorRegistry())
+    url = f"memory://{uuid.uuid4().hex}"
+    with_own = Fleet(broker_url=url, state_url=url, metrics=True, extensions=[own])
+    assert [e for e in with_own.dispatcher.extensions if isinstance(e, Metrics)] == [own]
+    by_setting = Fleet(broker_url=url, state_url=url, metrics=True)
+    assert len([e for e in by_setting.dispatcher.extensions if isinstance(e, Metrics)]) == 1
+    off = Fleet(broker_url=url, state_url=url)
+    assert not [e for e in off.dispatcher.extensions if isinstance(e, Metrics)]
