@@ -7,10 +7,9 @@ Job: `Metrics`, an `Extension` (turned on by the setting `metrics`, or passed as
   task, counted in the process where the change took effect (worker processes, the
   supervisor's recoveries, producers);
 - `around_call`: run time of each attempt per task, the invocations in hand per worker
-  process (a gauge sampled every `SAMPLE_EVERY` seconds), and the queue wait (from the
-  publish, whose time `around_publish` put in the header `fleet-published`, to the
-  start; a message republished by the leader or a retry carries no such header and is
-  not observed);
+  process, and the queue wait (from the publish, whose time `around_publish` put in
+  the header `fleet-published`, to the start; a message republished by the leader or
+  a retry carries no such header and is not observed);
 - `around_publish`: seconds until the broker confirmed a batch, per queue, and the
   batches that failed;
 - `services()`: the `/metrics` exporter on the setting `metrics_port`, in the process
@@ -18,17 +17,24 @@ Job: `Metrics`, an `Extension` (turned on by the setting `metrics`, or passed as
   its worker processes' numbers from the multiprocess directory, see
   `fleet.monitor._metrics_export`).
 
-Contract: label values are bounded (task names registered in the app, else `other`;
-queue names); a malformed `fleet-published` header (input from a queue) is ignored.
-Importing this module without `prometheus_client` raises `ConfigError` naming the
-extra `[metrics]`.
+Contract: the hooks only append to a queue; a flusher thread writes it to the metrics
+every `FLUSH_EVERY` seconds, and at exit (a metric write takes a lock and, in
+multiprocess mode, writes a shared file: on the task threads, contended by them, it
+cost more than the rest of the hook). A scrape thus reads numbers at most that old; a
+process killed outright loses its last unflushed half second. Label values are
+bounded (task names registered in the app, else `other`; queue names); a malformed
+`fleet-published` header (input from a queue) is ignored. Importing this module
+without `prometheus_client` raises `ConfigError` naming the extra `[metrics]`.
 """
 
 from __future__ import annotations
 
+import atexit
+import logging
 import multiprocessing
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,11 +54,14 @@ from fleet.monitor._metrics_families import Families, families
 if TYPE_CHECKING:
     from fleet.config import Settings
 
+log = logging.getLogger(__name__)
 PUBLISHED = "fleet-published"
 """Message header: when the producer began publishing it (epoch seconds, text)."""
 OTHER = "other"
-SAMPLE_EVERY = 0.5
-"""Seconds between writes of the in-hand gauge (only when it changed)."""
+FLUSH_EVERY = 0.5
+"""Seconds between writes of what the hooks recorded to the metrics (see `flush`)."""
+IN_HAND = "in_hand"
+HISTOGRAMS = frozenset({"duration", "queue_wait", "publish"})
 MAX_WAIT = 366 * 86400.0
 """A queue wait beyond this (a clock far off, a forged header) is not observed."""
 
@@ -69,9 +78,13 @@ class Metrics(Extension):
         self.registry = registry
         self._app: Any = None
         self._children: dict[tuple[str, str], Any] = {}
+        self._events: deque[tuple[str, str, float]] = deque()
+        """(family, label, amount or observed value), appended by any thread (a deque's
+        append is atomic), written to the metrics by `flush`."""
         self._in_hand = 0
-        self._in_hand_lock = threading.Lock()
-        self._sampler: threading.Thread | None = None
+        self._in_hand_written = False
+        self._flush_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
 
     def bind(self, app: Any) -> None:
         self._app = app
@@ -90,72 +103,49 @@ class Metrics(Extension):
             child = self._children[key] = getattr(self.families, family).labels(label)
         return child
 
+    def _add(self, family: str, label: str, value: float = 1.0) -> None:
+        if self._flusher is None:
+            self._start_flusher()
+        self._events.append((family, label, value))
+
     def after_change(self, applied: Applied) -> None:
+        add = self._add
         for change in applied.changes:
             status = change.status
             if status is Status.RUNNING:
                 if change.source is not Status.PAUSED:
-                    self._child("started", self._task(change.task)).inc()
+                    add("started", self._task(change.task))
             elif status is Status.SUCCESS:
-                self._child("succeeded", self._task(change.task)).inc()
+                add("succeeded", self._task(change.task))
             elif status is Status.FAILED:
                 task = self._task(change.task)
-                self._child("failed", task).inc()
+                add("failed", task)
                 if change.note.startswith("dead-lettered"):
-                    self._child("dead_lettered", task).inc()
+                    add("dead_lettered", task)
             elif status is Status.RETRY:
-                self._child("retried", self._task(change.task)).inc()
+                add("retried", self._task(change.task))
             elif status is Status.CANCELLED:
-                self._child("cancelled", self._task(change.task)).inc()
+                add("cancelled", self._task(change.task))
             elif status is Status.PENDING and change.source in (Status.RUNNING, Status.PAUSED):
-                self._child("recovered", self._task(change.task)).inc()
+                add("recovered", self._task(change.task))
 
     def around_call(self, call: Call, proceed: Callable[[], Any]) -> Any:
         task = self._task(call.task)
-        began = time.time()
         published = call.headers.get(PUBLISHED)
         if published is not None and call.attempt == 1:
             try:
-                wait = began - float(published)
+                wait = time.time() - float(published)
             except ValueError:
                 wait = -1.0
             if 0.0 <= wait < MAX_WAIT:
-                self._child("queue_wait", task).observe(wait)
-        if self._sampler is None:
-            self._start_sampler()
-        with self._in_hand_lock:
-            self._in_hand += 1
+                self._add("queue_wait", task, wait)
+        self._add(IN_HAND, "", 1.0)
         clock = time.perf_counter()
         try:
             return proceed()
         finally:
-            self._child("duration", task).observe(time.perf_counter() - clock)
-            with self._in_hand_lock:
-                self._in_hand -= 1
-
-    def sample(self) -> None:
-        """Write the invocations in hand now to the gauge (the sampler does it every
-        `SAMPLE_EVERY` seconds: a gauge write costs a system call in multiprocess mode,
-        too much to pay twice per invocation)."""
-        self.families.in_hand.set(self._in_hand)
-
-    def _start_sampler(self) -> None:
-        with self._in_hand_lock:
-            if self._sampler is not None:
-                return
-            self._sampler = threading.Thread(
-                target=self._sample_forever, name="fleet-metrics-sampler", daemon=True
-            )
-        self._sampler.start()
-
-    def _sample_forever(self) -> None:
-        last = -1
-        while True:
-            now = self._in_hand
-            if now != last:
-                self.sample()
-                last = now
-            time.sleep(SAMPLE_EVERY)
+            self._add("duration", task, time.perf_counter() - clock)
+            self._add(IN_HAND, "", -1.0)
 
     def around_publish(self, publish: Publish, proceed: Callable[[], None]) -> None:
         publish.headers[PUBLISHED] = f"{time.time():.6f}"
@@ -163,9 +153,53 @@ class Metrics(Extension):
         try:
             proceed()
         except BaseException:
-            self._child("publish_failures", publish.queue).inc()
+            self._add("publish_failures", publish.queue)
             raise
-        self._child("publish", publish.queue).observe(time.perf_counter() - clock)
+        self._add("publish", publish.queue, time.perf_counter() - clock)
+
+    def flush(self) -> None:
+        """Write what the hooks recorded since the last flush to the metrics: counters
+        summed (one write per task), each observation into its histogram, the in-hand
+        gauge if it changed. The flusher thread calls it every `FLUSH_EVERY` seconds,
+        and at exit."""
+        with self._flush_lock:
+            counts: dict[tuple[str, str], float] = {}
+            in_hand = self._in_hand
+            popleft = self._events.popleft
+            while True:
+                try:
+                    family, label, value = popleft()
+                except IndexError:
+                    break
+                if family in HISTOGRAMS:
+                    self._child(family, label).observe(value)
+                elif family == IN_HAND:
+                    in_hand += int(value)
+                else:
+                    counts[(family, label)] = counts.get((family, label), 0.0) + value
+            for (family, label), amount in counts.items():
+                self._child(family, label).inc(amount)
+            if in_hand != self._in_hand or not self._in_hand_written:
+                self._in_hand, self._in_hand_written = in_hand, True
+                self.families.in_hand.set(in_hand)
+
+    def _start_flusher(self) -> None:
+        with self._flush_lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(
+                target=self._flush_forever, name="fleet-metrics", daemon=True
+            )
+            atexit.register(self.flush)
+        self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_EVERY)
+            try:
+                self.flush()
+            except Exception:
+                log.exception("could not write fleet metrics")
 
     def services(self) -> Sequence[Any]:
         if not self.port or multiprocessing.parent_process() is not None:

@@ -132,6 +132,11 @@ def test_metrics_count_what_the_worker_ran(stack: Stack) -> None:
 def test_the_producer_times_its_publishes_in_its_own_registry(stack: Stack) -> None:
     from prometheus_client import REGISTRY
 
+    from fleet.monitor.metrics import Metrics
+
+    (metrics,) = [e for e in stack.producer.dispatcher.extensions if isinstance(e, Metrics)]
+    metrics.flush()
+
     before = (
         REGISTRY.get_sample_value("fleet_publish_duration_seconds_count", {"queue": "default"})
         or 0.0
@@ -140,5 +145,6 @@ def test_the_producer_times_its_publishes_in_its_own_registry(stack: Stack) -> N
 
     square = stack.producer.task(name=tasks.square.name)(tasks.square.func)
     assert square(3).result(timeout=60) == 9
+    metrics.flush()
     after = REGISTRY.get_sample_value("fleet_publish_duration_seconds_count", {"queue": "default"})
     assert after == before + 1

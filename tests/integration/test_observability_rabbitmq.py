@@ -34,11 +34,12 @@ def test_headers_link_spans_and_time_the_wait_over_rabbitmq(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     registry = CollectorRegistry()
+    metrics = Metrics(registry=registry)
     app = Fleet(
         broker_url=rabbitmq.url,
         state_url=f"sqlite:///{tmp_path}/fleet.db",
         queues_file=str(tmp_path / "queues.yaml"),
-        extensions=[Tracing(tracer_provider=provider), Metrics(registry=registry)],
+        extensions=[Tracing(tracer_provider=provider), metrics],
     )
     quick = app.task(rabbitmq_tasks.quick)
     try:
@@ -51,6 +52,7 @@ def test_headers_link_spans_and_time_the_wait_over_rabbitmq(
     assert publish.context is not None and run.parent is not None
     assert run.parent.span_id == publish.context.span_id
     assert run.context is not None and run.context.trace_id == publish.context.trace_id
+    metrics.flush()  # what the hooks recorded is written every half second
     labels = {"task": quick.name}
     assert registry.get_sample_value("fleet_invocation_queue_wait_seconds_count", labels) == 1
     assert registry.get_sample_value("fleet_invocations_succeeded_total", labels) == 1

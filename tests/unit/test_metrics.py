@@ -39,6 +39,12 @@ def get(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
 
+def flushed(metrics: Metrics, registry: CollectorRegistry, name: str, **labels: str) -> float:
+    """`get`, once what the hooks recorded is written (the flusher does it every 0.5 s)."""
+    metrics.flush()
+    return get(registry, name, **labels)
+
+
 def change(task: str, source: Status | None, status: Status, note: str = "") -> AppliedChange:
     return AppliedChange(uuid.uuid4().hex, task, source, status, note=note)
 
@@ -72,14 +78,15 @@ def test_status_changes_count_per_task() -> None:
         "cancelled": 1,
     }
     for what, count in expected.items():
-        assert get(registry, f"fleet_invocations_{what}_total", task=t) == count, what
+        assert flushed(metrics, registry, f"fleet_invocations_{what}_total", task=t) == count, what
 
 
 def test_a_task_name_not_registered_is_labelled_other() -> None:
     metrics, registry = make()
     forged = [change(f"evil.{i}", None, Status.FAILED, "dead-lettered: x") for i in range(50)]
     metrics.after_change(Applied(tuple(forged)))
-    assert get(registry, "fleet_invocations_dead_lettered_total", task="other") == 50
+    metrics.flush()
+    assert flushed(metrics, registry, "fleet_invocations_dead_lettered_total", task="other") == 50
     text = generate_latest(registry).decode()
     assert "evil." not in text
 
@@ -96,13 +103,13 @@ def test_queue_wait_and_duration_are_observed_and_bad_headers_ignored() -> None:
         metrics.around_call(call({PUBLISHED: bad}), lambda: None)
     metrics.around_call(call({PUBLISHED: f"{time.time()}"}, attempt=2), lambda: None)
     metrics.around_call(call({}), lambda: None)
-    assert get(registry, "fleet_invocation_queue_wait_seconds_count", task=t) == 1
-    assert 1.9 < get(registry, "fleet_invocation_queue_wait_seconds_sum", task=t) < 60
-    assert get(registry, "fleet_invocation_duration_seconds_count", task=t) == 8
+    assert flushed(metrics, registry, "fleet_invocation_queue_wait_seconds_count", task=t) == 1
+    assert 1.9 < flushed(metrics, registry, "fleet_invocation_queue_wait_seconds_sum", task=t) < 60
+    assert flushed(metrics, registry, "fleet_invocation_duration_seconds_count", task=t) == 8
     with pytest.raises(ZeroDivisionError):
         metrics.around_call(call({}), lambda: 1 / 0)
-    assert get(registry, "fleet_invocation_duration_seconds_count", task=t) == 9
-    assert get(registry, "fleet_worker_invocations_in_hand") == 0
+    assert flushed(metrics, registry, "fleet_invocation_duration_seconds_count", task=t) == 9
+    assert flushed(metrics, registry, "fleet_worker_invocations_in_hand") == 0
 
 
 def test_in_hand_counts_calls_under_way() -> None:
@@ -110,21 +117,19 @@ def test_in_hand_counts_calls_under_way() -> None:
     seen: list[float] = []
 
     def inner() -> None:
-        metrics.sample()
-        seen.append(get(registry, "fleet_worker_invocations_in_hand"))
+        seen.append(flushed(metrics, registry, "fleet_worker_invocations_in_hand"))
 
     metrics.around_call(call({}), lambda: metrics.around_call(call({}), inner))
     assert seen == [2.0]
-    metrics.sample()
-    assert get(registry, "fleet_worker_invocations_in_hand") == 0
-    # The sampler catches up by itself too.
+    assert flushed(metrics, registry, "fleet_worker_invocations_in_hand") == 0
+    # The flusher thread catches up by itself too.
     metrics.around_call(
         call({}),
         lambda: wait_until(
-            lambda: get(registry, "fleet_worker_invocations_in_hand") == 1, "the sampler", 10
+            lambda: get(registry, "fleet_worker_invocations_in_hand") == 1, "the flusher", 10
         ),
     )
-    wait_until(lambda: get(registry, "fleet_worker_invocations_in_hand") == 0, "the sampler", 10)
+    wait_until(lambda: get(registry, "fleet_worker_invocations_in_hand") == 0, "the flusher", 10)
 
 
 def test_publish_is_timed_per_queue_and_failures_counted() -> None:
@@ -132,15 +137,15 @@ def test_publish_is_timed_per_queue_and_failures_counted() -> None:
     publish = Publish(known.name, ("a", "b"), "default")
     metrics.around_publish(publish, lambda: None)
     assert float(publish.headers[PUBLISHED]) == pytest.approx(time.time(), abs=60)
-    assert get(registry, "fleet_publish_duration_seconds_count", queue="default") == 1
+    assert flushed(metrics, registry, "fleet_publish_duration_seconds_count", queue="default") == 1
 
     def refused() -> None:
         raise RuntimeError("not confirmed")
 
     with pytest.raises(RuntimeError):
         metrics.around_publish(Publish(known.name, ("c",), "default"), refused)
-    assert get(registry, "fleet_publish_failures_total", queue="default") == 1
-    assert get(registry, "fleet_publish_duration_seconds_count", queue="default") == 1
+    assert flushed(metrics, registry, "fleet_publish_failures_total", queue="default") == 1
+    assert flushed(metrics, registry, "fleet_publish_duration_seconds_count", queue="default") == 1
 
 
 def test_names_follow_prometheus_conventions() -> None:
@@ -148,6 +153,7 @@ def test_names_follow_prometheus_conventions() -> None:
     metrics.after_change(Applied((change(known.name, None, Status.RUNNING),)))
     metrics.around_call(call({}), lambda: None)
     metrics.around_publish(Publish(known.name, ("a",), "default"), lambda: None)
+    metrics.flush()
     parsed = text_string_to_metric_families(generate_latest(registry).decode())
     families = [f for f in parsed if not f.name.endswith("_created")]  # creation times
     assert len(families) == 12
