@@ -148,3 +148,36 @@ def test_the_producer_times_its_publishes_in_its_own_registry(stack: Stack) -> N
     metrics.flush()
     after = REGISTRY.get_sample_value("fleet_publish_duration_seconds_count", {"queue": "default"})
     assert after == before + 1
+
+
+def test_counts_of_recycled_worker_processes_are_kept(tmp_path: Path) -> None:
+    """One process recycled every 3 invocations: each writes what it counted before it
+    exits, and the supervisor's /metrics still sums the processes that are gone."""
+    from tests.integration import metrics_tasks as tasks
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    env = {
+        "FLEET__BROKER_URL": url,
+        "FLEET__STATE_URL": url,
+        "FLEET__LOG_LEVEL": "WARNING",
+        "FLEET__MAX_TASKS_PER_CHILD": "3",
+        "FLEET__METRICS_HOST": "127.0.0.1",
+    }
+    producer = Fleet(broker_url=url, state_url=url)
+    square = producer.task(name=tasks.square.name)(tasks.square.func)
+    port = free_port()
+    worker = WorkerCommand("tests.integration.metrics_tasks:app", threads=1, env=env, cwd=ROOT)
+    worker.command += ["--metrics-port", str(port)]
+    labels = {"task": tasks.square.name}
+    try:
+        with worker:
+            worker.wait_consumers(producer, 1)
+            for i in range(10):  # one at a time: each recycle happens between two calls
+                assert square(i).result(timeout=60) == i * i
+            wait_until(
+                lambda: value(scrape(port), "fleet_invocations_succeeded_total", **labels) == 10,
+                "10 successes counted across recycled processes",
+                timeout=60,
+            )
+    finally:
+        producer.close()
