@@ -34,6 +34,7 @@ import logging
 import multiprocessing
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -159,11 +160,13 @@ class Metrics(Extension):
 
     def flush(self) -> None:
         """Write what the hooks recorded since the last flush to the metrics: counters
-        summed (one write per task), each observation into its histogram, the in-hand
-        gauge if it changed. The flusher thread calls it every `FLUSH_EVERY` seconds,
+        summed (one write per task), histogram observations grouped (their sum and each
+        bucket touched written once, see `write_histogram`), the in-hand gauge if it
+        changed. The flusher thread calls it every `FLUSH_EVERY` seconds,
         and at exit."""
         with self._flush_lock:
             counts: dict[tuple[str, str], float] = {}
+            observed: dict[tuple[str, str], list[float]] = {}
             in_hand = self._in_hand
             popleft = self._events.popleft
             while True:
@@ -172,13 +175,15 @@ class Metrics(Extension):
                 except IndexError:
                     break
                 if family in HISTOGRAMS:
-                    self._child(family, label).observe(value)
+                    observed.setdefault((family, label), []).append(value)
                 elif family == IN_HAND:
                     in_hand += int(value)
                 else:
                     counts[(family, label)] = counts.get((family, label), 0.0) + value
             for (family, label), amount in counts.items():
                 self._child(family, label).inc(amount)
+            for (family, label), values in observed.items():
+                write_histogram(self._child(family, label), values)
             if in_hand != self._in_hand or not self._in_hand_written:
                 self._in_hand, self._in_hand_written = in_hand, True
                 self.families.in_hand.set(in_hand)
@@ -209,4 +214,26 @@ class Metrics(Extension):
         return (Exporter(self.port, self.host, self.registry),)
 
 
-__all__ = ["PUBLISHED", "Metrics"]
+def write_histogram(child: Any, values: list[float]) -> None:
+    """Observe `values` in a histogram child, writing its sum and each bucket touched
+    once (each write takes a lock and, in multiprocess mode, updates a shared file).
+    This relies on prometheus_client's layout of a histogram child (`_upper_bounds`,
+    and non-cumulative `_buckets` and `_sum` values, stable since 0.4); a child without
+    it gets `observe` once per value."""
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if not bounds or total is None or buckets is None or len(buckets) != len(bounds):
+        for value in values:
+            child.observe(value)
+        return
+    hits = [0] * len(bounds)
+    for value in values:
+        hits[bisect_left(bounds, value)] += 1  # the first bound >= value: `le`
+    total.inc(sum(values))
+    for index, count in enumerate(hits):
+        if count:
+            buckets[index].inc(count)
+
+
+__all__ = ["PUBLISHED", "Metrics", "write_histogram"]

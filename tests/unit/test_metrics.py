@@ -190,3 +190,51 @@ def test_the_setting_adds_no_second_metrics_extension_to_an_app_that_has_one() -
     assert len([e for e in by_setting.dispatcher.extensions if isinstance(e, Metrics)]) == 1
     off = Fleet(broker_url=url, state_url=url)
     assert not [e for e in off.dispatcher.extensions if isinstance(e, Metrics)]
+
+
+def test_batched_histogram_writes_equal_observing_one_by_one() -> None:
+    from prometheus_client import Histogram
+
+    from fleet.monitor._metrics_families import DURATION_BUCKETS
+    from fleet.monitor.metrics import write_histogram
+
+    values = [0.0, 0.001, 0.0010001, 0.3, 5, 10, 299.9, 300, 301, 1e9, *DURATION_BUCKETS]
+    one, batched = CollectorRegistry(), CollectorRegistry()
+    for registry, write in ((one, None), (batched, write_histogram)):
+        family = Histogram("h_seconds", "h", ("task",), buckets=DURATION_BUCKETS, registry=registry)
+        child = family.labels("t")
+        if write is None:
+            for value in values:
+                child.observe(value)
+        else:
+            write(child, values[:5])
+            write(child, values[5:])
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        text = generate_latest(registry).decode()
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if not s.name.endswith("_created")
+        }
+
+    expected, found = samples(one), samples(batched)
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():  # the sum, added in another order, may round
+        assert found[key] == pytest.approx(value, rel=1e-12), key
+
+
+def test_a_histogram_of_another_layout_is_observed_value_by_value() -> None:
+    from fleet.monitor.metrics import write_histogram
+
+    class Plain:
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, value: float) -> None:
+            self.seen.append(value)
+
+    plain = Plain()
+    write_histogram(plain, [1.0, 2.0])
+    assert plain.seen == [1.0, 2.0]
