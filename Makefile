@@ -19,7 +19,7 @@ venv: $(STAMP)
 # Reinstalled whenever pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo,monitor,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo,monitor,bench,metrics,otel]'
 	touch $@
 
 lint: venv

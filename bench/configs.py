@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
-ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale", "workflows")
-"""`triggers` (bench.trigger_load) and `workflows` (bench.workflow_load) run on the
-embedded stack only."""
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale", "workflows", "metrics")
+"""`triggers` (bench.trigger_load), `workflows` (bench.workflow_load) and `metrics`
+(bench.metrics_load) run on the embedded stack only."""
 
 
 @dataclass(frozen=True)

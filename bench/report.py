@@ -62,6 +62,16 @@ ROWS = [
     ("workflows", "per-step overhead", "Workflow per-step overhead vs plain tasks"),
     ("workflows", "replay 1000 steps", "Workflow replay, 1,000 recorded steps"),
     ("workflows", "replay engine 1000 steps", "Workflow replay engine alone, 1,000 steps"),
+    ("metrics", "W1 throughput, metrics off", "W1 throughput, metrics off"),
+    ("metrics", "W1 throughput, metrics on", "W1 throughput, `--metrics-port` on"),
+    ("metrics", "overhead, metrics", "W1 slowdown with Prometheus metrics"),
+    ("metrics", "worker CPU per task, metrics off", "W1 worker CPU per task, metrics off"),
+    ("metrics", "worker CPU per task, metrics on", "W1 worker CPU per task, metrics on"),
+    ("metrics", "worker CPU overhead, metrics", "W1 worker CPU per task added by metrics"),
+    ("metrics", "producer CPU per task, metrics off", "W1 producer CPU per task, metrics off"),
+    ("metrics", "producer CPU per task, metrics on", "W1 producer CPU per task, metrics on"),
+    ("metrics", "worker hooks CPU per invocation, metrics", "Metrics hooks alone: worker CPU"),
+    ("metrics", "producer hooks CPU per invocation, metrics", "Metrics hooks alone: producer CPU"),
 ]
 
 
@@ -268,6 +278,13 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         ),
         _value_target(
             results,
+            "Embedded W1 slowdown with Prometheus metrics (%)",
+            ("embedded", "metrics", "overhead, metrics"),
+            5.0,
+            False,
+        ),
+        _value_target(
+            results,
             "Embedded cron tick to run p50 (ms)",
             ("embedded", "triggers", "cron delay p50"),
             1000.0,
@@ -335,7 +352,9 @@ METHOD = """\
   process tree (supervisor and workers) over {idle:g} s, as % of one core. Triggers
   (embedded only, `bench/trigger_load.py`): W1 with no triggers and with 100 triggers
   watching tasks that never run, alternating; the delay from a cron tick (a trigger
-  firing every second) to the start of the invocation it started.
+  firing every second) to the start of the invocation it started. Metrics (embedded
+  only, `bench/metrics_load.py`): W1 on a pool without metrics and on one with
+  `fleet worker --metrics-port` (producer with the Metrics extension), alternating.
 - CPU per task (W1): utime+stime (/proc, 10 ms ticks) over the timed section, divided
   by the tasks: of the worker pool's process tree, of the producer process (every
   thread, e.g. the one receiving results), and of the RabbitMQ node's processes. On a

@@ -212,6 +212,14 @@ def run(workload: str, plan: Plan, rec: Recorder, log_path: Path, env: dict[str,
     """Start a pool for `workload` (env: this configuration), measure, stop the pool."""
     from bench import tasks
 
+    if workload == "metrics":  # two kinds of pools, started by the workload itself
+        from bench import metrics_load
+
+        try:
+            metrics_load.run(tasks, plan, rec, log_path, env)
+        finally:
+            tasks.app.close()
+        return
     processes = 1 if workload == "rt" else plan.processes
     pool = fleet_pool(processes, plan.threads, env, log_path, APP)
     try:

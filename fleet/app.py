@@ -50,6 +50,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from fleet import (
@@ -74,7 +75,7 @@ from fleet.errors import (
     PublishError,
     UnknownTaskError,
 )
-from fleet.extensions import Dispatcher, Extension, builtin
+from fleet.extensions import Dispatcher, Extension, Publish, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
@@ -120,7 +121,7 @@ class Fleet(Client):
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._inline = InlineRunner(self)
-        self.dispatcher = Dispatcher([*builtin(), *extensions])
+        self.dispatcher = Dispatcher([*builtin(self.settings, extensions), *extensions])
         self.dispatcher.bind(self)
 
     def __repr__(self) -> str:
@@ -322,8 +323,25 @@ class Fleet(Client):
         return await aio.submit(self, task, bounds, keys)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
+        """Register while the broker confirms (inside the `around_publish` hooks)."""
+        if not self.dispatcher.around_publish_hooks:
+            self._send(runtime, prepared, prepared.messages)
+            return
+        publish = Publish(prepared.task, tuple(prepared.ids), prepared.queue)
+
+        def proceed() -> None:
+            extra = publish.headers
+            messages = prepared.messages
+            if extra:
+                messages = [replace(m, headers={**m.headers, **extra}) for m in messages]
+            self._send(runtime, prepared, messages)
+
+        self.dispatcher.around_publish(publish, proceed)
+
+    def _send(
+        self, runtime: Runtime, prepared: _prepare.Prepared, messages: Sequence[Message]
+    ) -> None:
         """Register while the broker confirms; see the module docstring."""
-        messages = prepared.messages
         runtime.declare([prepared.queue])
         if runtime.broker.sends_early and self.settings.publish_confirm == "background":
             _records.register(runtime.state, prepared.records(), self.dispatcher)

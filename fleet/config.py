@@ -148,6 +148,16 @@ class Settings:
     """Bearer token `fleet monitor` requires (secret; use FLEET__MONITOR_TOKEN_FILE)."""
     monitor_auth: str = ""
     """`user:password` for HTTP basic auth on `fleet monitor` (secret; or a _FILE)."""
+    metrics: bool = False
+    """Count and time invocations as Prometheus metrics (extra [metrics]; see
+    `fleet.monitor.metrics`). `fleet worker --metrics-port` turns it on."""
+    metrics_port: int = 0
+    """Port of the `/metrics` endpoint a worker supervisor serves (0: none)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the `/metrics` endpoint listens on (all interfaces: Prometheus scrapes pods)."""
+    tracing: bool = False
+    """OpenTelemetry spans for publishing and running invocations, linked by a W3C
+    `traceparent` header (extra [otel]; see `fleet.monitor.tracing`)."""
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task option overrides, keyed by task name."""
 

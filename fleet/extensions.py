@@ -13,7 +13,8 @@ Contract:
   `ExtensionError` naming the extension (a broken policy must not let work through
   silently). After-hooks (`after_change`, `on_lead`) never break the commit that
   preceded them: their exceptions are logged with the extension's name and swallowed.
-- `around_call` hooks nest in registration order: the first extension is outermost.
+- `around_call` and `around_publish` hooks nest in registration order: the first
+  extension is outermost.
 - `task_options`: the task options an extension owns (e.g. `{"triggers"}`); the core
   refuses an unknown option naming the extension that would own it.
 
@@ -31,7 +32,12 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
   claims) until its `until` (or until an extension wakes it), acks its message and
   frees its slot; its `memo` is kept in the history note (`hold_note`) and comes back
   in `Claim.memo` on the next claim (the envelope of the release carries it).
-- `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
+- `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`;
+  `call.headers` are the message's headers.
+- `around_publish(publish, proceed)`: `Fleet.submit` (through `_register_and_publish`),
+  around registering and publishing a batch until the broker confirmed it; headers put
+  in `publish.headers` travel with its messages. Not called by the asyncio submit, nor
+  when recovery publishes again.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
   committer, executor, process, recovery); inline mode calls it too.
@@ -153,6 +159,21 @@ class Call:
     attempt: int
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The headers of the message that brought the invocation (those a producer's
+    `around_publish` added, e.g. a trace context). Untrusted input from a queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Input of `around_publish`: calls of one task being registered and published."""
+
+    task: str
+    ids: tuple[str, ...]
+    queue: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """A carrier: what the hooks put here before `proceed()` travels as headers with
+    every message of the batch (e.g. a W3C `traceparent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +235,11 @@ class Extension:
         """Run `proceed()` (the task function, or the next extension) and return its value."""
         return proceed()
 
+    def around_publish(self, publish: Publish, proceed: Callable[[], None]) -> None:
+        """Run `proceed()` (register and publish the batch, waiting for the broker's
+        confirms; or the next extension); exceptions of `proceed` must propagate."""
+        proceed()
+
     def after_change(self, applied: Applied) -> None:
         """React to status changes that took effect; exceptions are logged, never raised."""
 
@@ -232,18 +258,39 @@ BUILTIN: tuple[str, ...] = (
 )
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
+OPTIONAL: dict[str, str] = {
+    "metrics": "fleet.monitor.metrics:Metrics",
+    "tracing": "fleet.monitor.tracing:Tracing",
+}
+"""Extensions added after `BUILTIN` when their boolean setting is on (setting name ->
+'module:class'); the class is called with the app's settings."""
 
 
-def builtin() -> list[Extension]:
-    """A new instance of each `BUILTIN` extension."""
+def builtin(settings: Any = None, given: Sequence[Extension] = ()) -> list[Extension]:
+    """A new instance of each `BUILTIN` extension, then of each `OPTIONAL` one whose
+    setting is on in `settings`, unless `given` (the app's own) has one of its class."""
     found = []
     for path in BUILTIN:
         module, _, name = path.partition(":")
         found.append(getattr(importlib.import_module(module), name)())
+    for setting, path in OPTIONAL.items():
+        if settings is not None and getattr(settings, setting, False):
+            module, _, name = path.partition(":")
+            cls = getattr(importlib.import_module(module), name)
+            if not any(isinstance(ext, cls) for ext in given):
+                found.append(cls(settings))
     return found
 
 
-HOOKS = ("bind", "before_publish", "before_claim", "around_call", "after_change", "on_lead")
+HOOKS = (
+    "bind",
+    "before_publish",
+    "before_claim",
+    "around_call",
+    "around_publish",
+    "after_change",
+    "on_lead",
+)
 HOOKS_ALL = (*HOOKS, "services")
 
 
@@ -264,6 +311,7 @@ class Dispatcher:
         self.before_publish_hooks = by_hook["before_publish"]
         self.before_claim_hooks = by_hook["before_claim"]
         self.around_call_hooks = by_hook["around_call"]
+        self.around_publish_hooks = by_hook["around_publish"]
         self.after_change_hooks = by_hook["after_change"]
         self.on_lead_hooks = by_hook["on_lead"]
         self.services_hooks = by_hook["services"]
@@ -334,6 +382,13 @@ class Dispatcher:
             proceed = _wrap(ext, call, proceed)
         return proceed()
 
+    def around_publish(self, publish: Publish, func: Callable[[], None]) -> None:
+        """Run `func` inside every `around_publish` hook, the first extension outermost."""
+        proceed = func
+        for ext in reversed(self.around_publish_hooks):
+            proceed = _wrap_publish(ext, publish, proceed)
+        proceed()
+
     def after_change(self, applied: Applied) -> None:
         if not applied.changes:
             return
@@ -372,6 +427,12 @@ def _wrap(ext: Extension, call: Call, proceed: Callable[[], Any]) -> Callable[[]
     return lambda: ext.around_call(call, proceed)
 
 
+def _wrap_publish(
+    ext: Extension, publish: Publish, proceed: Callable[[], None]
+) -> Callable[[], None]:
+    return lambda: ext.around_publish(publish, proceed)
+
+
 __all__ = [
     "Applied",
     "AppliedChange",
@@ -382,6 +443,7 @@ __all__ = [
     "Extension",
     "ExtensionError",
     "Hold",
+    "Publish",
     "PublishBatch",
     "Reuse",
     "builtin",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -80,6 +80,8 @@ class Running:
     resume: Change | None = None
     """A PAUSED -> RUNNING change not known to be written (the store was down): it is
     committed ahead of the outcome."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The headers of the message that brought it (for `around_call`)."""
     why: str = ""
     """Why it is no longer ours, for the log ('cancelled', 'hard time limit', ...)."""
 
@@ -165,7 +167,9 @@ class Executor:
             log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)
             dispatcher = self.app.dispatcher
             if dispatcher.around_call_hooks:
-                call = Call(envelope.id, envelope.task, attempt, args, kwargs)
+                running = self.in_hand.get(envelope.id)
+                headers = running.headers if running is not None else {}
+                call = Call(envelope.id, envelope.task, attempt, args, kwargs, headers)
                 value = dispatcher.around_call(call, lambda: task.func(*args, **kwargs))
             else:
                 value = task.func(*args, **kwargs)

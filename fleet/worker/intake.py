@@ -23,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -133,11 +133,12 @@ class Intake:
         limited = False
         started = 0
         parked: list[Hold] = []
-        for (_, envelope, task), ok in zip(runnable, won, strict=True):
+        for (delivery, envelope, task), ok in zip(runnable, won, strict=True):
             if ok and envelope.id in holds:
                 parked.append(holds[envelope.id])  # acked below, its slot given back
             elif ok:
-                limited = self._take_in_hand(envelope, task, now) or limited
+                headers = delivery.message.headers
+                limited = self._take_in_hand(envelope, task, now, headers) or limited
                 jobs.append(partial(self.executor.run, envelope, task))
                 started += 1
         # The jobs are handed out whatever happens from here on (see `_consume`).
@@ -174,9 +175,17 @@ class Intake:
         self._pause(consumer, 1.0)
         consumer.release([d for d, _, _ in runnable])
 
-    def _take_in_hand(self, envelope: Envelope, task: Task[Any, Any], now: float) -> bool:
+    def _take_in_hand(
+        self,
+        envelope: Envelope,
+        task: Task[Any, Any],
+        now: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
         """Count a claimed invocation in hand; True if it has a time limit."""
         running = Running(envelope, now)
+        if headers:
+            running.headers = headers
         limits = task.options
         if limits.soft_time_limit:
             running.soft_deadline = now + limits.soft_time_limit

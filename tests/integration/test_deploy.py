@@ -502,7 +502,7 @@ def test_dockerfile_builds_a_small_non_root_worker_image() -> None:
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
     final = steps[stages[-1] :]
     build = steps[: stages[-1]]
-    assert any(op == "RUN" and '".[rabbitmq,mongo]"' in a for op, a in build)
+    assert any(op == "RUN" and '".[rabbitmq,mongo,metrics]"' in a for op, a in build)
     assert not any(re.search(r"gcc|build-essential|\bpip\b", a) for op, a in final if op == "RUN")
     users = [a for op, a in final if op == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "numeric non-root USER"

@@ -4,13 +4,13 @@ what the hook sees, that it wraps the task body, and how services start and stop
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
 
 from fleet import Fleet, Status
-from fleet.extensions import Call, Dispatcher, Extension
+from fleet.extensions import Call, Dispatcher, Extension, Publish
 from fleet.testing.worker import running_worker
 from fleet.worker import _services
 
@@ -89,3 +89,41 @@ def test_a_service_that_cannot_start_stops_the_others_and_raises() -> None:
 
 def test_no_service_hook_starts_nothing() -> None:
     assert _services.start(Dispatcher([Around()])) == []
+
+
+class Stamping(Extension):
+    """Puts a header on every publish and reads it back in `around_call`."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, ...]] = []
+        self.seen: dict[str, Mapping[str, str]] = {}
+
+    def around_publish(self, publish: Publish, proceed: Callable[[], None]) -> None:
+        publish.headers["x-stamp"] = f"{publish.task}:{len(publish.ids)}"
+        proceed()
+        self.published.append(publish.ids)
+
+    def around_call(self, call: Call, proceed: Callable[[], Any]) -> Any:
+        self.seen[call.invocation_id] = call.headers
+        return proceed()
+
+
+STAMP_URL = f"memory://{uuid.uuid4().hex}"
+stamping = Stamping()
+stamp_app = Fleet(broker_url=STAMP_URL, state_url=STAMP_URL, extensions=[stamping])
+
+
+@stamp_app.task
+def echo(x: int) -> int:
+    return x
+
+
+def test_around_publish_wraps_the_publish_and_its_headers_reach_around_call() -> None:
+    with running_worker(stamp_app, threads=2):
+        handles = echo.parallelize([1, 2, 3])
+        assert handles.results(timeout=30) == [1, 2, 3]
+        single = echo(4)
+        assert single.result(timeout=30) == 4
+    ids = [h.id for h in handles.invocations]
+    assert (*ids,) in stamping.published and (single.id,) in stamping.published
+    assert stamping.seen[single.id] == {"x-stamp": f"{echo.name}:1"}
