@@ -5,8 +5,10 @@ and `<prefix>limit_memos` of the state store's database (pymongo, imported lazil
 `fleet.concurrency.limit_store`).
 
 Contract:
-- A line is one document per key (`Line.to_doc()` plus a version `v`). A change reads
-  it, applies the shared rules and writes back only if `v` is unchanged
+- A line is one document per key (`Line.to_doc()` plus a version `v`, a random token
+  never reused: a counter would start again at 1 once an empty line is deleted, and a
+  writer holding a read of the deleted line would then overwrite its successor). A
+  change reads it, applies the shared rules and writes back only if `v` is unchanged
   (`replace_one({_id, v})`, `delete_one({_id, v})`, or `insert_one` whose duplicate
   `_id` says someone else created it): a compare-and-set, retried on conflict, so
   concurrent writers never both win.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from os import urandom
 from typing import Any, TypeVar
 
 from pymongo import ReturnDocument
@@ -36,6 +39,11 @@ from fleet.errors import StateError
 Doc = dict[str, Any]
 T = TypeVar("T")
 _CAS_TRIES = 10_000
+
+
+def _version() -> str:
+    """A line document's new version token (unique, so a compare-and-set has no ABA)."""
+    return urandom(8).hex()
 
 
 class MongoLimitStore(LimitStore):
@@ -73,7 +81,7 @@ class MongoLimitStore(LimitStore):
                     return result
                 if doc is None:
                     try:
-                        col.insert_one({"_id": key, "v": 1, **after})
+                        col.insert_one({"_id": key, "v": _version(), **after})
                     except DuplicateKeyError:
                         continue
                     return result
@@ -82,7 +90,7 @@ class MongoLimitStore(LimitStore):
                     done = col.delete_one({"_id": key, "v": version}).deleted_count
                 else:
                     updated = col.replace_one(
-                        {"_id": key, "v": version}, {"v": version + 1, **after}
+                        {"_id": key, "v": version}, {"v": _version(), **after}
                     )
                     done = updated.matched_count
                 if done:

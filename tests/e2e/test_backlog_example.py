@@ -27,6 +27,12 @@ def test_the_backlog_example_counts_ready_work_and_not_what_is_not_due() -> None
     )
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.strip().splitlines()
-    assert json.loads(first)["default"] == {"queue": "default", "ready": 3, "due": 0, "total": 3}
+    assert json.loads(first)["default"] == {
+        "queue": "default",
+        "ready": 3,
+        "due": 0,
+        "stale": 0,
+        "total": 3,
+    }
     figure = json.loads(second.removeprefix("fleet_queue_backlog: "))
     assert figure["default"] == 3  # the call scheduled a minute ahead is not due yet

@@ -71,7 +71,7 @@ def test_sigkilled_worker_process_is_requeued_by_its_supervisor_at_once(stack: S
 def test_graceful_shutdown_finishes_or_requeues(stack: Stack) -> None:
     worker = stack.worker(processes=1, threads=2, FLEET__SHUTDOWN_GRACE="1")
     short = stack.tasks.slow_task(0, 0.5)
-    long = stack.tasks.slow_task(1, 4.0)
+    long = stack.tasks.slow_task(1, 20.0)  # far beyond the grace even on a loaded host
     stack.wait_until("both running", lambda: stack.statuses([short, long]) == [Status.RUNNING] * 2)
     assert worker.stop(timeout=30) == 0  # SIGTERM: exit 0 after the grace period
     assert short.result(timeout=1) == "task_0_completed"
