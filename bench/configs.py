@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
-ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers")
-"""`triggers` (bench.trigger_load) runs on the embedded stack only."""
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "signing")
+"""`triggers` (bench.trigger_load) runs on the embedded stack only; `signing`
+(bench.signing_load) on the embedded stack and on RabbitMQ + SQLite."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ SYSTEMS: dict[str, System] = {
             "rabbitmq-sqlite",
             "fleet RabbitMQ + SQLite",
             "fleet",
-            FLEET_WORKLOADS,
+            (*FLEET_WORKLOADS, "signing"),
             "rabbitmq",
             "sqlite",
         ),

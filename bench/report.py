@@ -50,6 +50,9 @@ ROWS = [
     ("triggers", "overhead, 100 triggers", "W1 slowdown with 100 unrelated triggers"),
     ("triggers", "cron delay p50", "Cron tick to triggered run, p50"),
     ("triggers", "cron delay p99", "Cron tick to triggered run, p99"),
+    ("signing", "W1 throughput, unsigned", "W1 throughput, messages unsigned"),
+    ("signing", "W1 throughput, signed", "W1 throughput, messages signed (HMAC-SHA256)"),
+    ("signing", "overhead, signed", "W1 slowdown with signed messages"),
 ]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import trigger_load
+from bench import signing_load, trigger_load
 from bench.measure import CpuMeter, Plan, Recorder, broker_pids, idle_cpu_percent, percentile
 from bench.procs import Pool, fleet_pool
 from fleet.invocation import Group
@@ -195,6 +195,13 @@ def run(workload: str, plan: Plan, rec: Recorder, log_path: Path, env: dict[str,
     """Start a pool for `workload` (env: this configuration), measure, stop the pool."""
     from bench import tasks
 
+    if workload == "signing":  # two pools of its own (signing off and on)
+        try:
+            signing_load.signing(plan, rec, log_path, env)
+        finally:
+            tasks.app.close()
+            delete_queues(env)
+        return
     processes = 1 if workload == "rt" else plan.processes
     pool = fleet_pool(processes, plan.threads, env, log_path, APP)
     try:

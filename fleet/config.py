@@ -65,6 +65,11 @@ class Settings:
     """Argument and result encoding: msgpack, json, or pickle (with allow_pickle)."""
     allow_pickle: bool = False
     """Permit the pickle codec (decoding pickle runs arbitrary code)."""
+    signing_keys: str = ""
+    """HMAC keys that sign every message: KEY_ID:SECRET entries separated by commas or
+    newlines, best from a mounted file (FLEET__SIGNING_KEYS_FILE). The first signs, all
+    are accepted (rotation). A worker with keys dead-letters unsigned and forged messages
+    without decoding them. Empty: messages are neither signed nor checked."""
     task_modules: tuple[str, ...] = ()
     """Modules a worker imports at start to register their tasks, besides the app's own
     module (a list, or comma-separated in FLEET__TASK_MODULES). Workers run only tasks
@@ -172,6 +177,13 @@ def coerce(key: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"setting {key!r} (from {source}): expected {_type_name(hint_type)}, got {value!r}"
         ) from exc
+    if key == "signing_keys":
+        from fleet.signing import parse_keys
+
+        try:
+            parse_keys(value)
+        except ConfigError as exc:
+            raise ConfigError(f"setting {key!r} (from {source}): {exc}") from None
     choices = _CHOICES.get(key)
     if choices is not None:
         if key == "log_level":
@@ -406,6 +418,15 @@ def describe(loaded: LoadedSettings) -> str:
     for key in FIELDS:
         value = getattr(loaded.settings, key)
         shown = redact(value) if key.endswith("_url") else value
+        if key == "signing_keys" and value:
+            shown = _key_ids(value)
         shown = dict(shown) if isinstance(shown, Mapping) else shown
         lines.append(f"{key:<{width}}  {shown!r:<40}  # {loaded.sources[key]}")
     return "\n".join(lines)
+
+
+def _key_ids(value: str) -> str:
+    """`signing_keys` as `fleet config show` prints it: the key ids, never the secrets."""
+    from fleet.signing import parse_keys
+
+    return "keys " + ", ".join(parse_keys(value).keys) + " (secrets hidden)"
