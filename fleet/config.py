@@ -143,6 +143,9 @@ class Settings:
     """Worker log format: text or json."""
     log_level: str = "INFO"
     """Worker log level."""
+    health_dir: str = ""
+    """Folder where `fleet worker` keeps its health files (supervisor heartbeat, consumer
+    state per process) for `fleet probe live|ready`; empty: none are written."""
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task option overrides, keyed by task name."""
 
@@ -274,13 +277,13 @@ def project_root(cwd: Path) -> Path:
     return found.parent if found is not None else cwd
 
 
-PATH_KEYS = ("config", "queues_file", "broker_url", "state_url")
+PATH_KEYS = ("config", "queues_file", "health_dir", "broker_url", "state_url")
 """Settings that may hold a relative path (a sqlite URL, for the URLs)."""
 
 
 def resolve_path(key: str, value: str, base: Path) -> str:
     """`value` of setting `key` with a relative path made absolute against `base`."""
-    if key in ("config", "queues_file"):
+    if key in ("config", "queues_file", "health_dir"):
         return os.path.abspath(base / value) if value else value
     scheme, sep, rest = value.partition("://")
     if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):

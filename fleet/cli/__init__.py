@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         deadletters,
         inspect,
         invocations,
+        probe,
         queues,
         state,
         tasks,
@@ -59,7 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (worker, tasks, inspect, invocations, queues, deadletters, state, triggers):
+    for module in (
+        worker,
+        tasks,
+        inspect,
+        invocations,
+        queues,
+        deadletters,
+        state,
+        triggers,
+        probe,
+    ):
         module.add_parser(sub)
     return parser
 
