@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from fleet._urls import with_credentials
 from fleet.errors import ConfigError
 
 DEFAULT_DB = "sqlite:///.fleet/fleet.db"
@@ -55,6 +56,18 @@ class Settings:
     sqlite path is made absolute (see the module doc)."""
     state_url: str = DEFAULT_DB
     """Where state lives: sqlite:///path, memory://name, mongodb://, mongodb+srv://."""
+    broker_username: str = ""
+    """User name put into broker_url (e.g. from FLEET__BROKER_USERNAME_FILE, a key of the
+    Secret the RabbitMQ cluster operator makes); empty: the URL's own."""
+    broker_password: str = ""
+    """Password put into broker_url (best from FLEET__BROKER_PASSWORD_FILE); empty: the
+    URL's own."""
+    state_username: str = ""
+    """User name put into state_url (e.g. from FLEET__STATE_USERNAME_FILE); empty: the
+    URL's own."""
+    state_password: str = ""
+    """Password put into state_url (best from FLEET__STATE_PASSWORD_FILE, a key of the
+    Secret a MongoDB chart makes); empty: the URL's own."""
     inline: bool = False
     """Run every decorated call in the caller's thread (tests, migration)."""
     inline_retry_sleep: bool = False
@@ -394,6 +407,13 @@ def load_settings(
     if not values.get("queues_file") and (root / "configs" / "queues.yaml").is_file():
         values["queues_file"] = "configs/queues.yaml"
         sources["queues_file"] = "default (configs/queues.yaml exists)"
+    for setting in ("broker_url", "state_url"):
+        kind = setting[: -len("_url")]
+        user, password = values.get(f"{kind}_username", ""), values.get(f"{kind}_password", "")
+        if user or password:
+            url = values.get(setting, FIELDS[setting].default)
+            values[setting] = with_credentials(url, user, password, kind)
+            sources[setting] += f"; credentials from {kind}_username / {kind}_password"
     for key in PATH_KEYS:
         given = values.get(key, FIELDS[key].default)
         resolved = resolve_path(key, given, bases.get(key, root))
@@ -421,6 +441,8 @@ def describe(loaded: LoadedSettings) -> str:
     for key in FIELDS:
         value = getattr(loaded.settings, key)
         shown = redact(value) if key.endswith("_url") else value
+        if key.endswith("_password") and value:
+            shown = "***"
         if key == "signing_keys" and value:
             shown = _key_ids(value)
         shown = dict(shown) if isinstance(shown, Mapping) else shown
