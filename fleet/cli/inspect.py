@@ -9,11 +9,13 @@ It exits 1 when they do not, 0 ("unknown") when the state store cannot be reache
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fleet.app import Fleet
     from fleet.state import StateStore
 
 from fleet.state import RunnerRecord
@@ -30,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     status = sub.add_parser("status", help="invocation counts, runners and queues")
     add_app_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=show_status)
 
     check = sub.add_parser("check", help="exit 1 when this host's heartbeats are stale")
@@ -51,39 +54,81 @@ def show_config(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     from fleet.cli import load
-    from fleet.cli.queues import queue_notes, unacked
     from fleet.cli.triggers import trigger_lines
 
     app = load(args.app)
+    try:
+        report = status_report(app)
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return 0
+        counts = report["invocations"]
+        print("invocations: " + "  ".join(f"{s}={n}" for s, n in counts.items()))
+        print("runners:")
+        for r in report["runners"]:
+            print(
+                f"  {r['id']:<50} {r['kind']:<10} {r['state']:<7} beat {r['beat_age']:6.1f}s ago"
+                f"  in hand {r['in_hand']}"
+            )
+        print("queues:")
+        for q in report["queues"]:
+            shown = "-" if q["unacked"] < 0 else str(q["unacked"])
+            print(
+                f"  {q['name']:<20} pending {q['pending']:<7} ready {q['ready']:<7} "
+                f"unacked {shown:<7} consumers {q['consumers']:<4} dead {q['dead']}"
+                f"  {'  '.join(q['notes'])}".rstrip()
+            )
+        print("triggers:")
+        print("\n".join(trigger_lines(app.triggers)))
+    finally:
+        app.close()
+    return 0
+
+
+def status_report(app: Fleet) -> dict[str, Any]:
+    """What `fleet status` shows, as JSON-ready data (also `--json`)."""
+    from fleet.cli.queues import queue_notes
+
     runtime = app.runtime()
     counts = runtime.state.counts()
-    print("invocations: " + "  ".join(f"{s.value}={n}" for s, n in counts.items()))
     now = time.time()
-    print("runners:")
+    runners = []
     for runner in sorted(runtime.state.runners(), key=lambda r: r.id):
         age = now - runner.beat
-        state = (
-            "stopped" if runner.stopped else ("stale" if age > app.settings.dead_after else "live")
+        stale = age > app.settings.dead_after
+        runners.append(
+            {
+                "id": runner.id,
+                "kind": runner.kind,
+                "host": runner.host,
+                "state": "stopped" if runner.stopped else ("stale" if stale else "live"),
+                "beat_age": round(age, 3),
+                "in_hand": len(runner.in_hand),
+            }
         )
-        print(
-            f"  {runner.id:<50} {runner.kind:<10} {state:<7} beat {age:6.1f}s ago"
-            f"  in hand {len(runner.in_hand)}"
-        )
-    print("queues:")
+    queues = []
     defined = app.queues.names()
     pending = pending_by_queue(runtime.state)
     for name in [*defined, *sorted(set(pending) - set(defined))]:
         stats = runtime.broker.stats(name)
-        notes = "  ".join(queue_notes(stats, defined=name in defined, pending=pending.get(name, 0)))
-        print(
-            f"  {name:<20} pending {pending.get(name, 0):<7} ready {stats.ready:<7} "
-            f"unacked {unacked(stats):<7} consumers {stats.consumers:<4} dead {stats.dead}"
-            f"  {notes}".rstrip()
+        waiting = pending.get(name, 0)
+        queues.append(
+            {
+                "name": name,
+                "defined": name in defined,
+                "pending": waiting,
+                "ready": stats.ready,
+                "unacked": stats.unacked,
+                "consumers": stats.consumers,
+                "dead": stats.dead,
+                "notes": queue_notes(stats, defined=name in defined, pending=waiting),
+            }
         )
-    print("triggers:")
-    print("\n".join(trigger_lines(app.triggers)))
-    app.close()
-    return 0
+    return {
+        "invocations": {s.value: n for s, n in counts.items()},
+        "runners": runners,
+        "queues": queues,
+    }
 
 
 PENDING_SAMPLE = 10_000
