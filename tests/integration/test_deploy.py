@@ -701,6 +701,21 @@ def test_dockerfile_builds_a_small_non_root_worker_image() -> None:
     final = steps[stages[-1] :]
     build = steps[: stages[-1]]
     assert any(op == "RUN" and '".[rabbitmq,mongo]"' in a for op, a in build)
+    # Pinned dependencies are installed before the sources are copied (layer cache).
+    copies = [a for op, a in build if op == "COPY"]
+    runs = [a for op, a in build if op == "RUN"]
+    assert copies[0].split()[0] == "docker/constraints.txt"
+    locked = next(i for i, (op, a) in enumerate(build) if op == "RUN" and "-r constraints" in a)
+    sources = next(i for i, (op, a) in enumerate(build) if op == "COPY" and a.startswith("fleet"))
+    assert locked < sources
+    assert any("-c constraints.txt" in a for a in runs)
+    labels = " ".join(a for op, a in final if op == "LABEL")
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert 'org.opencontainers.image.revision="${REVISION}"' in labels
+    assert {"VERSION", "REVISION"} <= {a.split("=")[0] for op, a in final if op == "ARG"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    final_args = dict(a.split("=", 1) for op, a in final if op == "ARG" and "=" in a)
+    assert final_args["VERSION"] == project["version"]
     assert not any(re.search(r"gcc|build-essential|\bpip\b", a) for op, a in final if op == "RUN")
     users = [a for op, a in final if op == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "numeric non-root USER"
