@@ -113,3 +113,28 @@ def test_an_unreachable_broker_names_the_cause(
     assert code == EXIT_CONNECTION
     assert f"connection refused (nothing listens on 127.0.0.1:{port}" in err
     assert "secret" not in err
+
+
+def test_tasks_and_triggers_as_json(tasks: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "tasks", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert listed["failed_modules"] == []
+    assert {"task": "tests.integration.cli_tasks.flaky", "kind": "Task"}.items() <= next(
+        t for t in listed["tasks"] if t["task"].endswith(".flaky")
+    ).items()
+    from fleet import Trigger
+
+    added = tasks.app.triggers.add(tasks.flaky, Trigger.cron("0 3 * * *", name="nightly"))
+    code, out, _ = run(capsys, "triggers", "list", "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row == {
+        "id": added.id,
+        "name": "nightly",
+        "kind": "cron",
+        "cron": "0 3 * * *",
+        "task": "tests.integration.cli_tasks.flaky",
+        "enabled": True,
+        "declared": False,
+    }
