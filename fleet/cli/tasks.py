@@ -9,8 +9,8 @@ exit 3 with the traceback when the app itself does not load.
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
