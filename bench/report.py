@@ -53,6 +53,7 @@ ROWS = [
     ("signing", "W1 throughput, unsigned", "W1 throughput, messages unsigned"),
     ("signing", "W1 throughput, signed", "W1 throughput, messages signed (HMAC-SHA256)"),
     ("signing", "overhead, signed", "W1 slowdown with signed messages"),
+    ("signing", "sign + check per message", "Signing: sign + check CPU per message"),
 ]
 
 

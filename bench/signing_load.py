@@ -7,7 +7,9 @@ own: workers read `signing_keys` at start (FLEET__SIGNING_KEYS); the producer, t
 process, signs when its app's settings carry the keys.
 
 Contract: records `W1 throughput, unsigned`, `W1 throughput, signed` (tasks/s) and
-`overhead, signed` (percent lost, per repetition). Results are checked, speed never.
+`overhead, signed` (percent lost, per repetition), and `sign + check per message` (CPU
+microseconds for one W1 message, measured in this process: steadier than throughput on
+a loaded machine). Results are checked, speed never.
 """
 
 from __future__ import annotations
@@ -53,4 +55,20 @@ def signing(plan: Plan, rec: Recorder, log_path: Path, env: dict[str, str]) -> N
             rec.add("overhead, signed", "%", 100 * (1 - rates["signed"] / rates["unsigned"]))
     finally:
         app.settings = unsigned
+    rec.add("sign + check per message", "us", _sign_and_check_us(app), "lower")
     rec.note("W1 one call per task; a pool of its own per side, sides alternated per repetition")
+
+
+def _sign_and_check_us(app: object) -> float:
+    """CPU microseconds to sign one W1 message and check it (producer + worker share)."""
+    from bench import tasks
+    from fleet.signing import parse_keys
+
+    signer = parse_keys(KEYS)
+    _, messages = tasks.app.prepare(tasks.noop, [tasks.noop.bind((1,), {})])
+    body = messages[0].body
+    n = 20_000
+    start = time.process_time()
+    for _ in range(n):
+        signer.check(body, signer.headers(body))
+    return (time.process_time() - start) / n * 1e6

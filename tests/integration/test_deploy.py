@@ -785,7 +785,10 @@ def test_compose_stack_is_wired() -> None:
     ).resolve() == DOCKERFILE
     args = build_parser().parse_args(worker["command"])
     assert (args.command, args.app) == ("worker", "examples.report_tasks:app")
-    assert build_parser().parse_args(worker["healthcheck"]["test"][2:]).command == "check"
+    probe = build_parser().parse_args(worker["healthcheck"]["test"][2:])
+    assert (probe.command, probe.action) == ("probe", "ready")
+    assert probe.dir == worker["environment"]["FLEET__HEALTH_DIR"]
+    assert "/tmp" in worker["tmpfs"]  # the health files live on the writable tmpfs
     env = {k: _interpolate(v) for k, v in worker["environment"].items()}
     assert re.match(r"amqp://[^@]+@rabbitmq:5672/", env["FLEET__BROKER_URL"])
     assert env["FLEET__STATE_URL"].startswith("mongodb://mongo:27017/")
