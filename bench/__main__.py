@@ -1,6 +1,6 @@
 """`python -m bench`: measure fleet against raw RabbitMQ and Dramatiq in one run.
 
-Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers]
+Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,signing]
 [--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,dramatiq] [--out DIR] [--keep]`
 
 Job: run every selected (system, workload) in child processes (see `bench.run`) and

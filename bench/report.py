@@ -275,7 +275,10 @@ METHOD = """\
   process tree (supervisor and workers) over {idle:g} s, as % of one core. Triggers
   (embedded only, `bench/trigger_load.py`): W1 with no triggers and with 100 triggers
   watching tasks that never run, alternating; the delay from a cron tick (a trigger
-  firing every second) to the start of the invocation it started.
+  firing every second) to the start of the invocation it started. Signing
+  (`bench/signing_load.py`, embedded and RabbitMQ + SQLite): W1 with messages unsigned
+  and signed (HMAC-SHA256, two keys listed), a pool per side, sides alternated; and the
+  CPU to sign and check one W1 message, timed in the harness process.
 - CPU per task (W1): utime+stime (/proc, 10 ms ticks) over the timed section, divided
   by the tasks: of the worker pool's process tree, of the producer process (every
   thread, e.g. the one receiving results), and of the RabbitMQ node's processes. On a
