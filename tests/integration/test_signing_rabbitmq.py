@@ -101,3 +101,54 @@ def test_signatures_survive_the_urgent_lane(
     finally:
         rabbitmq_tasks.TASKS.pop("fib", None)
         app.close()
+
+
+def test_messages_signed_by_a_key_a_worker_lacked_run_once_requeued(
+    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """Rotation done in the wrong order: producers sign with a key the workers do not list
+    yet. The letters keep their signature through the dead-letter queue; once the workers
+    know the key, `fleet deadletters requeue` runs them."""
+    from fleet.cli.deadletters import requeue
+
+    queue = unique_name("rotated")
+    producer = make_app(rabbitmq.url, tmp_path, queue, signing_keys=NEW)
+    lagging = make_app(rabbitmq.url, tmp_path, queue, signing_keys=OLD)
+    updated = make_app(rabbitmq.url, tmp_path, queue, signing_keys=f"{NEW},{OLD}")
+    quick = producer.task(rabbitmq_tasks.quick)
+    for app in (lagging, updated):
+        app.task(rabbitmq_tasks.quick)
+    try:
+        with running_worker(lagging):
+            handle = quick(1)
+            broker = producer.runtime().broker
+            wait_until(lambda: broker.stats(queue).dead == 1, "the letter")
+        (letter,) = broker.dead_letters(queue)
+        assert letter.reason == "signed with unknown key id 'prod-2' (accepted: prod-1)"
+        assert producer.record(handle.id).status is Status.PENDING  # not decoded, untouched
+        with running_worker(updated):
+            assert requeue(producer, queue) == (1, [])
+            assert handle.result(timeout=60) == 2
+        assert broker.stats(queue).dead == 0
+    finally:
+        for app in (producer, lagging, updated):
+            app.close()
+
+
+@pytest.mark.asyncio
+async def test_async_submits_through_aio_pika_are_signed(
+    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    from fleet.aio import aclose
+
+    queue = unique_name("signedaio")
+    app = make_app(rabbitmq.url, tmp_path, queue, signing_keys=NEW)
+    quick = app.task(rabbitmq_tasks.quick)
+    try:
+        with running_worker(app, threads=2):
+            handles = [await quick.acall(i) for i in range(20)]
+            assert [await h.aresult(timeout=60) for h in handles] == list(range(1, 21))
+        assert app.runtime().broker.stats(queue).dead == 0
+    finally:
+        await aclose(app)
+        app.close()
