@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fleet-installed
 CODE   := $(wildcard fleet tests examples bench scripts)
 
-.PHONY: setup venv lint typecheck test demo bench clean
+.PHONY: setup venv lint typecheck test cluster-test demo bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -19,7 +19,7 @@ venv: $(STAMP)
 # Reinstalled whenever pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,rabbitmq,mongo,monitor,bench,metrics,otel]'
 	touch $@
 
 lint: venv
@@ -32,6 +32,10 @@ typecheck: venv
 test: setup lint typecheck
 	$(BIN)/pytest -n auto -p no:cacheprovider
 
+# The 3-node RabbitMQ cluster e2e alone (it is part of `make test` too), with its figures.
+cluster-test: setup
+	$(BIN)/pytest -p no:cacheprovider -s tests/e2e/test_rabbitmq_cluster.py
+
 demo:
 	bash scripts/setup.sh demo
 	$(MAKE) --no-print-directory venv
@@ -39,6 +43,9 @@ demo:
 
 bench: setup
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.monitor_list
+	$(BIN)/python -m bench.monitor_indexes
+	$(BIN)/python -m bench.monitor_worker
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)

@@ -1,7 +1,8 @@
 """`python -m bench`: measure fleet against raw RabbitMQ and Dramatiq in one run.
 
-Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,signing]
-[--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,dramatiq] [--out DIR] [--keep]`
+Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,stale,workflows,
+metrics,signing] [--stale-count N] [--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,
+dramatiq] [--out DIR] [--keep]`
 
 Job: run every selected (system, workload) in child processes (see `bench.run`) and
 write the report to `<out>/<YYYY-MM-DD>.md` (`-quick.md` for quick runs), with the raw
@@ -13,6 +14,7 @@ measured what it should (targets missed do not fail the run: they are results).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shutil
@@ -37,6 +39,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--configs", default=",".join(SYSTEMS), help="systems to measure")
     parser.add_argument("--out", type=Path, default=None, help="folder for the report")
     parser.add_argument("--keep", action="store_true", help="keep the run folder (logs, dbs)")
+    parser.add_argument(
+        "--stale-count",
+        type=int,
+        default=None,
+        help="invocations of the `stale` workload (default 100000; 5000 with --quick)",
+    )
     args = parser.parse_args(argv)
     args.only = _choices(args.only, ALL_WORKLOADS, "--only")
     args.configs = _choices(args.configs, tuple(SYSTEMS), "--configs")
@@ -53,11 +61,25 @@ def _choices(value: str, known: tuple[str, ...], option: str) -> list[str]:
     return picked
 
 
+def _plan(args: argparse.Namespace) -> Plan:
+    plan = Plan.quick() if args.quick else Plan()
+    if args.stale_count is not None:
+        plan = dataclasses.replace(plan, stale_tasks=args.stale_count)
+    return plan
+
+
+def _child_timeout(args: argparse.Namespace, plan: Plan) -> float:
+    timeout = 180.0 if args.quick else 900.0
+    if "stale" in args.only:  # one child runs all of it: 100,000 take minutes here
+        timeout += plan.stale_tasks / 100
+    return timeout
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     began = time.monotonic()
-    plan = Plan.quick() if args.quick else Plan()
-    run = Run(plan, args.only, args.quick, 180.0 if args.quick else 900.0)
+    plan = _plan(args)
+    run = Run(plan, args.only, args.quick, _child_timeout(args, plan))
     systems = []
     for name in SYSTEMS:
         system = SYSTEMS[name]

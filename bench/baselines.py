@@ -1,4 +1,4 @@
-"""Baselines on the run's RabbitMQ: a raw pika loop, and Dramatiq.
+"""Baselines on the run's RabbitMQ: a raw pika loop, and Dramatiq (Celery: bench.celery_run).
 
 Job: measure what the fleet workloads measure, on the same RabbitMQ node, with the same
 number of worker processes and slots, for systems fleet is compared with.
@@ -8,10 +8,10 @@ messages one by one with publisher confirms, and ends when every consumer reply 
 (consumers ack manually after replying, prefetch = twice the threads per process, as
 fleet's default); W2 is a direct reply-to round trip (publish with a confirm, block for the
 reply). It runs once on a quorum queue (the queue type fleet declares by default) and
-once on a classic queue. Dramatiq: its RabbitMQ broker (publisher confirms on) and its
-Results middleware over `bench.dramatiq_tasks.AMQPResults`, workers started with the
-`dramatiq` CLI; W1 and W2 as for fleet (one `send` per task, then every result), W3,
-and the idle CPU of its pool.
+once on a classic queue. Dramatiq: its RabbitMQ broker (twice: with publisher confirms,
+and with its defaults, without them) and its Results middleware over
+`bench.dramatiq_tasks.AMQPResults`, workers started with the `dramatiq` CLI; W1 and W2
+as for fleet (one `send` per task, then every result), W3, and the idle CPU of its pool.
 
 Contract: each function records into the `Recorder`s it is given; queues are fresh
 per run and deleted at the end; worker pools are stopped by PID.
@@ -29,7 +29,16 @@ from typing import Any
 import pika
 
 from bench.configs import fresh_name
-from bench.measure import CpuMeter, Plan, Recorder, broker_pids, idle_cpu_percent, percentile
+from bench.measure import (
+    THREADED,
+    CpuMeter,
+    Plan,
+    Recorder,
+    broker_pids,
+    idle_cpu_percent,
+    percentile,
+    threaded_rate,
+)
 from bench.procs import Pool, python_module
 
 TIMEOUT = 300.0
@@ -210,6 +219,14 @@ def _dramatiq_w1(dt: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:
         rec.add("throughput", "tasks/s", n / (done - start), "higher")
         rec.add("submit rate", "tasks/s", n / (submitted - start), "higher")
         cpu.record(rec, n)
+        rate = threaded_rate(
+            plan.producer_threads,
+            n,
+            lambda part: [
+                m.get_result(block=True, timeout=MS) for m in [dt.noop.send(i) for i in part]
+            ],
+        )
+        rec.add(THREADED, "tasks/s", rate, "higher")
 
 
 def _dramatiq_w2(dt: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:
@@ -266,9 +283,10 @@ def _delete_queues(url: str, queues: list[str]) -> None:
         connection.close()
 
 
-def dramatiq_env(url: str) -> dict[str, str]:
+def dramatiq_env(url: str, confirm: bool) -> dict[str, str]:
     return {
         "BENCH_AMQP_URL": url,
+        "BENCH_DRAMATIQ_CONFIRM": "1" if confirm else "0",
         "BENCH_DRAMATIQ_QUEUE": fresh_name("bench-dramatiq").replace("-", "_"),
         "BENCH_RESULTS_QUEUE": fresh_name("bench-dramatiq-results"),
         "PYTHONPATH": os.pathsep.join(

@@ -63,6 +63,18 @@ def run(spec: dict[str, Any], recorders: dict[tuple[str, str], Recorder]) -> Non
                 set(workloads),
                 logs,
             )
+    elif system.kind == "celery":
+        from bench.celery_run import celery_run
+
+        env = {k: v for k, v in os.environ.items() if k.startswith("BENCH_")}
+        celery_run(
+            spec["rabbitmq_url"],
+            plan,
+            lambda w: recorder(system.name, w),
+            set(workloads),
+            logs,
+            env,
+        )
     else:
         from bench.baselines import dramatiq_run
 

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
-ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "signing")
-"""`triggers` (bench.trigger_load) runs on the embedded stack only; `signing`
-(bench.signing_load) on the embedded stack and on RabbitMQ + SQLite."""
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale", "workflows", "metrics", "signing")
+"""`triggers` (bench.trigger_load), `workflows` (bench.workflow_load) and `metrics`
+(bench.metrics_load) run on the embedded stack only; `stale` (bench.stale_copies) on
+RabbitMQ only; `signing` (bench.signing_load) on the embedded stack and on RabbitMQ +
+SQLite."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class System:
     name: str
     label: str
     kind: str
-    """'fleet', 'pika' or 'dramatiq'."""
+    """'fleet', 'pika', 'dramatiq' or 'celery'."""
     workloads: tuple[str, ...]
     broker: str = ""
     """fleet only: 'sqlite' or 'rabbitmq'."""
@@ -35,6 +37,11 @@ class System:
     """fleet only: 'sqlite' or 'mongo'."""
     queue_type: str = "quorum"
     """fleet on RabbitMQ: the type of its queue (fleet's default is quorum)."""
+    settings: tuple[tuple[str, str], ...] = ()
+    """fleet only: extra `FLEET__<KEY>` settings of this configuration."""
+    variant: str = ""
+    """Baselines: 'confirms' (Dramatiq with publisher confirms), 'reliable' (Celery with
+    acks_late + reject_on_worker_lost); '' for their defaults."""
 
     @property
     def needs_rabbitmq(self) -> bool:
@@ -57,12 +64,19 @@ class System:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("embedded", "fleet embedded (SQLite)", "fleet", ALL_WORKLOADS, "sqlite", "sqlite"),
+        System(
+            "embedded",
+            "fleet embedded (SQLite)",
+            "fleet",
+            (*FLEET_WORKLOADS, "triggers", "workflows", "metrics", "signing"),
+            "sqlite",
+            "sqlite",
+        ),
         System(
             "rabbitmq-sqlite",
             "fleet RabbitMQ + SQLite",
             "fleet",
-            (*FLEET_WORKLOADS, "signing"),
+            (*FLEET_WORKLOADS, "stale", "signing"),
             "rabbitmq",
             "sqlite",
         ),
@@ -78,9 +92,34 @@ SYSTEMS: dict[str, System] = {
             "sqlite",
             "classic",
         ),
+        # The call waits for RabbitMQ's confirm (the behaviour before publish_confirm).
+        System(
+            "rabbitmq-wait",
+            "fleet RabbitMQ + SQLite, confirm awaited by the call",
+            "fleet",
+            ("W1", "W2"),
+            "rabbitmq",
+            "sqlite",
+            settings=(("PUBLISH_CONFIRM", "wait"),),
+        ),
         System("rabbitmq-mongo", "fleet RabbitMQ + MongoDB", "fleet", (), "rabbitmq", "mongo"),
         System("pika", "raw pika", "pika", ("W1", "W2")),
-        System("dramatiq", "Dramatiq", "dramatiq", ("W1", "W2", "W3", "idle")),
+        System(
+            "dramatiq",
+            "Dramatiq (confirms)",
+            "dramatiq",
+            ("W1", "W2", "W3", "idle"),
+            variant="confirms",
+        ),
+        System("dramatiq-defaults", "Dramatiq defaults", "dramatiq", ("W1", "W2")),
+        System("celery", "Celery defaults", "celery", ("W1", "W2")),
+        System(
+            "celery-reliable",
+            "Celery acks_late + reject_on_worker_lost",
+            "celery",
+            ("W1", "W2"),
+            variant="reliable",
+        ),
     )
 }
 
@@ -108,4 +147,5 @@ def fleet_env(
         "FLEET__DEFAULT_QUEUE": queue,
         "FLEET__LOG_LEVEL": "WARNING",
     }
+    env.update((f"FLEET__{key}", value) for key, value in system.settings)
     return env

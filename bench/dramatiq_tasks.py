@@ -2,8 +2,8 @@
 
 Job: define `noop` and `sleeper` as Dramatiq actors that store their results, for the
 harness (producer) and for `dramatiq bench.dramatiq_tasks` workers, configured from the
-environment: `BENCH_AMQP_URL`, `BENCH_DRAMATIQ_QUEUE` (a fresh queue per run) and
-`BENCH_RESULTS_QUEUE`.
+environment: `BENCH_AMQP_URL`, `BENCH_DRAMATIQ_QUEUE` (a fresh queue per run),
+`BENCH_RESULTS_QUEUE` and `BENCH_DRAMATIQ_CONFIRM` ("1": publisher confirms on).
 
 Why a custom result backend: Dramatiq ships result backends for Redis and Memcached
 (and an in-process stub), none of which runs here. `AMQPResults` is the smallest honest
@@ -13,8 +13,10 @@ a notification, as fleet's are); the producer consumes that queue on a thread an
 wakes the caller blocked in `get_result` (push, where the Redis backend would block in
 BLPOP). It costs Dramatiq one extra publish per task, about what a Redis SET would.
 
-The broker publishes with confirms (`confirm_delivery=True`), the same guarantee fleet
-gives its callers; Dramatiq's default is to publish without them.
+Two configurations: with `BENCH_DRAMATIQ_CONFIRM=1` the broker publishes with confirms
+(`confirm_delivery=True`, the guarantee fleet gives its callers); otherwise Dramatiq's
+default, without them (a `send` that returned may be lost if RabbitMQ goes down), as
+users run it.
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ class AMQPResults(ResultBackend):
 URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 QUEUE = os.environ.get("BENCH_DRAMATIQ_QUEUE", "bench")
 results = AMQPResults(URL, os.environ.get("BENCH_RESULTS_QUEUE", "bench-results"))
-broker = RabbitmqBroker(url=URL, confirm_delivery=True)
+CONFIRM = os.environ.get("BENCH_DRAMATIQ_CONFIRM", "0") == "1"
+broker = RabbitmqBroker(url=URL, confirm_delivery=CONFIRM)
 broker.add_middleware(Results(backend=results))
 dramatiq.set_broker(broker)
 

@@ -20,6 +20,8 @@ from typing import Any
 from fleet.testing._procs import process_tree
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+THREADED = "throughput, producer threads"
+"""W1's metric with `Plan.producer_threads` producer threads."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class Plan:
     rt_single: int = 20
     rt_batch: int = 100
     cron_ticks: int = 20
+    stale_tasks: int = 100_000
+    stale_batch: int = 1000
+    producer_threads: int = 8
+    """W1 is also run with this many producer threads, each calling its share."""
+    wf_steps: int = 200
 
     @classmethod
     def quick(cls) -> Plan:
@@ -60,6 +67,8 @@ class Plan:
             rt_single=5,
             rt_batch=20,
             cron_ticks=3,
+            stale_tasks=5000,
+            wf_steps=50,
         )
 
     @property
@@ -152,6 +161,38 @@ def percentile(values: Iterable[float], pct: float) -> float:
     ordered = sorted(values)
     rank = max(1, -(-len(ordered) * pct // 100))
     return ordered[int(rank) - 1]
+
+
+def threaded_rate(threads: int, total: int, work: Callable[[range], list[Any]]) -> float:
+    """Tasks per second of `total` tasks split over `threads` producer threads: each
+    thread runs `work(its range)` (submit one call at a time, then wait for its own
+    results, which `work` returns in order); a wrong or missing value raises."""
+    import threading
+
+    chunks = [range(total * i // threads, total * (i + 1) // threads) for i in range(threads)]
+    got: list[list[Any] | BaseException] = [[] for _ in chunks]
+    start_gate = threading.Barrier(threads + 1)
+
+    def run(index: int) -> None:
+        start_gate.wait()
+        try:
+            got[index] = work(chunks[index])
+        except BaseException as exc:
+            got[index] = exc
+
+    pool = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    start_gate.wait()
+    start = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    took = time.perf_counter() - start
+    for chunk, values in zip(chunks, got, strict=True):
+        if isinstance(values, BaseException):
+            raise values
+        assert values == list(chunk), "threaded W1 returned wrong values"
+    return total / took
 
 
 def timed(fn: Callable[[], Any]) -> float:

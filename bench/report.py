@@ -18,21 +18,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.configs import SYSTEMS
-from bench.measure import Plan, Recorder, Sample
+from bench.measure import THREADED, Plan, Recorder, Sample
 
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 LABELS = {
     "embedded": "fleet embedded (SQLite)",
     "rabbitmq-sqlite": "fleet RabbitMQ + SQLite",
     "rabbitmq-classic": "fleet RabbitMQ (classic queue) + SQLite",
+    "rabbitmq-wait": "fleet RabbitMQ, confirm awaited",
     "rabbitmq-mongo": "fleet RabbitMQ + MongoDB",
     "pika-quorum": "raw pika (quorum)",
     "pika-classic": "raw pika (classic)",
-    "dramatiq": "Dramatiq",
+    "dramatiq": "Dramatiq (confirms)",
+    "dramatiq-defaults": "Dramatiq defaults",
+    "celery": "Celery defaults",
+    "celery-reliable": "Celery acks_late",
 }
 ROWS = [
     ("W1", "throughput", "W1 throughput, one call per task"),
     ("W1", "submit rate", "W1 submit rate alone"),
+    ("W1", THREADED, "W1 throughput, 8 producer threads"),
     ("W1", "worker CPU per task", "W1 CPU per task: worker pool"),
     ("W1", "producer CPU per task", "W1 CPU per task: producer (all threads)"),
     ("W1", "RabbitMQ CPU per task", "W1 CPU per task: RabbitMQ node"),
@@ -54,6 +59,23 @@ ROWS = [
     ("signing", "W1 throughput, signed", "W1 throughput, messages signed (HMAC-SHA256)"),
     ("signing", "overhead, signed", "W1 slowdown with signed messages"),
     ("signing", "sign + check per message", "Signing: sign + check CPU per message"),
+    ("stale", "throughput", "Batches of 1,000 waited one by one: throughput"),
+    ("stale", "stale copies left", "Stale copies left in the queue after the run"),
+    ("stale", "drain time", "Time for the stale copies to be dropped"),
+    ("stale", "backlog after", "Backlog figure once all finished (fleet.backlog)"),
+    ("workflows", "per-step overhead", "Workflow per-step overhead vs plain tasks"),
+    ("workflows", "replay 1000 steps", "Workflow replay, 1,000 recorded steps"),
+    ("workflows", "replay engine 1000 steps", "Workflow replay engine alone, 1,000 steps"),
+    ("metrics", "W1 throughput, metrics off", "W1 throughput, metrics off"),
+    ("metrics", "W1 throughput, metrics on", "W1 throughput, `--metrics-port` on"),
+    ("metrics", "overhead, metrics", "W1 slowdown with Prometheus metrics"),
+    ("metrics", "worker CPU per task, metrics off", "W1 worker CPU per task, metrics off"),
+    ("metrics", "worker CPU per task, metrics on", "W1 worker CPU per task, metrics on"),
+    ("metrics", "worker CPU overhead, metrics", "W1 worker CPU per task added by metrics"),
+    ("metrics", "producer CPU per task, metrics off", "W1 producer CPU per task, metrics off"),
+    ("metrics", "producer CPU per task, metrics on", "W1 producer CPU per task, metrics on"),
+    ("metrics", "worker hooks CPU per invocation, metrics", "Metrics hooks alone: worker CPU"),
+    ("metrics", "producer hooks CPU per invocation, metrics", "Metrics hooks alone: producer CPU"),
 ]
 
 
@@ -175,7 +197,31 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         found += [
             _ratio_target(
                 results,
-                f"{label} W1 vs Dramatiq",
+                f"{label} W1 vs Dramatiq defaults",
+                (mine, "W1", "throughput"),
+                ("dramatiq-defaults", "W1", "throughput"),
+                1.0,
+                True,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W1, 8 producer threads, vs Dramatiq defaults",
+                (mine, "W1", THREADED),
+                ("dramatiq-defaults", "W1", THREADED),
+                1.0,
+                True,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W2 p50 vs Dramatiq defaults",
+                (mine, "W2", "p50"),
+                ("dramatiq-defaults", "W2", "p50"),
+                1.0,
+                False,
+            ),
+            _ratio_target(
+                results,
+                f"{label} W1 vs Dramatiq (confirms)",
                 (mine, "W1", "throughput"),
                 (theirs, "W1", "throughput"),
                 1.0,
@@ -199,7 +245,7 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
             ),
         ]
         if info:
-            for target in found[-3:]:
+            for target in found[-6:]:
                 target.status = f"info ({target.status})"
     for system in fleet_systems:
         if "W3" not in SYSTEMS[system].workloads:
@@ -217,7 +263,14 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         found.append(_value_target(results, f"Idle, {label}", (system, "idle", "CPU"), 1.0, False))
     found += [
         _value_target(
-            results, "Embedded W1 throughput", ("embedded", "W1", "throughput"), 1500, True
+            results,
+            "RabbitMQ worker CPU per task (us)",
+            ("rabbitmq-sqlite", "W1", "worker CPU per task"),
+            250,
+            False,
+        ),
+        _value_target(
+            results, "Embedded W1 throughput", ("embedded", "W1", "throughput"), 5500, True
         ),
         _value_target(results, "Embedded W2 p50 (ms)", ("embedded", "W2", "p50"), 5.0, False),
         _value_target(
@@ -229,9 +282,37 @@ def targets(results: Results, fleet_systems: Iterable[str], plan: Plan) -> list[
         ),
         _value_target(
             results,
+            "Embedded W1 slowdown with Prometheus metrics (%)",
+            ("embedded", "metrics", "overhead, metrics"),
+            5.0,
+            False,
+        ),
+        _value_target(
+            results,
             "Embedded cron tick to run p50 (ms)",
             ("embedded", "triggers", "cron delay p50"),
             1000.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "RabbitMQ + SQLite stale copies left after the `stale` run",
+            ("rabbitmq-sqlite", "stale", "stale copies left"),
+            0.0,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded workflow per-step overhead (x plain tasks)",
+            ("embedded", "workflows", "per-step overhead"),
+            1.3,
+            False,
+        ),
+        _value_target(
+            results,
+            "Embedded replay of 1,000 recorded steps (s)",
+            ("embedded", "workflows", "replay 1000 steps"),
+            0.5,
             False,
         ),
     ]
@@ -275,10 +356,12 @@ METHOD = """\
   process tree (supervisor and workers) over {idle:g} s, as % of one core. Triggers
   (embedded only, `bench/trigger_load.py`): W1 with no triggers and with 100 triggers
   watching tasks that never run, alternating; the delay from a cron tick (a trigger
-  firing every second) to the start of the invocation it started. Signing
-  (`bench/signing_load.py`, embedded and RabbitMQ + SQLite): W1 with messages unsigned
-  and signed (HMAC-SHA256, two keys listed), a pool per side, sides alternated; and the
-  CPU to sign and check one W1 message, timed in the harness process.
+  firing every second) to the start of the invocation it started. Metrics (embedded
+  only, `bench/metrics_load.py`): W1 on a pool without metrics and on one with
+  `fleet worker --metrics-port` (producer with the Metrics extension), alternating.
+  Signing (`bench/signing_load.py`, embedded and RabbitMQ + SQLite): W1 with messages
+  unsigned and signed (HMAC-SHA256, two keys listed), a pool per side, sides alternated;
+  and the CPU to sign and check one W1 message, timed in the harness process.
 - CPU per task (W1): utime+stime (/proc, 10 ms ticks) over the timed section, divided
   by the tasks: of the worker pool's process tree, of the producer process (every
   thread, e.g. the one receiving results), and of the RabbitMQ node's processes. On a
@@ -289,12 +372,19 @@ METHOD = """\
   run on a quorum queue (the type fleet declares by default) and on a classic one.
   Targets compare with the quorum run; fleet also runs W1 and W2 on a classic queue
   ("info" rows), the type Dramatiq declares.
-- Dramatiq: RabbitMQ broker with `confirm_delivery=True` (the guarantee fleet gives; the
-  default is off) and the Results middleware. Its shipped result backends need Redis or
+- Dramatiq: RabbitMQ broker twice, with `confirm_delivery=True` (the guarantee fleet
+  gives) and with its defaults (no confirms, as users run it), and the Results
+  middleware. Its shipped result backends need Redis or
   Memcached, which this machine has not, so results travel over the same RabbitMQ
   (`bench.dramatiq_tasks.AMQPResults`: one extra non-confirmed publish per task, pushed
   to the waiting producer). Dramatiq declares classic queues. It runs no W4: a
   blocking wait inside an actor deadlocks a fixed pool.
+- Celery: `celery worker` with a prefork pool of {processes} children, results over
+  its `rpc://` backend (pushed to the caller's reply queue on the same RabbitMQ), twice:
+  with its defaults (ack on receipt, no publisher confirms) and with its documented
+  reliable setting (`task_acks_late` + `task_reject_on_worker_lost`).
+- W1 with producer threads: the same {w1} tasks split over 8 threads, each calling its
+  share one call at a time and then waiting for its own results.
 - State round trips: SQLite statements (`statements` counters of the state store and
   the SQLite broker; BEGIN/COMMIT not counted) per invocation, for {single} single calls
   and a batch of {batch}. The producer side is read in the harness. The worker side is

@@ -9,7 +9,7 @@ Contract:
   system that needs it; `stop_services` stops it by PID. The extra scripts run after
   that (`broker_rabbitmq` starts a node of its own), so two never run at once.
 - Order: systems without RabbitMQ first; then W1 and W2 of the RabbitMQ systems
-  (fleet, raw pika, Dramatiq) interleaved repetition by repetition, so that the ratios
+  (fleet, raw pika, Dramatiq, Celery) interleaved repetition by repetition, so that the ratios
   between them are not skewed by load that comes and goes on the machine; then their
   other workloads. A fleet child runs one workload on a fresh database and queue.
 - Before each child starts, the files that earlier runs wrote are flushed to disk
@@ -130,7 +130,11 @@ class Run:
         elif system.kind == "dramatiq":
             from bench.baselines import dramatiq_env
 
-            env = dramatiq_env(self.rabbitmq_url)
+            env = dramatiq_env(self.rabbitmq_url, confirm=system.variant == "confirms")
+        elif system.kind == "celery":
+            from bench.celery_run import celery_env
+
+            env = celery_env(self.rabbitmq_url, reliable=system.variant == "reliable")
         else:
             env = {}
         if system.needs_rabbitmq and self.rabbitmq is not None:

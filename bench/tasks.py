@@ -54,3 +54,15 @@ def counters() -> dict[str, int]:
         "state": int(getattr(runtime.state, "statements", -1)),
         "broker": int(getattr(runtime.broker, "statements", -1)),
     }
+
+
+@app.workflow
+def wf_chain(n: int) -> int:
+    """`n` sequential steps as a workflow (bench.workflow_load)."""
+    return sum(noop(i).result() for i in range(n))
+
+
+@app.task
+def plain_chain(n: int) -> int:
+    """The same `n` sequential calls from a plain task (the baseline)."""
+    return sum(noop(i).result() for i in range(n))

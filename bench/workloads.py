@@ -20,8 +20,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import signing_load, trigger_load
-from bench.measure import CpuMeter, Plan, Recorder, broker_pids, idle_cpu_percent, percentile
+from bench import signing_load, stale_copies, trigger_load, workflow_load
+from bench.measure import (
+    THREADED,
+    CpuMeter,
+    Plan,
+    Recorder,
+    broker_pids,
+    idle_cpu_percent,
+    percentile,
+    threaded_rate,
+)
 from bench.procs import Pool, fleet_pool
 from fleet.invocation import Group
 
@@ -73,6 +82,12 @@ def w1(tasks: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:
         assert values == list(range(n)), "W1 batch returned wrong values"
         rec.add("batch throughput", "tasks/s", n / (done - start), "higher")
         rec.add("batch submit rate", "tasks/s", n / (submitted - start), "higher")
+        rate = threaded_rate(
+            plan.producer_threads,
+            n,
+            lambda part: Group([tasks.noop(i) for i in part]).results(TIMEOUT),
+        )
+        rec.add(THREADED, "tasks/s", rate, "higher")
 
 
 def w2(tasks: ModuleType, plan: Plan, rec: Recorder, pool: Pool) -> None:
@@ -188,6 +203,8 @@ WORKLOADS: dict[str, Callable[[ModuleType, Plan, Recorder, Pool], None]] = {
     "idle": idle,
     "rt": rt,
     "triggers": trigger_load.triggers,
+    "stale": stale_copies.stale,
+    "workflows": workflow_load.workflows,
 }
 
 
@@ -201,6 +218,14 @@ def run(workload: str, plan: Plan, rec: Recorder, log_path: Path, env: dict[str,
         finally:
             tasks.app.close()
             delete_queues(env)
+        return
+    if workload == "metrics":  # two kinds of pools, started by the workload itself
+        from bench import metrics_load
+
+        try:
+            metrics_load.run(tasks, plan, rec, log_path, env)
+        finally:
+            tasks.app.close()
         return
     processes = 1 if workload == "rt" else plan.processes
     pool = fleet_pool(processes, plan.threads, env, log_path, APP)

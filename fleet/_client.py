@@ -41,14 +41,19 @@ class Client(ABC):
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
         ids: Sequence[str] | None = None,
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call (run it, inline), under
         the given invocation `ids` if any (one per call; an id already registered is
-        refused)."""
+        refused), with the idempotency `keys` if any (one per call, '' for none). A
+        call an extension reuses gets a handle on the existing invocation."""
 
     @abstractmethod
     async def asubmit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """`submit` from async code, without blocking the event loop."""
 

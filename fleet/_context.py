@@ -4,6 +4,13 @@ Job: let `Invocation.result()` and task calls made inside a task know that they 
 worker, on behalf of which invocation, so that waiting pauses the invocation (and frees
 its slot) and sub-invocations record their parent. Contract: `current()` is None outside
 a worker (producers, inline mode); the worker sets it around each task run.
+
+Two seams for code that runs a task body under a runtime of its own (`fleet.workflows`):
+- `intercept(submitter)`: while set, `Fleet.submit` of calls without preset ids hands
+  them to the submitter (which records them, and submits them with ids of its own).
+- `Suspend(due, reason)`: raised out of a task body, it ends the attempt without an
+  outcome: the worker holds the invocation (RETRY until `due`, its attempt given back)
+  and frees the slot and thread; it runs again when due or when released earlier.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from fleet._envelope import Outcome
@@ -51,3 +58,37 @@ def enter(execution: Execution | None) -> object:
 
 def leave(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]  # token from enter()
+
+
+class Suspend(BaseException):
+    """End this attempt without an outcome; run the invocation again at `due` (epoch
+    seconds) or when released earlier. See the module docstring."""
+
+    def __init__(self, due: float, reason: str) -> None:
+        super().__init__(f"suspended until {due:.3f}: {reason}")
+        self.due = due
+        self.reason = reason
+
+
+class Submitter(Protocol):
+    """Takes over `Fleet.submit` for calls made under it (see `intercept`)."""
+
+    def submit(self, task: Any, bounds: Sequence[Any], due: float | None) -> list[Any]:
+        """Submit (or find again) the calls; return their handles."""
+
+
+_submitter: ContextVar[Submitter | None] = ContextVar("fleet_submitter", default=None)
+
+
+def submitter() -> Submitter | None:
+    return _submitter.get()
+
+
+def intercept(submitter: Submitter | None) -> object:
+    """Make `submitter` take the submits of this context (None: stop); a token for
+    `release`."""
+    return _submitter.set(submitter)
+
+
+def release(token: object) -> None:
+    _submitter.reset(token)  # type: ignore[arg-type]  # token from intercept()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgpack
 
 from fleet.errors import SerializationError
+from fleet.extensions import hold_memo
 from fleet.state import ErrorInfo, InvocationRecord
 from fleet.status import Status
 
@@ -42,23 +43,28 @@ class Envelope:
     failed to import there in the dead-letter reason."""
     attempt: int = 0
     """Attempts started before this delivery (retries and recovered runs)."""
+    created: float = 0.0
+    """When the invocation was registered; set when a held invocation is published
+    again (0: not known, the claim's time stands in)."""
+    memo: str = ""
+    """The memo of the extension's hold it comes back from (`fleet.extensions.Hold`)."""
 
 
 def pack(env: Envelope) -> bytes:
-    packed: bytes = msgpack.packb(
-        [
-            VERSION,
-            env.id,
-            env.task,
-            env.args,
-            env.codec,
-            env.reply_to,
-            env.parent,
-            env.module,
-            env.attempt,
-        ],
-        use_bin_type=True,
-    )
+    fields = [
+        VERSION,
+        env.id,
+        env.task,
+        env.args,
+        env.codec,
+        env.reply_to,
+        env.parent,
+        env.module,
+        env.attempt,
+    ]
+    if env.created or env.memo:  # only released holds carry them: others stay as short
+        fields += [env.created, env.memo]
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
     return packed
 
 
@@ -67,14 +73,21 @@ def unpack(body: bytes) -> Envelope:
         data = msgpack.unpackb(body, raw=False, use_list=True)
     except Exception as exc:
         raise SerializationError(f"message body is not a fleet envelope: {exc}") from exc
-    if not isinstance(data, list) or not data or data[0] != VERSION or len(data) != 9:
+    if not isinstance(data, list) or not data or data[0] != VERSION or len(data) not in (9, 11):
         raise SerializationError(f"message body is not a fleet envelope v{VERSION}")
-    _, id_, task, args, codec, reply_to, parent, module, attempt = data
+    _, id_, task, args, codec, reply_to, parent, module, attempt = data[:9]
     if not (isinstance(id_, str) and id_ and isinstance(task, str) and task):
         raise SerializationError("message body lacks an invocation id or task name")
     if not isinstance(args, bytes) or not isinstance(codec, str) or not isinstance(attempt, int):
         raise SerializationError("message body has malformed arguments")
-    return Envelope(id_, task, args, codec, str(reply_to), str(parent), str(module), attempt)
+    created, memo = data[9:] if len(data) == 11 else (0.0, "")
+    if not isinstance(created, int | float) or isinstance(created, bool):
+        raise SerializationError("message body has a malformed creation time")
+    if not isinstance(memo, str):
+        raise SerializationError("message body has a malformed hold memo")
+    return Envelope(
+        id_, task, args, codec, str(reply_to), str(parent), str(module), attempt, created, memo
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +157,11 @@ def join_notes(notes: list[tuple[str, bytes]], limit: int = 60 * 1024) -> list[t
 
 
 def from_record(record: InvocationRecord) -> Envelope:
-    """The envelope that (re)publishes a stored invocation."""
+    """The envelope that (re)publishes a stored invocation; one released from an
+    extension's hold (BLOCKED) carries its creation time and the hold's memo (kept in
+    the note of the change that parked it, its last history entry)."""
+    held = record.status is Status.BLOCKED
+    memo = hold_memo(record.history[-1].note) if held and record.history else ""
     return Envelope(
         record.id,
         record.task,
@@ -154,4 +171,6 @@ def from_record(record: InvocationRecord) -> Envelope:
         record.parent,
         "",
         record.attempt,
+        record.created if held else 0.0,
+        memo if held else "",
     )

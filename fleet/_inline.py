@@ -17,6 +17,10 @@ Contract:
   one call per item and aggregates their values, inline or not.
 - The last `KEEP` handles are kept in memory; nothing is written anywhere, no broker or
   state store is opened.
+- The extensions' `before_publish` applies: a call they reuse returns the handle of
+  the existing inline call (waiting for it when it still runs in another thread; one
+  that would wait on its own thread raises `WaitCycleError`). `before_claim` does not
+  (no worker claims inline calls): running and rate limits do not apply inline.
 - Not done inline: countdown and eta (a scheduled call runs at once), soft and hard
   time limits, cancellation (the call has already finished), pausing, priorities,
   dead letters, large-value blobs, `current_invocation()`.
@@ -34,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 from fleet._exceptions import error_info
 from fleet._prepare import new_id
 from fleet.codec import decode_call, encode_call
-from fleet.errors import InvocationNotFoundError, SerializationError
-from fleet.extensions import Applied, AppliedChange
+from fleet.errors import InvocationNotFoundError, SerializationError, WaitCycleError
+from fleet.extensions import Applied, AppliedChange, PublishBatch
 from fleet.invocation import InlineInvocation
 from fleet.state import ErrorInfo
 from fleet.status import HistoryEntry, Status
@@ -57,6 +61,8 @@ class InlineRunner:
         self.app = app
         self._handles: OrderedDict[str, InlineInvocation[Any]] = OrderedDict()
         self._lock = threading.Lock()
+        self._running: dict[str, tuple[threading.Event, int]] = {}
+        """Calls running now: set when each finishes, and the thread running it."""
 
     def get(self, invocation_id: str) -> InlineInvocation[Any]:
         """The handle of a recent inline call.
@@ -73,14 +79,74 @@ class InlineRunner:
         return found
 
     def run(
-        self, task: Task[Any, Any], bound: inspect.BoundArguments, invocation_id: str = ""
+        self,
+        task: Task[Any, Any],
+        bound: inspect.BoundArguments,
+        invocation_id: str = "",
+        key: str = "",
     ) -> InlineInvocation[Any]:
-        """Run one call to its outcome (under `invocation_id`, else a new id); see the
-        module docstring."""
+        """Run one call to its outcome (under `invocation_id`, else a new id; with the
+        idempotency `key`, if any); see the module docstring."""
         codec = self.app.codec
         data = encode_call(codec, task.name, bound.args, bound.kwargs, task.params)
-        args, kwargs = decode_call(codec, data)
         invocation_id = invocation_id or new_id()
+        if self.app.dispatcher.before_publish_hooks:
+            reused = self._reuse(task, data, invocation_id, key)
+            if reused is not None:
+                return reused
+        done = threading.Event()
+        with self._lock:
+            self._running[invocation_id] = (done, threading.get_ident())
+        try:
+            return self._run(task, data, invocation_id)
+        finally:
+            with self._lock:
+                del self._running[invocation_id]
+            done.set()
+
+    def _reuse(
+        self, task: Task[Any, Any], data: bytes, invocation_id: str, key: str
+    ) -> InlineInvocation[Any] | None:
+        """The handle of the call the extensions reuse for this one (`before_publish`),
+        once it finished; None to run this one."""
+        batch = PublishBatch(
+            task.name,
+            (invocation_id,),
+            (data,),
+            self.app.codec.name,
+            task.options.extensions,
+            idempotency_keys=(key,) if key else (),
+        )
+        reuses = self.app.dispatcher.before_publish(batch)
+        if not reuses:
+            return None
+        existing, reason = reuses[0].existing, reuses[0].reason
+        log.info(
+            "%s: inline call %s reuses %s (%s)",
+            task.name,
+            invocation_id,
+            existing,
+            reason,
+            extra={"invocation_id": existing, "task": task.name},
+        )
+        with self._lock:
+            running = self._running.get(existing)
+        if running is not None:
+            if running[1] == threading.get_ident():
+                raise WaitCycleError(
+                    f"{task.name}: this inline call would reuse {existing}, which is still "
+                    f"running in this very thread ({reason}): it would wait on itself"
+                )
+            running[0].wait()
+        try:
+            handle = self.get(existing)
+        except InvocationNotFoundError:  # no longer kept: run this call itself
+            return None
+        return handle
+
+    def _run(self, task: Task[Any, Any], data: bytes, invocation_id: str) -> InlineInvocation[Any]:
+        codec = self.app.codec
+        args, kwargs = decode_call(codec, data)
         history = [HistoryEntry(Status.PENDING, time.time(), "", "submitted inline")]
         try:
             encoded = self._attempts(task, invocation_id, history, args, kwargs)

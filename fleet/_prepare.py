@@ -16,7 +16,7 @@ import inspect
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from fleet import _context, _values
@@ -56,6 +56,18 @@ class Prepared:
     encoded: list[bytes]
     """Arguments as encoded (what the call key is computed from)."""
     messages: list[Message]
+
+    def only(self, keep: Sequence[str]) -> Prepared:
+        """The same calls, less those whose id is not in `keep` (in their order)."""
+        wanted = set(keep)
+        kept = [i for i, invocation_id in enumerate(self.ids) if invocation_id in wanted]
+        return replace(
+            self,
+            ids=[self.ids[i] for i in kept],
+            args=[self.args[i] for i in kept],
+            encoded=[self.encoded[i] for i in kept],
+            messages=[self.messages[i] for i in kept],
+        )
 
     def records(self) -> list[InvocationRecord]:
         history = (HistoryEntry(self.status, self.now, "", "submitted"),)

@@ -6,8 +6,8 @@ before its first publish.
 
 Contract: `declare(names)` declares the queues this runtime has not declared yet (thread
 safe), only those the queue definitions define; `close()` flushes this process's
-follow-up writes (`fleet._followup`), then closes the waiter, the broker and the state
-store.
+background publishes (`fleet._pipeline`) and follow-up writes (`fleet._followup`),
+then closes the waiter, the broker and the state store.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from fleet import _followup
+from fleet import _followup, _pipeline
 from fleet._waiter import Waiter
 from fleet.broker import Broker, open_broker
 from fleet.config import Settings
@@ -44,7 +44,8 @@ class Runtime:
                 self._declared.update(missing)
 
     def close(self) -> None:
-        _followup.close(self)  # first: it writes to the store
+        _pipeline.close(self)  # first: its confirms feed the follow-up
+        _followup.close(self)  # then: it writes to the store
         self.waiter.close()
         self.broker.close()
         self.state.close()

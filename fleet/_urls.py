@@ -152,6 +152,16 @@ def host_part(url: str) -> str:
     return _split(url)[2]
 
 
+def with_first_host(url: str) -> str:
+    """`url` with only the first host of a comma-separated host list (for parsers that
+    take one host); unchanged when it names one host."""
+    prefix, userinfo, hosts, tail = _split(url)
+    if "," not in hosts:
+        return url
+    creds = "" if userinfo is None else userinfo + "@"
+    return prefix + creds + hosts.split(",", 1)[0] + tail
+
+
 def password_of(url: str) -> str:
     """The password in `url`, percent-decoded ('' when none); what error texts must hide."""
     userinfo = _split(url)[1]

@@ -19,6 +19,9 @@ Contract:
   submitted that way are awaited on futures; while any waits longer than a second the
   state store is read (in a thread) every second as a fallback, because
   notifications are best effort.
+- A call the extensions reuse (`fleet._screen`) gets a handle on the existing
+  invocation; its outcome is notified to the process that submitted it, so here it
+  comes from the state-store fallback (within a second).
 - With any other broker, and in inline mode, the sync path runs in a thread: the same
   values, the same exceptions, the loop stays free.
 - `aclose(app)` closes the async connection of the running loop (call it on shutdown,
@@ -36,7 +39,7 @@ import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from fleet import _followup, _records, _values
+from fleet import _followup, _prepare, _records, _screen, _values
 from fleet._envelope import Outcome, unpack_notes
 from fleet._timeouts import result_timeout
 from fleet._urls import scheme_of
@@ -64,13 +67,16 @@ def _uses_rabbitmq(app: Fleet) -> bool:
 
 
 async def submit(
-    app: Fleet, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+    app: Fleet,
+    task: Task[Any, Any],
+    bounds: Sequence[inspect.BoundArguments],
+    keys: Sequence[str] = (),
 ) -> list[Invocation[Any]]:
     """Register and publish invocations (the async `Fleet.submit`)."""
     if not _uses_rabbitmq(app):
-        return await asyncio.to_thread(app.submit, task, bounds)
+        return await asyncio.to_thread(app.submit, task, bounds, None, None, keys)
     runtime = await _runtime(app)
-    return await runtime.submit(task, bounds)
+    return await runtime.submit(task, bounds, keys)
 
 
 async def results(
@@ -186,9 +192,27 @@ class _AsyncRuntime:
 
         params = broker.endpoint.params
         context = params.ssl_options.context if params.ssl_options else None
-        self.connection = await aio_pika.connect_robust(
-            host=params.host,
-            port=params.port,
+        hosts = broker.endpoint.candidates()
+        for index, (host, port) in enumerate(hosts):
+            try:
+                self.connection = await self._connect_to(broker, host, port, context)
+                break
+            except (TimeoutError, OSError, aio_pika.exceptions.AMQPError):
+                # A cluster: the next node (aio-pika's robust reconnect stays on this one).
+                broker.endpoint.failed((host, port))
+                if index == len(hosts) - 1:
+                    raise
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        queue = await self.channel.declare_queue(self.address, exclusive=True, auto_delete=True)
+        await queue.consume(self._on_reply, no_ack=True)
+
+    async def _connect_to(self, broker: RabbitMQBroker, host: str, port: int, context: Any) -> Any:
+        import aio_pika
+
+        params = broker.endpoint.params
+        return await aio_pika.connect_robust(
+            host=host,
+            port=port,
             login=params.credentials.username,
             password=params.credentials.password,
             virtualhost=params.virtual_host,
@@ -199,9 +223,6 @@ class _AsyncRuntime:
             reconnect_interval=1,
             client_properties={"connection_name": f"fleet aio pid {os.getpid()}"},
         )
-        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
-        queue = await self.channel.declare_queue(self.address, exclusive=True, auto_delete=True)
-        await queue.consume(self._on_reply, no_ack=True)
 
     async def close(self) -> None:
         if self.connection is not None:
@@ -213,13 +234,18 @@ class _AsyncRuntime:
     # -- submitting ---------------------------------------------------------------------
 
     async def submit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
-        records, messages = await asyncio.to_thread(self._register, task, bounds)
-        handles: list[Invocation[Any]] = [Invocation(self.app, r.id, task.name) for r in records]
+        messages, ids = await asyncio.to_thread(self._register, task, bounds, keys)
+        handles: list[Invocation[Any]] = [Invocation(self.app, i, task.name) for i in ids]
         for handle in handles:
             self._known[handle.id] = handle
             weakref.finalize(handle, self._outcomes.pop, handle.id, None)
+        if not messages:  # every call reused an existing invocation
+            return handles
         try:
             await self.publish(messages)
         except PublishError as exc:
@@ -232,12 +258,20 @@ class _AsyncRuntime:
         _followup.of(self.app).published(messages)  # clears their recovery deadline
         return handles
 
-    def _register(self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]) -> Any:
-        records, messages = self.app.prepare(task, bounds, reply_to=self.address)
+    def _register(
+        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments], keys: Sequence[str]
+    ) -> tuple[list[Message], list[str]]:
+        """Register the calls (those the extensions do not reuse): their messages, and
+        per call the id its handle follows (`fleet._screen`)."""
         runtime = self.app.runtime()
-        runtime.declare(sorted({m.queue for m in messages}))
-        _records.register(runtime.state, records, self.app.dispatcher)
-        return records, messages
+        prepared = _prepare.prepare(self.app, runtime, task, bounds, reply_to=self.address)
+        handles = prepared.ids
+        if self.app.dispatcher.before_publish_hooks:
+            prepared, handles = _screen.screen(self.app.dispatcher, task, prepared, keys)
+        if prepared.ids:
+            runtime.declare([prepared.queue])
+            _records.register(runtime.state, prepared.records(), self.app.dispatcher)
+        return prepared.messages, handles
 
     async def publish(self, messages: Sequence[Message]) -> None:
         import aio_pika

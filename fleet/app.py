@@ -8,9 +8,14 @@ asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
 triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
 Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
-call site before anything is written; then the messages are handed to the broker
+call site before anything is written; the extensions' `before_publish` may then reuse
+existing invocations for some calls (`fleet._screen`: those are not registered, their
+handles follow the existing ones); then the messages are handed to the broker
 (`Broker.begin_publish`), the invocation records are registered in the state store in
-one batch, and the broker's confirms are awaited. A broker that sends at once
+one batch, and the broker's confirms are awaited. On RabbitMQ with
+`publish_confirm = "background"` (the default) the records are written first and the
+call returns then, the confirms awaited by `fleet._pipeline` (where the guarantee that
+a call that returned is never lost is stated); otherwise: a broker that sends at once
 (RabbitMQ) thus confirms while the records are written, instead of after; the others
 publish only after the records are written, as before. A call returns only once every
 message is confirmed. If the publish is not confirmed, the invocations are marked
@@ -48,7 +53,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from fleet import _context, _followup, _prepare, _records, _results, aio
+from fleet import (
+    _context,
+    _decorate,
+    _followup,
+    _pipeline,
+    _prepare,
+    _records,
+    _results,
+    _screen,
+    aio,
+)
 from fleet._client import Client
 from fleet._envelope import RECORD_GRACE, Outcome
 from fleet._inline import InlineRunner
@@ -58,10 +73,9 @@ from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import (
     PublishError,
-    TaskDefinitionError,
     UnknownTaskError,
 )
-from fleet.extensions import Dispatcher, Extension, builtin
+from fleet.extensions import Dispatcher, Extension, Publish, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
@@ -70,6 +84,7 @@ from fleet.task import DirectTask, Task, TaskRef
 if TYPE_CHECKING:
     from fleet.triggers._extension import AppTriggers
     from fleet.triggers._registry import Triggers
+    from fleet.workflows import WorkflowRun, Workflows
 
 __all__ = ["Fleet", "Runtime"]  # Runtime: the worker's modules type with it from here
 log = logging.getLogger(__name__)
@@ -106,7 +121,7 @@ class Fleet(Client):
         self._runtime: Runtime | None = None
         self._lock = threading.Lock()
         self._inline = InlineRunner(self)
-        self.dispatcher = Dispatcher([*builtin(), *extensions])
+        self.dispatcher = Dispatcher([*builtin(self.settings, extensions), *extensions])
         self.dispatcher.bind(self)
 
     def __repr__(self) -> str:
@@ -131,28 +146,21 @@ class Fleet(Client):
         return self._decorate(DirectTask, func, options)
 
     def _decorate(self, cls: type[Task[Any, Any]], func: Any, options: dict[str, Any]) -> Any:
-        direct_only = sorted({"parallel_func", "aggregate_func", "direct_timeout"} & set(options))
-        if cls is Task and direct_only:
-            raise TaskDefinitionError(f"{'/'.join(direct_only)}: options of direct_task only")
+        return _decorate.decorator(self, cls, func, options)
 
-        def wrap(f: Callable[..., Any]) -> Task[Any, Any]:
-            if not callable(f) or inspect.isclass(f):
-                raise TaskDefinitionError(f"@task needs a function, got {f!r}")
-            if inspect.iscoroutinefunction(f):
-                raise TaskDefinitionError(f"{f.__qualname__!r} is async; tasks are plain functions")
-            owners = self.dispatcher.option_owners
-            task = cls(self, f, {k: v for k, v in options.items() if k not in owners})
-            owned = {k: v for k, v in options.items() if k in owners}
-            if owned:  # an extension's own options, checked by it when it uses them
-                task.options = replace(task.options, extensions=owned)
-            self.queues.check_task(task.name, task.options.queue)  # a checked contract
-            existing = self.tasks.get(task.name)
-            if existing is not None and existing.func is not f:
-                log.debug("task %s redefined", task.name)
-            self.tasks[task.name] = task
-            return task
+    # -- workflows (fleet.workflows, a built-in extension) ------------------------------
 
-        return wrap if func is None else wrap(func)
+    def workflow(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Make `func` a durable workflow: a task whose body is replayed from its recorded
+        history after a crash or a retry (see `fleet.workflows`)."""
+        return self._workflows().decorate(func, options)
+
+    def workflow_run(self, invocation_id: str) -> WorkflowRun:
+        """A handle on a workflow invocation: data, history, signals, result, cancel."""
+        return self._workflows().run(invocation_id)
+
+    def _workflows(self) -> Workflows:
+        return cast("Workflows", self.dispatcher.option_owners["force_new_workflow"])
 
     # -- triggers (fleet.triggers, the built-in extension) ------------------------------
 
@@ -213,13 +221,18 @@ class Fleet(Client):
         bounds: Sequence[inspect.BoundArguments],
         due: float | None = None,
         ids: Sequence[str] | None = None,
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """Register and publish one invocation per bound call; see the module docstring.
         Under the given invocation `ids`, if any (one per call; a registered one is
         refused with a `StateError`: a trigger's recovery submits with the id it chose).
+        `keys`: idempotency keys, one per call ('' for none). The extensions may reuse
+        existing invocations for some calls (`before_publish`): those calls' handles
+        follow the existing invocation, and nothing of them is registered.
 
         Raises:
             ArgumentEncodingError: an argument cannot be encoded (nothing was written).
+            ExtensionError: an extension refused the calls (nothing was registered).
             PublishError: the publish was not confirmed; the invocations are FAILED.
             RegistrationUnknownError: the state store failed while registering and some
                 invocations may have been registered anyway and may still run (their
@@ -227,14 +240,29 @@ class Fleet(Client):
             StateError: the state store failed while registering; whatever it may have
                 written was made final and will never run.
         """
+        if ids is None:
+            submitter = _context.submitter()  # a workflow records its calls (fleet.workflows)
+            if submitter is not None:
+                return submitter.submit(task, bounds, due)
         if self.settings.inline:
             preset = ids or [""] * len(bounds)
-            return [self._inline.run(task, b, i) for b, i in zip(bounds, preset, strict=True)]
+            given = keys or [""] * len(bounds)
+            return [
+                self._inline.run(task, b, i, k)
+                for b, i, k in zip(bounds, preset, given, strict=True)
+            ]
         runtime = self.runtime()
         prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
+        handles = prepared.ids
+        if self.dispatcher.before_publish_hooks:  # may reuse existing invocations
+            prepared, handles = _screen.screen(self.dispatcher, task, prepared, keys)
         ids = prepared.ids
-        runtime.waiter.watch(ids)
-        if due is None:
+        runtime.waiter.watch(handles)
+        if len(ids) < len(handles):
+            _screen.deliver_final(runtime, _screen.outside(prepared, handles))
+        if not ids:
+            pass  # every call reused an existing invocation
+        elif due is None:
             self._register_and_publish(runtime, prepared)
         else:
             _records.register(runtime.state, prepared.records(), self.dispatcher)
@@ -242,7 +270,7 @@ class Fleet(Client):
         execution = _context.current()
         if execution is not None:
             execution.children.extend(ids)
-        return [Invocation(self, i, task.name, watched=True) for i in ids]
+        return [Invocation(self, i, task.name, watched=True) for i in handles]
 
     def send(
         self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
@@ -286,15 +314,39 @@ class Fleet(Client):
         return self.submit(task, [task.bind(args, kwargs)])[0]
 
     async def asubmit(
-        self, task: Task[Any, Any], bounds: Sequence[inspect.BoundArguments]
+        self,
+        task: Task[Any, Any],
+        bounds: Sequence[inspect.BoundArguments],
+        keys: Sequence[str] = (),
     ) -> list[Invocation[Any]]:
         """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
-        return await aio.submit(self, task, bounds)
+        return await aio.submit(self, task, bounds, keys)
 
     def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
+        """Register while the broker confirms (inside the `around_publish` hooks)."""
+        if not self.dispatcher.around_publish_hooks:
+            self._send(runtime, prepared, prepared.messages)
+            return
+        publish = Publish(prepared.task, tuple(prepared.ids), prepared.queue)
+
+        def proceed() -> None:
+            extra = publish.headers
+            messages = prepared.messages
+            if extra:
+                messages = [replace(m, headers={**m.headers, **extra}) for m in messages]
+            self._send(runtime, prepared, messages)
+
+        self.dispatcher.around_publish(publish, proceed)
+
+    def _send(
+        self, runtime: Runtime, prepared: _prepare.Prepared, messages: Sequence[Message]
+    ) -> None:
         """Register while the broker confirms; see the module docstring."""
-        messages = prepared.messages
         runtime.declare([prepared.queue])
+        if runtime.broker.sends_early and self.settings.publish_confirm == "background":
+            _records.register(runtime.state, prepared.records(), self.dispatcher)
+            _pipeline.of(self, runtime).put(messages, prepared.task)
+            return
         began = time.monotonic()
         publishing = runtime.broker.begin_publish(messages)
         try:

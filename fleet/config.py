@@ -103,6 +103,12 @@ class Settings:
     """Seconds to wait for a publisher confirm."""
     publish_retries: int = 3
     """Attempts at an unconfirmed publish before raising PublishError."""
+    publish_confirm: str = "background"
+    """When a call on RabbitMQ returns: "background" once its record is durable in the
+    state store, its publisher confirm awaited by a thread of the process (a publish
+    that fails makes the invocation FAILED with PublishError, seen on its handle; a
+    process that dies first leaves it to recovery after pending_timeout); "wait" only
+    once RabbitMQ confirmed the message (PublishError raised by the call itself)."""
     connect_timeout: float = 10.0
     """Seconds to wait when connecting to a broker or state store."""
     connect_retry: float = 0.0
@@ -159,14 +165,34 @@ class Settings:
     health_dir: str = ""
     """Folder where `fleet worker` keeps its health files (supervisor heartbeat, consumer
     state per process) for `fleet probe live|ready`; empty: none are written."""
+    monitor_token: str = ""
+    """Bearer token `fleet monitor` requires (secret; use FLEET__MONITOR_TOKEN_FILE)."""
+    monitor_auth: str = ""
+    """`user:password` for HTTP basic auth on `fleet monitor` (secret; or a _FILE)."""
+    metrics: bool = False
+    """Count and time invocations as Prometheus metrics (extra [metrics]; see
+    `fleet.monitor.metrics`). `fleet worker --metrics-port` turns it on."""
+    metrics_port: int = 0
+    """Port of the `/metrics` endpoint a worker supervisor serves (0: none)."""
+    metrics_host: str = "0.0.0.0"
+    """Address the `/metrics` endpoint listens on (all interfaces: Prometheus scrapes pods)."""
+    tracing: bool = False
+    """OpenTelemetry spans for publishing and running invocations, linked by a W3C
+    `traceparent` header (extra [otel]; see `fleet.monitor.tracing`)."""
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Per-task option overrides, keyed by task name."""
 
+
+SECRETS = frozenset(
+    {"monitor_token", "monitor_auth", "broker_password", "state_password", "signing_keys"}
+)
+"""Settings never shown (`fleet config show`, the monitor)."""
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 _HINTS = typing.get_type_hints(Settings)
 _CHOICES = {
     "codec": ("msgpack", "json", "pickle"),
+    "publish_confirm": ("background", "wait"),
     "log_format": ("text", "json"),
     "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
 }
@@ -441,10 +467,10 @@ def describe(loaded: LoadedSettings) -> str:
     for key in FIELDS:
         value = getattr(loaded.settings, key)
         shown = redact(value) if key.endswith("_url") else value
-        if key.endswith("_password") and value:
-            shown = "***"
         if key == "signing_keys" and value:
             shown = _key_ids(value)
+        elif key in SECRETS and value:
+            shown = "***"
         shown = dict(shown) if isinstance(shown, Mapping) else shown
         lines.append(f"{key:<{width}}  {shown!r:<40}  # {loaded.sources[key]}")
     return "\n".join(lines)

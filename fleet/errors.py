@@ -162,3 +162,21 @@ class ExtensionError(FleetError):
 
 class TriggerNotFoundError(FleetError):
     """No trigger has the id asked for (`app.triggers.get`, `fleet triggers show ID`)."""
+
+
+class WorkflowError(FleetError):
+    """Misuse of the workflow API (a helper called outside a workflow, bad arguments)."""
+
+
+class DivergenceError(WorkflowError):
+    """A replay made a different call than its history records at the same position:
+    the workflow's code changed under a running workflow (wrap the change in
+    `wf.version`) or the workflow is not deterministic."""
+
+
+class SignalTimeoutError(WorkflowError, TimeoutError):
+    """`wf.wait_signal` reached its timeout before the signal came."""
+
+
+class HistoryConflictError(StateError):
+    """A workflow history position is already taken (another attempt recorded it)."""

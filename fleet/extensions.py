@@ -13,7 +13,8 @@ Contract:
   `ExtensionError` naming the extension (a broken policy must not let work through
   silently). After-hooks (`after_change`, `on_lead`) never break the commit that
   preceded them: their exceptions are logged with the extension's name and swallowed.
-- `around_call` hooks nest in registration order: the first extension is outermost.
+- `around_call` and `around_publish` hooks nest in registration order: the first
+  extension is outermost.
 - `task_options`: the task options an extension owns (e.g. `{"triggers"}`); the core
   refuses an unknown option naming the extension that would own it.
 
@@ -21,13 +22,22 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
 
 - `bind(app)`: once, when the app is built with its extensions (`Fleet.__init__`;
   `BUILTIN` ones first, then those given as `Fleet(extensions=[...])`).
+- `check_options(task, options, signature)`: when a task is decorated with options the
+  extension owns (`Fleet.task`); not a hot-path hook.
 - `before_publish(batch)`: `Fleet.submit` after `_prepare.prepare`, before registering
   and publishing; the asyncio submit likewise. It may return `Reuse` decisions: those
   calls are not registered, and their callers get the existing invocation instead.
-- `before_claim(claims)`: `worker/process.py` `_claim`, before `state.apply(claims)`.
-  A `Hold` parks the invocation BLOCKED until its `until` (or until an extension wakes
-  it); its `memo` is kept with it and comes back in `Claim.memo` on the next claim.
-- `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`.
+- `before_claim(claims)`: `worker/intake.py` `Intake.claim`, before `state.apply(claims)`.
+  A `Hold` parks the invocation BLOCKED (in the same batch of compare-and-sets as the
+  claims) until its `until` (or until an extension wakes it), acks its message and
+  frees its slot; its `memo` is kept in the history note (`hold_note`) and comes back
+  in `Claim.memo` on the next claim (the envelope of the release carries it).
+- `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`;
+  `call.headers` are the message's headers.
+- `around_publish(publish, proceed)`: `Fleet.submit` (through `_register_and_publish`),
+  around registering and publishing a batch until the broker confirmed it; headers put
+  in `publish.headers` travel with its messages. Not called by the asyncio submit, nor
+  when recovery publishes again.
 - `after_change(applied)`: `fleet/_transitions.apply`, after the state store applied a
   batch of changes: the one place every status change goes through (app, aio,
   committer, executor, process, recovery); inline mode calls it too.
@@ -45,13 +55,15 @@ for the hook), and the parent invocation id ('' for a top-level call).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fleet.errors import ExtensionError
+from fleet.errors import ExtensionError, TaskDefinitionError
 from fleet.status import Status
 
 if TYPE_CHECKING:
@@ -114,6 +126,21 @@ class Hold:
     again (e.g. the rate-limit reservation it waits for)."""
 
 
+_MEMO = " [memo: "
+
+
+def hold_note(hold: Hold) -> str:
+    """The history note of the BLOCKED change that parks `hold`'s invocation: its
+    reason, and its memo kept where a release finds it (`hold_memo`)."""
+    return f"{hold.reason}{_MEMO}{hold.memo}]" if hold.memo else hold.reason
+
+
+def hold_memo(note: str) -> str:
+    """The memo kept in a `hold_note` ('' if none)."""
+    head, sep, tail = note.rpartition(_MEMO)
+    return tail[:-1] if sep and head and tail.endswith("]") else ""
+
+
 @dataclass(frozen=True, slots=True)
 class ClaimBatch:
     """Input of `before_claim`."""
@@ -132,6 +159,21 @@ class Call:
     attempt: int
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The headers of the message that brought the invocation (those a producer's
+    `around_publish` added, e.g. a trace context). Untrusted input from a queue."""
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Input of `around_publish`: calls of one task being registered and published."""
+
+    task: str
+    ids: tuple[str, ...]
+    queue: str
+    headers: dict[str, str] = field(default_factory=dict)
+    """A carrier: what the hooks put here before `proceed()` travels as headers with
+    every message of the batch (e.g. a W3C `traceparent`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +216,12 @@ class Extension:
     def bind(self, app: Any) -> None:
         """Called once with the app the extension serves."""
 
+    def check_options(
+        self, task: str, options: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Called when `task` is decorated with options this extension owns (only
+        those, by name); refuse bad ones by raising `TaskDefinitionError`."""
+
     def before_publish(self, batch: PublishBatch) -> Sequence[Reuse]:
         """Calls not to register (each caller gets an existing invocation instead);
         refuse the batch by raising `ExtensionError`."""
@@ -187,6 +235,11 @@ class Extension:
         """Run `proceed()` (the task function, or the next extension) and return its value."""
         return proceed()
 
+    def around_publish(self, publish: Publish, proceed: Callable[[], None]) -> None:
+        """Run `proceed()` (register and publish the batch, waiting for the broker's
+        confirms; or the next extension); exceptions of `proceed` must propagate."""
+        proceed()
+
     def after_change(self, applied: Applied) -> None:
         """React to status changes that took effect; exceptions are logged, never raised."""
 
@@ -198,21 +251,46 @@ class Extension:
         return ()
 
 
-BUILTIN: tuple[str, ...] = ("fleet.triggers._extension:AppTriggers",)
+BUILTIN: tuple[str, ...] = (
+    "fleet.triggers._extension:AppTriggers",
+    "fleet.concurrency._app:AppConcurrency",
+    "fleet.workflows._extension:Workflows",
+)
 """Extensions every app is built with, before its own, as 'module:class' (the core
 imports no capability package; each is loaded by name when an app is built)."""
+OPTIONAL: dict[str, str] = {
+    "metrics": "fleet.monitor.metrics:Metrics",
+    "tracing": "fleet.monitor.tracing:Tracing",
+}
+"""Extensions added after `BUILTIN` when their boolean setting is on (setting name ->
+'module:class'); the class is called with the app's settings."""
 
 
-def builtin() -> list[Extension]:
-    """A new instance of each `BUILTIN` extension."""
+def builtin(settings: Any = None, given: Sequence[Extension] = ()) -> list[Extension]:
+    """A new instance of each `BUILTIN` extension, then of each `OPTIONAL` one whose
+    setting is on in `settings`, unless `given` (the app's own) has one of its class."""
     found = []
     for path in BUILTIN:
         module, _, name = path.partition(":")
         found.append(getattr(importlib.import_module(module), name)())
+    for setting, path in OPTIONAL.items():
+        if settings is not None and getattr(settings, setting, False):
+            module, _, name = path.partition(":")
+            cls = getattr(importlib.import_module(module), name)
+            if not any(isinstance(ext, cls) for ext in given):
+                found.append(cls(settings))
     return found
 
 
-HOOKS = ("bind", "before_publish", "before_claim", "around_call", "after_change", "on_lead")
+HOOKS = (
+    "bind",
+    "before_publish",
+    "before_claim",
+    "around_call",
+    "around_publish",
+    "after_change",
+    "on_lead",
+)
 HOOKS_ALL = (*HOOKS, "services")
 
 
@@ -233,6 +311,7 @@ class Dispatcher:
         self.before_publish_hooks = by_hook["before_publish"]
         self.before_claim_hooks = by_hook["before_claim"]
         self.around_call_hooks = by_hook["around_call"]
+        self.around_publish_hooks = by_hook["around_publish"]
         self.after_change_hooks = by_hook["after_change"]
         self.on_lead_hooks = by_hook["on_lead"]
         self.services_hooks = by_hook["services"]
@@ -249,6 +328,40 @@ class Dispatcher:
     def bind(self, app: Any) -> None:
         for ext in self.bind_hooks:
             ext.bind(app)
+
+    def check_options(
+        self, task: str, owned: Mapping[str, Any], signature: inspect.Signature
+    ) -> None:
+        """Hand each extension the options of `task` it owns (`Extension.check_options`)."""
+        by_owner: dict[int, tuple[Extension, dict[str, Any]]] = {}
+        for option, value in owned.items():
+            ext = self.option_owners[option]
+            by_owner.setdefault(id(ext), (ext, {}))[1][option] = value
+        for ext, options in by_owner.values():
+            ext.check_options(task, options, signature)
+
+    def refuse_unknown(self, task: str, unknown: Iterable[str], core: Iterable[str]) -> None:
+        """Raise `TaskDefinitionError` naming options of `task` that neither the core nor
+        an extension owns, the options each owner knows, and a close match's owner."""
+        known = {"core": sorted(core)}
+        for option, ext in sorted(self.option_owners.items()):
+            known.setdefault(type(ext).__name__, []).append(option)
+        every = [o for names in known.values() for o in names]
+        hints = []
+        for option in sorted(unknown):
+            close = difflib.get_close_matches(option, every, n=1)
+            if close:
+                owner = self.option_owners.get(close[0])
+                who = "the core" if owner is None else type(owner).__name__
+                hints.append(f"{option!r}: did you mean {close[0]!r} (owned by {who})?")
+        raise TaskDefinitionError(
+            f"task {task!r}: unknown option(s) {sorted(unknown)}; no extension of this app "
+            f"owns them (an extension not added to Fleet(extensions=[...])?). "
+            + " ".join(hints)
+            + (" " if hints else "")
+            + "Known, by owner: "
+            + "; ".join(f"{owner}: {', '.join(names)}" for owner, names in known.items())
+        )
 
     def before_publish(self, batch: PublishBatch) -> list[Reuse]:
         reuses: list[Reuse] = []
@@ -268,6 +381,13 @@ class Dispatcher:
         for ext in reversed(self.around_call_hooks):
             proceed = _wrap(ext, call, proceed)
         return proceed()
+
+    def around_publish(self, publish: Publish, func: Callable[[], None]) -> None:
+        """Run `func` inside every `around_publish` hook, the first extension outermost."""
+        proceed = func
+        for ext in reversed(self.around_publish_hooks):
+            proceed = _wrap_publish(ext, publish, proceed)
+        proceed()
 
     def after_change(self, applied: Applied) -> None:
         if not applied.changes:
@@ -307,6 +427,12 @@ def _wrap(ext: Extension, call: Call, proceed: Callable[[], Any]) -> Callable[[]
     return lambda: ext.around_call(call, proceed)
 
 
+def _wrap_publish(
+    ext: Extension, publish: Publish, proceed: Callable[[], None]
+) -> Callable[[], None]:
+    return lambda: ext.around_publish(publish, proceed)
+
+
 __all__ = [
     "Applied",
     "AppliedChange",
@@ -317,7 +443,10 @@ __all__ = [
     "Extension",
     "ExtensionError",
     "Hold",
+    "Publish",
     "PublishBatch",
     "Reuse",
     "builtin",
+    "hold_memo",
+    "hold_note",
 ]

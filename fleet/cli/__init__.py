@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         deadletters,
         inspect,
         invocations,
+        monitor,
         probe,
         queues,
         state,
@@ -60,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    for module in (
+    modules = (
         worker,
+        monitor,
         tasks,
         inspect,
         invocations,
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         state,
         triggers,
         probe,
-    ):
+    )
+    for module in modules:
         module.add_parser(sub)
     return parser
 

@@ -32,7 +32,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     status = sub.add_parser("status", help="invocation counts, runners and queues")
     add_app_option(status)
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (queues carry their backlog: ready + due)",
+    )
     status.set_defaults(handler=show_status)
 
     check = sub.add_parser("check", help="exit 1 when this host's heartbeats are stale")
@@ -58,9 +62,9 @@ def show_status(args: argparse.Namespace) -> int:
 
     app = load(args.app)
     try:
-        report = status_report(app)
-        if args.json:
-            print(json.dumps(report, indent=2))
+        report = status_document(app)
+        if getattr(args, "json", False):
+            print(json.dumps(report, indent=2, sort_keys=True))
             return 0
         counts = report["invocations"]
         print("invocations: " + "  ".join(f"{s}={n}" for s, n in counts.items()))
@@ -71,13 +75,16 @@ def show_status(args: argparse.Namespace) -> int:
                 f"  in hand {r['in_hand']}"
             )
         print("queues:")
-        for q in report["queues"]:
+        for name, q in report["queues"].items():
             shown = "-" if q["unacked"] < 0 else str(q["unacked"])
             print(
-                f"  {q['name']:<20} pending {q['pending']:<7} ready {q['ready']:<7} "
-                f"unacked {shown:<7} consumers {q['consumers']:<4} dead {q['dead']}"
+                f"  {name:<20} pending {q['pending']:<7} ready {q['ready']:<7} "
+                f"unacked {shown:<7} consumers {q['consumers']:<4} dead {q['dead']} "
+                f"backlog {q['backlog']['total']}"
                 f"  {'  '.join(q['notes'])}".rstrip()
             )
+        print("held by concurrency control (BLOCKED):")
+        print("\n".join(held_lines(app.runtime().state)))
         print("triggers:")
         print("\n".join(trigger_lines(app.triggers)))
     finally:
@@ -85,50 +92,71 @@ def show_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_report(app: Fleet) -> dict[str, Any]:
-    """What `fleet status` shows, as JSON-ready data (also `--json`)."""
+def status_document(app: Fleet) -> dict[str, Any]:
+    """What `fleet status` shows and `fleet status --json` prints: invocation counts,
+    runners, and per queue (keyed by name) its broker figures, the PENDING invocations
+    waiting in it, operator notes and its backlog (`fleet.backlog`)."""
+    from fleet.backlog import Backlog, backlogs
     from fleet.cli.queues import queue_notes
 
     runtime = app.runtime()
-    counts = runtime.state.counts()
     now = time.time()
-    runners = []
-    for runner in sorted(runtime.state.runners(), key=lambda r: r.id):
-        age = now - runner.beat
-        stale = age > app.settings.dead_after
-        runners.append(
-            {
-                "id": runner.id,
-                "kind": runner.kind,
-                "host": runner.host,
-                "state": "stopped" if runner.stopped else ("stale" if stale else "live"),
-                "beat_age": round(age, 3),
-                "in_hand": len(runner.in_hand),
-            }
-        )
-    queues = []
+    runners = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "host": r.host,
+            "pid": r.pid,
+            "beat_age": round(now - r.beat, 3),
+            "state": "stopped"
+            if r.stopped
+            else ("stale" if now - r.beat > app.settings.dead_after else "live"),
+            "in_hand": len(r.in_hand),
+            "queues": list(r.queues),
+        }
+        for r in sorted(runtime.state.runners(), key=lambda r: r.id)
+    ]
     defined = app.queues.names()
     pending = pending_by_queue(runtime.state)
-    for name in [*defined, *sorted(set(pending) - set(defined))]:
+    found = backlogs(app, now)
+    names = [*found, *sorted(set(pending) - set(found))]
+    queues: dict[str, dict[str, Any]] = {}
+    for name in names:
         stats = runtime.broker.stats(name)
         waiting = pending.get(name, 0)
-        queues.append(
-            {
-                "name": name,
-                "defined": name in defined,
-                "pending": waiting,
-                "ready": stats.ready,
-                "unacked": stats.unacked,
-                "consumers": stats.consumers,
-                "dead": stats.dead,
-                "notes": queue_notes(stats, defined=name in defined, pending=waiting),
-            }
-        )
+        item = found.get(name)
+        queues[name] = {
+            "name": name,
+            "defined": name in defined,
+            "declared": stats.declared,
+            "ready": stats.ready,
+            "unacked": stats.unacked,
+            "consumers": stats.consumers,
+            "dead": stats.dead,
+            "pending": waiting,
+            "notes": queue_notes(stats, defined=name in defined, pending=waiting),
+            "backlog": (item or Backlog(name, max(0, stats.ready), 0)).to_json(),
+        }
     return {
-        "invocations": {s.value: n for s, n in counts.items()},
+        "invocations": {s.value: n for s, n in runtime.state.counts().items()},
         "runners": runners,
         "queues": queues,
     }
+
+
+def held_lines(state: StateStore) -> list[str]:
+    """Per task, its BLOCKED invocations: blocked by a running limit, deferred by a
+    rate limit (`fleet.concurrency.held_by_task`)."""
+    from fleet.concurrency import held_by_task
+
+    held = held_by_task(state)
+    if not held:
+        return ["  none"]
+    return [
+        f"  {task:<50} blocked {h.blocked:<6} deferred {h.deferred:<6}"
+        + (f" other {h.other}" if h.other else "")
+        for task, h in sorted(held.items())
+    ]
 
 
 PENDING_SAMPLE = 10_000

@@ -23,6 +23,7 @@ import weakref
 from typing import Any
 
 from fleet.concurrency._extension import ConcurrencyExtension
+from fleet.concurrency._held import Held, held_by_task
 from fleet.concurrency._key import concurrency_key
 from fleet.concurrency._options import OPTIONS, Limit, Mode, Policy, RateLimit, policy_of
 from fleet.concurrency._store import Grant, LimitStore, Memo, Permits
@@ -86,6 +87,7 @@ __all__ = [
     "OPTIONS",
     "ConcurrencyExtension",
     "Grant",
+    "Held",
     "Limit",
     "LimitStore",
     "Memo",
@@ -95,6 +97,7 @@ __all__ = [
     "RateLimit",
     "concurrency_key",
     "drop",
+    "held_by_task",
     "limit_store",
     "policy_of",
 ]

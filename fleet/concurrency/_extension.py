@@ -25,7 +25,9 @@ Contract:
   full: `Hold(until=now + recheck)`, the recheck being only a safety net: a release
   wakes the next waiter through `wake`), then the rate limit (`take`; a reservation in
   the future is `Hold(until=at, memo="rate:<at>")`, and the claim that comes back with
-  that memo at or after `at` runs without taking again). A deferred invocation keeps
+  that memo at or after `at`, and at most `SLACK` after it, runs without taking again;
+  the start of a run is the claim's time, `ClaimBatch.now`, which the worker records
+  as its RUNNING time). A deferred invocation keeps
   its running permit until its reservation (its start is already decided).
 - `on_lead`: every `purge_every` seconds, `purge` (expired memos, idle rate logs).
 - `after_change`: a running-limited invocation parked BLOCKED by its running limit
@@ -47,8 +49,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from fleet.codec import Codec, get_codec
+from fleet.concurrency._held import RATE_REASON, RUNNING_REASON
 from fleet.concurrency._key import bound_arguments, digest
-from fleet.concurrency._options import NO_POLICY, OPTIONS, Mode, Policy, policy_of
+from fleet.concurrency._options import NO_POLICY, OPTIONS, Mode, Policy, RateLimit, policy_of
 from fleet.concurrency._store import LimitStore, Memo
 from fleet.errors import ExtensionError
 from fleet.extensions import (
@@ -65,7 +68,12 @@ from fleet.status import FINAL, OWNED, Status
 
 log = logging.getLogger("fleet.concurrency")
 _MISSING = object()
-_RUNNING = "running_concurrency"
+SLACK = 0.05
+"""Seconds (at most; 5% of a shorter period) a deferred invocation may start after its
+reservation: reservations are spaced as if the period were that much longer, so the
+starts themselves (not only the reservations) never exceed the rate in any window.
+One that comes back later than that takes a new reservation."""
+_RUNNING = RUNNING_REASON
 """How the reason of a running-limit hold starts (`after_change` recognises it)."""
 _Won = dict[str, tuple[str, str, bytes | None]]
 """Memo key -> (owner, its value, its encoded call if at hand): what a batch decided."""
@@ -179,6 +187,10 @@ class ConcurrencyExtension(Extension):
                 self.rate_horizon = max(self.rate_horizon, found.rate.period)
             self._policies[task] = found
         return found
+
+    def invalidate(self, task: str) -> None:
+        """Forget the parsed options of `task` (it was defined again)."""
+        self._policies.pop(task, None)
 
     # -- before_publish ---------------------------------------------------------------
 
@@ -343,13 +355,16 @@ class ConcurrencyExtension(Extension):
         if rate is None:
             return None
         at = _reserved(claim.memo)
+        slack = min(SLACK, rate.period * SLACK)
+        if at is not None and now > at + slack:
+            at = None  # back too late to start under its reservation: take anew
         if at is None:
             key = "rate:" + call.key(Mode.KEYS, policy.rate_key)
-            at = self.store.take(key, rate, now=now)
+            at = self.store.take(key, RateLimit(rate.count, rate.period + slack), now=now)
         # else: its reservation, taken when it was first deferred (never taken twice)
         if at <= now:
             return None
-        reason = f"rate_limit {rate}: deferred {at - now:.3f} s"
+        reason = f"{RATE_REASON} {rate}: deferred {at - now:.3f} s"
         return Hold(claim.invocation_id, at, reason, memo=f"rate:{at!r}")
 
     # -- on_lead ------------------------------------------------------------------------

@@ -10,6 +10,13 @@ Contract:
   the URL's own `serverSelectionTimeoutMS` / `connectTimeoutMS` / `socketTimeoutMS`
   win over the options. TLS, authentication (and `authSource`), replica set and
   `mongodb+srv://` seed lists come from the URL as pymongo reads them.
+- Replica sets (`replica_settings`): writes default to write concern `majority` (a
+  committed outcome survives a failover; a URL `w=` wins, except `w=0`, refused: fleet
+  must know a claim or commit took effect); retryable writes and reads are always on
+  (`retryWrites=false` is refused: a claim retried across a failover must not be
+  lost); reads go to the primary (`readPreference` other than `primary` is refused:
+  a claim, the waiter's fallback and recovery must read their own writes, and a
+  secondary may lag behind them). Each refusal is a ConfigError naming the setting.
 - `describe(exc, ...)` words an exception for a StateError: "MongoDB at HOSTS not
   reachable within Ns (...)" for a server that cannot be selected in time; the secrets
   of the URL (`fleet._urls.secrets_of`) never appear, even if a driver message carried
@@ -90,11 +97,41 @@ def hosts_of(url: str) -> str:
     return f"{hosts} (SRV)" if url.lower().startswith("mongodb+srv://") else hosts
 
 
+_FALSE = ("false", "0", "no", "off")
+
+
+def replica_settings(url: str) -> dict[str, Any]:
+    """The client settings fleet adds to `url` for replica sets (see the module doc);
+    ConfigError for a URL setting that would break fleet's guarantees."""
+    query = {key.lower(): value for key, value in parse_qsl(urlsplit(url).query)}
+    where = f"state_url {hosts_of(url)!r}"
+    if query.get("w", "").strip() == "0":
+        raise ConfigError(
+            f"{where}: w=0 (unacknowledged writes) is not allowed: fleet must know that a "
+            "claim or a commit took effect; use w=majority (the default)"
+        )
+    if query.get("retrywrites", "true").strip().lower() in _FALSE:
+        raise ConfigError(
+            f"{where}: retryWrites=false is not allowed: a claim or commit interrupted by "
+            "a replica-set failover must be retried once, not lost; drop the setting"
+        )
+    preference = query.get("readpreference", "primary").strip()
+    if preference.lower() != "primary":
+        raise ConfigError(
+            f"{where}: readPreference={preference!r} is not allowed: claims, results and "
+            "recovery read their own writes, which a lagging secondary may not have; "
+            "use readPreference=primary (the default)"
+        )
+    settings: dict[str, Any] = {"retryWrites": True, "retryReads": True}
+    if "w" not in query:
+        settings["w"] = "majority"
+    return settings
+
+
 def client_for(url: str, options: Options) -> MongoClient[dict[str, Any]]:
     query = {key.lower() for key, _ in parse_qsl(urlsplit(url).query)}
     kwargs: dict[str, Any] = {
-        "retryWrites": True,
-        "retryReads": True,
+        **replica_settings(url),
         "appname": "fleet",
         "connect": False,
     }

@@ -95,7 +95,13 @@ from fleet.state import (
 )
 from fleet.state import _mongo_blobs as blobs
 from fleet.state import _mongo_docs as docs
-from fleet.state._mongo_conn import client_for, describe, hosts_of, parse_options
+from fleet.state._mongo_conn import (
+    client_for,
+    describe,
+    hosts_of,
+    parse_options,
+    replica_settings,
+)
 from fleet.state._mongo_schema import Names, ensure
 from fleet.state._mongo_triggers import MongoTriggers
 from fleet.status import FINAL, Status
@@ -136,6 +142,7 @@ class MongoStateStore(StateStore, MongoTriggers):
                 raise ConfigError(
                     f"state_url {self.url!r}: {scrub(str(exc), self._secrets)}"
                 ) from None
+        replica_settings(url)  # refuses w=0, retryWrites=false, secondary reads at once
 
     # -- connection and schema ----------------------------------------------------------
 

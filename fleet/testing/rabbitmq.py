@@ -18,6 +18,10 @@ Contract:
 - `wait_for_definitions(*names)` waits until durable queue definitions are on disk:
   RabbitMQ 3.10 answers declare-ok a few ms before Mnesia writes them, so a `kill()`
   right after a declare can lose the queue together with its confirmed messages.
+- Cluster members (`fleet.testing.rabbitmq_cluster`) pass `epmd_port` (an epmd they
+  share, started by the cluster; the node then starts none) and `cookie` (written to
+  the node's `$HOME/.erlang.cookie`). `ctl(*args)` runs `rabbitmqctl` against the node
+  with the node's environment and returns its output, or raises `ServiceError`.
 - The node runs as the current user (Debian's /usr/sbin wrapper would `su rabbitmq`).
   `consumer_timeout` (ms) is written to the node's rabbitmq.conf; with it set, the
   channel tick drops to 1 s so the timeout is enforced promptly.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -83,6 +88,8 @@ class RabbitMQServer:
         executable: str | None = None,
         start_timeout: float = 90.0,
         stop_timeout: float = 30.0,
+        epmd_port: int | None = None,
+        cookie: str | None = None,
     ) -> None:
         """Args:
         consumer_timeout: ms a delivery may stay unacked before the channel is closed.
@@ -90,6 +97,9 @@ class RabbitMQServer:
         executable: the rabbitmq-server script; default found by `find_rabbitmq_server`.
         start_timeout: seconds `start()` may take before it fails.
         stop_timeout: seconds a graceful stop may take before SIGKILL.
+        epmd_port: an epmd already running on 127.0.0.1 to register with (a cluster's);
+            default: the node starts its own on a port of its own.
+        cookie: the Erlang cookie (cluster members share one); default: Erlang's own.
         """
         self.consumer_timeout = consumer_timeout
         self.start_timeout = start_timeout
@@ -98,6 +108,9 @@ class RabbitMQServer:
         self._own_dir = base_dir is None
         self._keep_dir = False
         self._base_dir = base_dir
+        self._shared_epmd = epmd_port
+        self._cookie = cookie
+        self._env: dict[str, str] | None = None
         self._ports: dict[str, PortReservation] = {}
         self._node: ManagedProcess | None = None
         self._epmd: ManagedProcess | None = None
@@ -120,6 +133,8 @@ class RabbitMQServer:
 
     @property
     def epmd_port(self) -> int:
+        if self._shared_epmd is not None:
+            return self._shared_epmd
         return self._port("epmd")
 
     @property
@@ -161,9 +176,9 @@ class RabbitMQServer:
         deadline = began + self.start_timeout
         if self._base_dir is None:
             self._base_dir = Path(tempfile.mkdtemp(prefix="fleet-rabbitmq-"))
-        for name in ("amqp", "dist", "epmd"):
+        for name in ("amqp", "dist") if self._shared_epmd else ("amqp", "dist", "epmd"):
             self._ports.setdefault(name, reserve_port())
-        env = self._prepare()
+        env = self._env = self._prepare()
         try:
             self._start_epmd(env, deadline)
             self._node = ManagedProcess.start(
@@ -184,6 +199,8 @@ class RabbitMQServer:
         return self
 
     def _start_epmd(self, env: dict[str, str], deadline: float) -> None:
+        if self._shared_epmd is not None:
+            return
         if self._epmd is not None and self._epmd.is_running():
             return
         epmd = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
@@ -200,6 +217,12 @@ class RabbitMQServer:
         """Write config files and return the environment for epmd and the node."""
         base = self.base_dir
         (base / "home").mkdir(exist_ok=True)
+        if self._cookie is not None:
+            cookie = base / "home" / ".erlang.cookie"
+            if cookie.exists():
+                cookie.chmod(0o600)
+            cookie.write_text(self._cookie)
+            cookie.chmod(0o400)
         (base / "rabbitmq-env.conf").write_text("")
         (base / "enabled_plugins").write_text("[].\n")
         conf = [f"listeners.tcp.default = {_HOST}:{self.port}"]
@@ -239,6 +262,31 @@ class RabbitMQServer:
             ),
         )
         return env
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """Run `rabbitmqctl -n <node> *args` with the node's environment; its stdout."""
+        script = Path(self._executable or find_rabbitmq_server()).with_name("rabbitmqctl")
+        env = self._env
+        if env is None:
+            raise ServiceError("RabbitMQServer has not been started yet")
+        try:
+            done = subprocess.run(
+                [str(script), "-n", self.node_name, *args],
+                env=env,
+                cwd=self.base_dir,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServiceError(f"rabbitmqctl {' '.join(args)} timed out after {timeout}s") from exc
+        if done.returncode != 0:
+            raise ServiceError(
+                f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): "
+                f"{done.stderr.decode(errors='replace').strip()}"
+            )
+        return done.stdout.decode(errors="replace")
 
     def _channel_opens(self) -> bool:
         pika = _pika()

@@ -1,7 +1,8 @@
 """Entry point of a spawned worker process, and how a worker loads its app and tasks.
 
 Job: in a fresh interpreter, die with the supervisor, load the app by its import path
-(`load_app`), run a `WorkerProcess` until SIGTERM, and exit. Every `WorkerProcess`
+(`load_app`), start the extensions' per-process services (`services()`), run a
+`WorkerProcess` until SIGTERM, stop the services, and exit. Every `WorkerProcess`
 imports the modules of the app's setting `task_modules` as it starts
 (`import_task_modules`, also used by `fleet tasks`). A task module that fails to import
 does not stop the worker: its traceback is logged once per process, and the error is
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from fleet._logging import setup_logging
 from fleet.errors import UnknownTaskError
+from fleet.worker import _services
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
@@ -147,7 +149,11 @@ def child_main(
     worker.exit_on_hard_limit = True
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides
-    worker.run()
+    services = _services.start(app.dispatcher)
+    try:
+        worker.run()
+    finally:
+        _services.stop(services)
     app.close()
     if worker.hung:
         # A thread past its hard limit may still run: only leaving at once ends it.

@@ -4,6 +4,9 @@ Job: execute a claimed invocation on a pool thread and hand the resulting status
 to the committer; let a task that waits on other invocations pause.
 
 Contract:
+- The task body runs inside the extensions' `around_call` hooks (first extension
+  outermost); an app with none pays one empty-tuple check. A hook that raises fails
+  the attempt like the body would (retry rules apply).
 - The outcome is SUCCESS with the encoded value; RETRY with a due time when the
   exception matches `retry_for` and attempts remain (exponential backoff, equal
   jitter; a backoff shorter than the leader's tick is released by this process at its
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,6 +39,7 @@ from fleet._envelope import Envelope, Outcome
 from fleet._exceptions import error_info
 from fleet.codec import decode_call
 from fleet.errors import SerializationError, WaitCycleError
+from fleet.extensions import Call
 from fleet.state import Change
 from fleet.status import Status
 from fleet.task import retry_delay, retry_limit
@@ -76,6 +80,8 @@ class Running:
     resume: Change | None = None
     """A PAUSED -> RUNNING change not known to be written (the store was down): it is
     committed ahead of the outcome."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The headers of the message that brought it (for `around_call`)."""
     why: str = ""
     """Why it is no longer ours, for the log ('cancelled', 'hard time limit', ...)."""
 
@@ -159,9 +165,28 @@ class Executor:
             data = persist("loading arguments", lambda: _values.resolve(state, envelope.args))
             args, kwargs = decode_call(codec, data)
             log.debug("running %s attempt %d", envelope.task, attempt, extra=ids)
-            value = task.func(*args, **kwargs)
+            dispatcher = self.app.dispatcher
+            if dispatcher.around_call_hooks:
+                running = self.in_hand.get(envelope.id)
+                headers = running.headers if running is not None else {}
+                call = Call(envelope.id, envelope.task, attempt, args, kwargs, headers)
+                value = dispatcher.around_call(call, lambda: task.func(*args, **kwargs))
+            else:
+                value = task.func(*args, **kwargs)
         except Abandoned:
             raise
+        except _context.Suspend as suspend:  # held until due, the attempt given back
+            log.info("%s suspended: %s", envelope.task, suspend.reason, extra=ids)
+            return Change(
+                envelope.id,
+                Status.RETRY,
+                RUNNING,
+                by=self.runner_id,
+                expect_owner=self.runner_id,
+                due=suspend.due,
+                note=f"suspended: {suspend.reason}",
+                refund_attempt=True,
+            )
         except BaseException as exc:
             if self.in_hand.get(envelope.id, Running(envelope, 0)).cancelled:
                 raise Abandoned from exc

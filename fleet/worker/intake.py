@@ -8,7 +8,10 @@ return the runs of the claims won; hold messages whose record is not written yet
 Contract (steps 2 and 3 of the process's contract): the caller takes one slot per
 delivery handed to `claim`; `claim` appends the run of every claim won to `jobs` before
 anything else can raise (giving back the other slots, the ack, holding early arrivals,
-dead-lettering), so the caller hands them out whatever happens next. A claim whose
+dead-lettering), so the caller hands them out whatever happens next. The extensions'
+`before_claim` may hold some claims back: those are parked BLOCKED in the same batch of
+compare-and-sets instead (`fleet.worker._holds`), their messages acked and their slots
+given back; a refusal (`ExtensionError`) returns the deliveries to the broker. A claim whose
 outcome is unknown (the store raised, maybe after applying it) is read back once the
 store answers again. Nothing a message names is imported: tasks resolve from the app's
 registry only, and a message in another codec than the setting `codec` is refused.
@@ -20,7 +23,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +31,12 @@ from fleet._envelope import Envelope, unpack
 from fleet._exceptions import error_info
 from fleet._transitions import apply
 from fleet.broker import Consumer, Delivery
-from fleet.errors import FleetError, SerializationError, UnknownTaskError
+from fleet.errors import ExtensionError, FleetError, SerializationError, UnknownTaskError
+from fleet.extensions import Hold
 from fleet.signing import signer
 from fleet.state import Change
 from fleet.status import CLAIMABLE, Status
+from fleet.worker import _holds
 from fleet.worker._early import Early, EarlyArrivals
 from fleet.worker.child import unknown_task
 from fleet.worker.executor import Executor, Running
@@ -112,20 +117,36 @@ class Intake:
         """Claim deliveries whose slots are taken; add the runs of those won to `jobs`
         first, then give back the other slots, ack, drop the duplicates and hold those
         whose record is not there yet (`_early`)."""
+        holds: dict[str, Hold] = {}
+        at: float | None = None
+        if self.app.dispatcher.before_claim_hooks:  # may park some BLOCKED instead
+            at = time.time()
+            try:
+                holds = _holds.ask(self.app.dispatcher, self.id, runnable, at)
+            except ExtensionError:
+                self._refused(consumer, runnable)
+                return
         claims = [
             Change(env.id, Status.RUNNING, CLAIMABLE, by=self.id, count_attempt=True)
+            if env.id not in holds
+            else _holds.park(holds[env.id], self.id)
             for _, env, _ in runnable
         ]
         try:
-            won = apply(self.state, claims, self.app.dispatcher, [t.name for *_, t in runnable])
+            tasks = [t.name for *_, t in runnable]
+            won = apply(self.state, claims, self.app.dispatcher, tasks, at=at)
         except Exception:
             won = self._read_back(consumer, runnable)
         now = time.time()
         limited = False
         started = 0
-        for (_, envelope, task), ok in zip(runnable, won, strict=True):
-            if ok:
-                limited = self._take_in_hand(envelope, task, now) or limited
+        parked: list[Hold] = []
+        for (delivery, envelope, task), ok in zip(runnable, won, strict=True):
+            if ok and envelope.id in holds:
+                parked.append(holds[envelope.id])  # acked below, its slot given back
+            elif ok:
+                headers = delivery.message.headers
+                limited = self._take_in_hand(envelope, task, now, headers) or limited
                 jobs.append(partial(self.executor.run, envelope, task))
                 started += 1
         # The jobs are handed out whatever happens from here on (see `_consume`).
@@ -144,10 +165,35 @@ class Intake:
             log.debug("dropped %d duplicate deliveries", duplicates)
         for early, reason in dropped:
             self.reject(consumer, early.delivery, reason, None)
+        if parked:
+            _holds.follow_up(self.app, parked)
 
-    def _take_in_hand(self, envelope: Envelope, task: Task[Any, Any], now: float) -> bool:
+    def _refused(self, consumer: Consumer, runnable: list[Runnable]) -> None:
+        """An extension refused the claims (`before_claim` raised): run none of them;
+        give their deliveries back to the broker after a pause (the policy's store may
+        be down), as a failing state store is waited out."""
+        log.error(
+            "worker %s: an extension refused %d claim(s); returned to the queue",
+            self.id,
+            len(runnable),
+            exc_info=True,
+            extra={"invocation_id": runnable[0][1].id, "task": runnable[0][1].task},
+        )
+        self.slots.give_back(len(runnable))
+        self._pause(consumer, 1.0)
+        consumer.release([d for d, _, _ in runnable])
+
+    def _take_in_hand(
+        self,
+        envelope: Envelope,
+        task: Task[Any, Any],
+        now: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> bool:
         """Count a claimed invocation in hand; True if it has a time limit."""
         running = Running(envelope, now)
+        if headers:
+            running.headers = headers
         limits = task.options
         if limits.soft_time_limit:
             running.soft_deadline = now + limits.soft_time_limit

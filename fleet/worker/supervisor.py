@@ -3,7 +3,8 @@
 Job: start worker processes (spawn), notice at once when one dies, requeue what it
 owned, start a replacement (with backoff when it keeps crashing), recycle processes
 that did too many tasks or grew too big, write its own heartbeat, run the leader
-services thread, and shut everything down gracefully on SIGTERM.
+services thread and the extensions' per-process services (`services()`, e.g. a metrics
+exporter), and shut everything down gracefully on SIGTERM.
 
 Contract: a dead child is detected through its process sentinel (no polling), its
 RUNNING/PAUSED invocations are requeued and its heartbeat record is marked stopped
@@ -28,10 +29,10 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fleet.state import RunnerRecord
-from fleet.worker import health, recovery
+from fleet.worker import _services, health, recovery
 from fleet.worker.child import child_main
 from fleet.worker.leader import Leader
 from fleet.worker.process import EXIT_HARD_LIMIT, runner_id
@@ -69,6 +70,7 @@ class Supervisor:
         self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._ctx = multiprocessing.get_context("spawn")
         self.leader = Leader(app, self.id)
+        self.services: list[Any] = []
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -79,6 +81,7 @@ class Supervisor:
         for index in range(self.processes):
             self._start(index)
         self.leader.start()
+        self.services = _services.start(self.app.dispatcher)  # e.g. the metrics exporter
         log.info(
             "supervisor %s: %d process(es) x %d thread(s) on %s",
             self.id,
@@ -157,6 +160,7 @@ class Supervisor:
         self._recover([c.runner for c in self.children.values()], "worker shut down")
         self._mark_stopped(list(self.children.values()))
         self.leader.stop()
+        _services.stop(self.services)
         self.beat(stopped=True)
         self.app.close()
 

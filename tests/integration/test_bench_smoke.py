@@ -109,3 +109,37 @@ def test_quick_signing_bench_writes_its_rows(tmp_path: Path) -> None:
         "Signing: sign + check CPU per message",
     ):
         assert row in text
+
+
+def test_quick_metrics_bench_writes_its_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--configs",
+            "embedded",
+            "--only",
+            "metrics",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = out.glob("*-quick.md")
+    text = report.read_text()
+    for row in (
+        "W1 throughput, metrics off",
+        "W1 throughput, `--metrics-port` on",
+        "W1 slowdown with Prometheus metrics",
+        "W1 worker CPU per task added by metrics",
+        "Embedded W1 slowdown with Prometheus metrics (%)",
+    ):
+        assert row in text

@@ -51,7 +51,7 @@ def test_status_and_queue_status_as_json(
         assert set(report) == {"invocations", "runners", "queues"}
         assert sum(report["invocations"].values()) >= 1
         assert any(r["kind"] == "process" and r["state"] == "live" for r in report["runners"])
-        (default,) = [q for q in report["queues"] if q["name"] == "default"]
+        default = report["queues"]["default"]  # keyed by name
         assert default["defined"] and default["consumers"] >= 1
     code, out, _ = run(capsys, "queues", "status", "--json")
     assert code == 0

@@ -64,6 +64,8 @@ CHART_MANAGED = {
     "broker_password",
     "state_username",
     "state_password",
+    "monitor_token",  # secrets: the monitor Deployment reads them from monitor.auth's Secret
+    "monitor_auth",
 }
 SUPERVISOR_REAP = 10  # seconds the supervisor waits for its processes after shutdown_grace
 
@@ -700,7 +702,7 @@ def test_dockerfile_builds_a_small_non_root_worker_image() -> None:
     assert args["PYTHON_IMAGE"].startswith("python:3.11-slim")
     final = steps[stages[-1] :]
     build = steps[: stages[-1]]
-    assert any(op == "RUN" and '".[rabbitmq,mongo]"' in a for op, a in build)
+    assert any(op == "RUN" and '".[rabbitmq,mongo,metrics]"' in a for op, a in build)
     # Pinned dependencies are installed before the sources are copied (layer cache).
     copies = [a for op, a in build if op == "COPY"]
     runs = [a for op, a in build if op == "RUN"]

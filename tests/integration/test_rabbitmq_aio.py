@@ -106,6 +106,25 @@ async def test_task_exceptions_and_timeouts(app: Fleet) -> None:
         await rabbitmq_tasks.TASKS["quick"].acall("a", "b")
 
 
+async def test_reused_calls_follow_the_existing_invocation(app: Fleet) -> None:
+    held = app.task(registration_concurrency="TASK")(rabbitmq_tasks.hold)
+    rabbitmq_tasks.RELEASE.clear()
+    try:
+        first = await held.acall(30)
+        again = await held.acall(30)  # still running: this call gets that invocation
+        assert again.id == first.id
+    finally:
+        rabbitmq_tasks.RELEASE.set()
+    assert await again.aresult(timeout=30) == "released"
+    quick = rabbitmq_tasks.TASKS["quick"]
+    one = await quick.call_with(idempotency_key="aio-k").acall(1)
+    assert await one.aresult(timeout=30) == 2
+    two = await quick.call_with(idempotency_key="aio-k").acall(1)  # after it finished
+    assert two.id == one.id and await two.aresult(timeout=30) == 2
+    found = await asyncio.to_thread(app.runtime().state.find, Query(task=quick.name))
+    assert sum(1 for r in found if r.id == one.id) == 1
+
+
 @pytest.mark.rabbitmq
 async def test_async_publish_failure_marks_failed(
     rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]

@@ -88,3 +88,36 @@ def test_connect_retry_is_a_setting_passed_to_the_broker() -> None:
     assert broker.options.connect_retry == 30.0
     assert "connect_retry" in RabbitMQBroker.SETTINGS
     broker.close()
+
+
+def test_a_cluster_url_skips_a_dead_node_and_names_every_host_when_all_are_down(
+    rabbitmq: RabbitMQServer,
+) -> None:
+    dead = reserve_port()  # reserved, and nobody listens on it
+    url = f"amqp://guest:guest@127.0.0.1:{dead.port},127.0.0.1:{rabbitmq.port}/%2F"
+    broker = RabbitMQBroker(url, connect_timeout=2.0)
+    queue = f"cluster-{uuid.uuid4().hex[:8]}"
+    try:
+        broker.declare([QueueSpec(queue)])
+        broker.publish([Message(queue, b"x", "id-1")])  # on the live node, by itself
+        assert broker.stats(queue).ready == 1
+        # The dead node is tried last from now on: the live one worked.
+        assert broker.endpoint.candidates()[0] == ("127.0.0.1", rabbitmq.port)
+        broker.purge(queue)
+    finally:
+        broker.close()
+    other = reserve_port()
+    down = RabbitMQBroker(
+        f"amqp://guest:s3cret@127.0.0.1:{dead.port},127.0.0.1:{other.port}/", connect_timeout=1.0
+    )
+    try:
+        with pytest.raises(LinkError) as info:
+            down.listener()
+        text = str(info.value)
+        assert text.startswith("cannot connect to any host of amqp://guest:***@")
+        assert f"127.0.0.1:{dead.port}" in text and f"127.0.0.1:{other.port}" in text
+        assert text.count("connection refused") == 2 and "s3cret" not in text
+    finally:
+        down.close()
+        dead.release()
+        other.release()

@@ -123,7 +123,9 @@ def test_unconfirmed_publish_raises_and_marks_the_invocation_failed(
     rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
 ) -> None:
     queue = unique_name("full")
-    app = make_app(rabbitmq.url, tmp_path, queue, "{max_length: 1}", publish_retries=2)
+    app = make_app(
+        rabbitmq.url, tmp_path, queue, "{max_length: 1}", publish_retries=2, publish_confirm="wait"
+    )
     quick = app.task(rabbitmq_tasks.quick)
     try:
         accepted = quick(1)
@@ -163,7 +165,7 @@ def test_message_that_arrives_before_its_record_waits_for_it(
 ) -> None:
     """The producer writes the record while RabbitMQ confirms the message, so a worker
     can receive the message first: it holds it and claims it once the record is there."""
-    app = make_app(rabbitmq.url, tmp_path, unique_name("early"))
+    app = make_app(rabbitmq.url, tmp_path, unique_name("early"), publish_confirm="wait")
     quick = app.task(rabbitmq_tasks.quick)
     state = app.runtime().state
     register = state.register
@@ -193,7 +195,7 @@ def test_message_whose_record_never_comes_is_dead_lettered(
     """Writing the record fails after the message left: the caller gets the error, and
     the worker dead-letters the message once the grace is over, then goes on."""
     queue = unique_name("orphan")
-    app = make_app(rabbitmq.url, tmp_path, queue)
+    app = make_app(rabbitmq.url, tmp_path, queue, publish_confirm="wait")
     quick = app.task(rabbitmq_tasks.quick)
     runtime = app.runtime()
     try:
@@ -226,7 +228,7 @@ def test_record_written_after_the_grace_is_published_again(
     """A record written so late that the worker may have given up on its message: the
     producer publishes the message again, and the invocation runs once."""
     queue = unique_name("late")
-    app = make_app(rabbitmq.url, tmp_path, queue)
+    app = make_app(rabbitmq.url, tmp_path, queue, publish_confirm="wait")
     quick = app.task(rabbitmq_tasks.quick)
     runtime = app.runtime()
     register = runtime.state.register

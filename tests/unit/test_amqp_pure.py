@@ -169,3 +169,33 @@ def test_publisher_confirms_are_decoded_without_pika_only_when_whole() -> None:
         b"",
     ):
         assert confirms(data, handlers) is None, data
+
+
+def test_a_cluster_url_names_every_node_and_fails_over() -> None:
+    endpoint = parse("amqp://u:s3cret@a:5673,b,[::1]:5674/prod?heartbeat=5", {})
+    assert endpoint.hosts == (("a", 5673), ("b", 5672), ("::1", 5674))
+    assert (endpoint.params.host, endpoint.params.port) == ("a", 5673)
+    assert endpoint.params.virtual_host == "prod" and endpoint.params.heartbeat == 5
+    assert "s3cret" not in endpoint.url
+    assert endpoint.candidates()[0] == ("a", 5673)
+    endpoint.failed(("a", 5673))  # lost: the next connection tries the next node first
+    assert endpoint.candidates() == [("b", 5672), ("::1", 5674), ("a", 5673)]
+    assert endpoint.failing_over(10.0)
+    endpoint.worked(("::1", 5674))
+    assert endpoint.candidates()[0] == ("::1", 5674)
+    named = endpoint.with_name("x", ("b", 5672))
+    assert (named.host, named.port, named.virtual_host) == ("b", 5672, "prod")
+    assert named.credentials.password == "s3cret"
+
+
+def test_a_single_host_url_has_one_candidate() -> None:
+    endpoint = parse("amqp://u:p@a:5673/", {})
+    assert endpoint.hosts == () and endpoint.candidates() == [("a", 5673)]
+    endpoint.failed(("a", 5673))
+    assert not endpoint.failing_over(10.0)  # one node: no leader election to wait for
+
+
+@pytest.mark.parametrize("url", ["amqp://u:p@a,,b/", "amqp://u:p@a,b:notaport/"])
+def test_a_bad_host_list_names_the_culprit(url: str) -> None:
+    with pytest.raises(ConfigError, match="host"):
+        parse(url, {})

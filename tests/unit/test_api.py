@@ -14,9 +14,11 @@ PUBLIC = {
     "ConfigError",
     "ExtensionError",
     "DirectTask",
+    "DivergenceError",
     "DuplicateInvocationError",
     "Fleet",
     "FleetError",
+    "HistoryConflictError",
     "Group",
     "HardTimeLimitExceeded",
     "InvalidTransitionError",
@@ -29,6 +31,7 @@ PUBLIC = {
     "RemoteError",
     "ResultTimeoutError",
     "SerializationError",
+    "SignalTimeoutError",
     "Settings",
     "SoftTimeLimitExceeded",
     "StateError",
@@ -41,6 +44,7 @@ PUBLIC = {
     "UnknownTaskError",
     "WaitCycleError",
     "WorkerLostError",
+    "WorkflowError",
     "__version__",
 }
 
@@ -50,6 +54,8 @@ INTERNAL_EXCEPTIONS = {
     "fleet._codec_types.Unencodable",
     # Unwinds a worker thread whose invocation is no longer its own; never leaves it.
     "fleet.worker.executor.Abandoned",
+    # Ends a workflow's attempt inside the worker (durable sleep, signal wait); never leaves it.
+    "fleet._context.Suspend",
     # The test fixtures' own error (fleet.testing starts services for tests).
     "fleet.testing._procs.ServiceError",
     # A triggered call that cannot be built: recorded in the firing, never raised to users.

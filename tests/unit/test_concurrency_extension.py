@@ -11,6 +11,7 @@ import pytest
 
 from fleet.codec import encode_call, get_codec
 from fleet.concurrency import ConcurrencyExtension, Limit, Mode, RateLimit
+from fleet.concurrency._extension import SLACK
 from fleet.concurrency._memory import MemoryLimitStore
 from fleet.errors import ExtensionError
 from fleet.extensions import (
@@ -246,25 +247,40 @@ def test_requeued_releases_and_paused_keeps_the_permit() -> None:
 
 
 def test_a_rate_limit_defers_with_a_reservation_it_then_uses() -> None:
+    # Reservations are spaced as if the period were SLACK longer: a start up to SLACK
+    # after its reservation still keeps every window of starts within the rate.
     f = Fleetish({"charge": {"rate_limit": "2/s"}})
     ext = f.ext()
     holds = f.claim(ext, *(claim(i, call()) for i in "abc"))
     assert list(holds) == ["c"]
-    assert holds["c"].until == T0 + 1 and holds["c"].memo == f"rate:{T0 + 1!r}"
-    assert "rate_limit 2/1s: deferred 1.000 s" in holds["c"].reason
-    f.now = T0 + 1
+    due = T0 + 1 + SLACK
+    assert holds["c"].until == due and holds["c"].memo == f"rate:{due!r}"
+    assert "rate_limit 2/1s: deferred 1.050 s" in holds["c"].reason
+    f.now = due + SLACK  # back a little late: still within its slack
     f.store.calls.clear()
     assert f.claim(ext, claim("c", call(), memo=holds["c"].memo)) == {}
     assert f.store.calls == []  # its budget was spent when it was deferred
     assert f.claim(ext, claim("d", call())) == {}
-    assert f.claim(ext, claim("e", call()))["e"].until == T0 + 2
+    assert f.claim(ext, claim("e", call()))["e"].until == pytest.approx(due + 1 + SLACK)
+
+
+def test_a_deferred_claim_back_too_late_takes_a_new_reservation() -> None:
+    f = Fleetish({"charge": {"rate_limit": "1/s"}})
+    ext = f.ext()
+    holds = f.claim(ext, claim("a", call()), claim("b", call()))
+    memo = holds["b"].memo
+    f.now = holds["b"].until + 2 * SLACK  # its start would crowd the next window
+    f.store.calls.clear()
+    again = f.claim(ext, claim("b", call(), memo=memo))["b"]
+    assert len(f.store.calls) == 1  # a new reservation, after the one it missed
+    assert again.memo != memo and again.until == pytest.approx(T0 + 2 * (1 + SLACK))
 
 
 def test_a_rate_limit_key_gives_each_value_its_own_budget() -> None:
     f = Fleetish({"charge": {"rate_limit": "1/m", "rate_limit_key": ("order",)}})
     ext = f.ext()
     holds = f.claim(ext, claim("a", call("x")), claim("b", call("y")), claim("c", call("x", 2)))
-    assert list(holds) == ["c"] and holds["c"].until == T0 + 60
+    assert list(holds) == ["c"] and holds["c"].until == T0 + 60 + SLACK
 
 
 def test_store_commands_only_for_limited_tasks() -> None:
@@ -307,8 +323,8 @@ def test_a_deferred_claim_back_early_waits_for_its_reservation_without_taking() 
     f.now = T0 + 0.5  # released early (a clock ahead)
     f.store.calls.clear()
     again = f.claim(ext, claim("b", call(), memo=memo))["b"]
-    assert (again.until, again.memo, f.store.calls) == (T0 + 1, memo, [])
-    assert f.claim(ext, claim("c", call(), memo="rate:garbage"))["c"].until == T0 + 2
+    assert (again.until, again.memo, f.store.calls) == (T0 + 1 + SLACK, memo, [])
+    assert f.claim(ext, claim("c", call(), memo="rate:garbage"))["c"].until == T0 + 2 * (1 + SLACK)
 
 
 def test_the_leader_purges_now_and_then() -> None:
@@ -318,7 +334,7 @@ def test_the_leader_purges_now_and_then() -> None:
     f.claim(ext, claim("a", call()))
     ext.on_lead(T0 + 10)
     assert f.store.recall("idem:charge:k", now=T0) is None
-    assert f.claim(ext, claim("b", call()))["b"].until == T0 + 3600  # log kept: 1 h
+    assert f.claim(ext, claim("b", call()))["b"].until == T0 + 3600 + SLACK  # log kept
     f.store.calls.clear()
     ext.on_lead(T0 + 30)
     assert f.store.calls == []

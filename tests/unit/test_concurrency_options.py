@@ -134,6 +134,7 @@ def test_the_public_surface_is_pinned_and_imports_no_pymongo() -> None:
         "OPTIONS",
         "ConcurrencyExtension",
         "Grant",
+        "Held",
         "Limit",
         "LimitStore",
         "Memo",
@@ -143,6 +144,7 @@ def test_the_public_surface_is_pinned_and_imports_no_pymongo() -> None:
         "RateLimit",
         "concurrency_key",
         "drop",
+        "held_by_task",
         "limit_store",
         "policy_of",
     ]
