@@ -1,7 +1,8 @@
 """`python -m bench`: measure fleet against raw RabbitMQ and Dramatiq in one run.
 
-Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,stale] [--stale-count N]
-[--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,dramatiq] [--out DIR] [--keep]`
+Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,stale,workflows,
+metrics,signing] [--stale-count N] [--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,
+dramatiq] [--out DIR] [--keep]`
 
 Job: run every selected (system, workload) in child processes (see `bench.run`) and
 write the report to `<out>/<YYYY-MM-DD>.md` (`-quick.md` for quick runs), with the raw

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FLEET_WORKLOADS = ("W1", "W2", "W3", "W4", "idle", "rt")
-ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale", "workflows", "metrics")
+ALL_WORKLOADS = (*FLEET_WORKLOADS, "triggers", "stale", "workflows", "metrics", "signing")
 """`triggers` (bench.trigger_load), `workflows` (bench.workflow_load) and `metrics`
-(bench.metrics_load) run on the embedded stack only."""
+(bench.metrics_load) run on the embedded stack only; `stale` (bench.stale_copies) on
+RabbitMQ only; `signing` (bench.signing_load) on the embedded stack and on RabbitMQ +
+SQLite."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ SYSTEMS: dict[str, System] = {
             "embedded",
             "fleet embedded (SQLite)",
             "fleet",
-            (*FLEET_WORKLOADS, "triggers"),
+            (*FLEET_WORKLOADS, "triggers", "workflows", "metrics", "signing"),
             "sqlite",
             "sqlite",
         ),
@@ -74,7 +76,7 @@ SYSTEMS: dict[str, System] = {
             "rabbitmq-sqlite",
             "fleet RabbitMQ + SQLite",
             "fleet",
-            (*FLEET_WORKLOADS, "stale"),
+            (*FLEET_WORKLOADS, "stale", "signing"),
             "rabbitmq",
             "sqlite",
         ),

@@ -55,6 +55,10 @@ ROWS = [
     ("triggers", "overhead, 100 triggers", "W1 slowdown with 100 unrelated triggers"),
     ("triggers", "cron delay p50", "Cron tick to triggered run, p50"),
     ("triggers", "cron delay p99", "Cron tick to triggered run, p99"),
+    ("signing", "W1 throughput, unsigned", "W1 throughput, messages unsigned"),
+    ("signing", "W1 throughput, signed", "W1 throughput, messages signed (HMAC-SHA256)"),
+    ("signing", "overhead, signed", "W1 slowdown with signed messages"),
+    ("signing", "sign + check per message", "Signing: sign + check CPU per message"),
     ("stale", "throughput", "Batches of 1,000 waited one by one: throughput"),
     ("stale", "stale copies left", "Stale copies left in the queue after the run"),
     ("stale", "drain time", "Time for the stale copies to be dropped"),
@@ -355,6 +359,9 @@ METHOD = """\
   firing every second) to the start of the invocation it started. Metrics (embedded
   only, `bench/metrics_load.py`): W1 on a pool without metrics and on one with
   `fleet worker --metrics-port` (producer with the Metrics extension), alternating.
+  Signing (`bench/signing_load.py`, embedded and RabbitMQ + SQLite): W1 with messages
+  unsigned and signed (HMAC-SHA256, two keys listed), a pool per side, sides alternated;
+  and the CPU to sign and check one W1 message, timed in the harness process.
 - CPU per task (W1): utime+stime (/proc, 10 ms ticks) over the timed section, divided
   by the tasks: of the worker pool's process tree, of the producer process (every
   thread, e.g. the one receiving results), and of the RabbitMQ node's processes. On a

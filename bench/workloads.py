@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import stale_copies, trigger_load, workflow_load
+from bench import signing_load, stale_copies, trigger_load, workflow_load
 from bench.measure import (
     THREADED,
     CpuMeter,
@@ -212,6 +212,13 @@ def run(workload: str, plan: Plan, rec: Recorder, log_path: Path, env: dict[str,
     """Start a pool for `workload` (env: this configuration), measure, stop the pool."""
     from bench import tasks
 
+    if workload == "signing":  # two pools of its own (signing off and on)
+        try:
+            signing_load.signing(plan, rec, log_path, env)
+        finally:
+            tasks.app.close()
+            delete_queues(env)
+        return
     if workload == "metrics":  # two kinds of pools, started by the workload itself
         from bench import metrics_load
 

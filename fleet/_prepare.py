@@ -23,6 +23,7 @@ from fleet import _context, _values
 from fleet._envelope import Envelope, pack
 from fleet.broker import URGENT, Message
 from fleet.codec import call_key, encode_call
+from fleet.signing import signer
 from fleet.state import InvocationRecord
 from fleet.status import HistoryEntry, Status
 
@@ -117,14 +118,13 @@ def prepare(
         raise ValueError(f"{task.name}: {len(ids)} invocation id(s) for {len(encoded)} call(s)")
     ids = list(ids)
     args = [_values.externalize(runtime.state, data, threshold) for data in encoded]
-    messages = [
-        Message(
-            queue,
-            pack(Envelope(i, task.name, a, codec.name, reply_to, parent, task.module)),
-            i,
-            priority,
-        )
+    bodies = [
+        pack(Envelope(i, task.name, a, codec.name, reply_to, parent, task.module))
         for i, a in zip(ids, args, strict=True)
+    ]
+    sign = signer(app.settings).headers
+    messages = [
+        Message(queue, body, i, priority, sign(body)) for i, body in zip(ids, bodies, strict=True)
     ]
     return Prepared(
         task=task.name,

@@ -199,3 +199,26 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
             for form in dict.fromkeys((secret, quote(secret, safe=""), quote(secret))):
                 text = text.replace(form, "***")
     return text
+
+
+def with_credentials(url: str, username: str, password: str, kind: str) -> str:
+    """`url` with its user and password replaced by `username` / `password` (percent-
+    encoded): how the separate keys of operator-made Secrets (RabbitMQ's cluster
+    operator, MongoDB charts) become one URL. A part left empty keeps the URL's own.
+    `kind` is "broker" or "state". Raises `ConfigError` for a URL that carries no host
+    (sqlite://, memory://)."""
+    if not (username or password):
+        return url
+    prefix, userinfo, hosts, tail = _split(url)
+    if not prefix or not hosts or scheme_of(url) in ("sqlite", "memory"):
+        raise ConfigError(
+            f"{kind}_username / {kind}_password given, but {kind}_url {redact(url)!r} "
+            "is not a network URL to put them in"
+        )
+    old_user, _, old_password = (userinfo or "").partition(":")
+    user = quote(username, safe="") if username else old_user
+    secret = quote(password, safe="") if password else old_password
+    if not user:
+        raise ConfigError(f"{kind}_password given without a user name for {redact(url)!r}")
+    credentials = f"{user}:{secret}" if secret else user
+    return f"{prefix}{credentials}@{hosts}{tail}"

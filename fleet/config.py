@@ -38,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from fleet._urls import with_credentials
 from fleet.errors import ConfigError
 
 DEFAULT_DB = "sqlite:///.fleet/fleet.db"
@@ -55,6 +56,18 @@ class Settings:
     sqlite path is made absolute (see the module doc)."""
     state_url: str = DEFAULT_DB
     """Where state lives: sqlite:///path, memory://name, mongodb://, mongodb+srv://."""
+    broker_username: str = ""
+    """User name put into broker_url (e.g. from FLEET__BROKER_USERNAME_FILE, a key of the
+    Secret the RabbitMQ cluster operator makes); empty: the URL's own."""
+    broker_password: str = ""
+    """Password put into broker_url (best from FLEET__BROKER_PASSWORD_FILE); empty: the
+    URL's own."""
+    state_username: str = ""
+    """User name put into state_url (e.g. from FLEET__STATE_USERNAME_FILE); empty: the
+    URL's own."""
+    state_password: str = ""
+    """Password put into state_url (best from FLEET__STATE_PASSWORD_FILE, a key of the
+    Secret a MongoDB chart makes); empty: the URL's own."""
     inline: bool = False
     """Run every decorated call in the caller's thread (tests, migration)."""
     inline_retry_sleep: bool = False
@@ -65,6 +78,11 @@ class Settings:
     """Argument and result encoding: msgpack, json, or pickle (with allow_pickle)."""
     allow_pickle: bool = False
     """Permit the pickle codec (decoding pickle runs arbitrary code)."""
+    signing_keys: str = ""
+    """HMAC keys that sign every message: KEY_ID:SECRET entries separated by commas or
+    newlines, best from a mounted file (FLEET__SIGNING_KEYS_FILE). The first signs, all
+    are accepted (rotation). A worker with keys dead-letters unsigned and forged messages
+    without decoding them. Empty: messages are neither signed nor checked."""
     task_modules: tuple[str, ...] = ()
     """Modules a worker imports at start to register their tasks, besides the app's own
     module (a list, or comma-separated in FLEET__TASK_MODULES). Workers run only tasks
@@ -144,6 +162,9 @@ class Settings:
     """Worker log format: text or json."""
     log_level: str = "INFO"
     """Worker log level."""
+    health_dir: str = ""
+    """Folder where `fleet worker` keeps its health files (supervisor heartbeat, consumer
+    state per process) for `fleet probe live|ready`; empty: none are written."""
     monitor_token: str = ""
     """Bearer token `fleet monitor` requires (secret; use FLEET__MONITOR_TOKEN_FILE)."""
     monitor_auth: str = ""
@@ -162,7 +183,9 @@ class Settings:
     """Per-task option overrides, keyed by task name."""
 
 
-SECRETS = frozenset({"monitor_token", "monitor_auth"})
+SECRETS = frozenset(
+    {"monitor_token", "monitor_auth", "broker_password", "state_password", "signing_keys"}
+)
 """Settings never shown (`fleet config show`, the monitor)."""
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
@@ -196,6 +219,13 @@ def coerce(key: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"setting {key!r} (from {source}): expected {_type_name(hint_type)}, got {value!r}"
         ) from exc
+    if key == "signing_keys":
+        from fleet.signing import parse_keys
+
+        try:
+            parse_keys(value)
+        except ConfigError as exc:
+            raise ConfigError(f"setting {key!r} (from {source}): {exc}") from None
     choices = _CHOICES.get(key)
     if choices is not None:
         if key == "log_level":
@@ -286,13 +316,13 @@ def project_root(cwd: Path) -> Path:
     return found.parent if found is not None else cwd
 
 
-PATH_KEYS = ("config", "queues_file", "broker_url", "state_url")
+PATH_KEYS = ("config", "queues_file", "health_dir", "broker_url", "state_url")
 """Settings that may hold a relative path (a sqlite URL, for the URLs)."""
 
 
 def resolve_path(key: str, value: str, base: Path) -> str:
     """`value` of setting `key` with a relative path made absolute against `base`."""
-    if key in ("config", "queues_file"):
+    if key in ("config", "queues_file", "health_dir"):
         return os.path.abspath(base / value) if value else value
     scheme, sep, rest = value.partition("://")
     if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
@@ -403,6 +433,13 @@ def load_settings(
     if not values.get("queues_file") and (root / "configs" / "queues.yaml").is_file():
         values["queues_file"] = "configs/queues.yaml"
         sources["queues_file"] = "default (configs/queues.yaml exists)"
+    for setting in ("broker_url", "state_url"):
+        kind = setting[: -len("_url")]
+        user, password = values.get(f"{kind}_username", ""), values.get(f"{kind}_password", "")
+        if user or password:
+            url = values.get(setting, FIELDS[setting].default)
+            values[setting] = with_credentials(url, user, password, kind)
+            sources[setting] += f"; credentials from {kind}_username / {kind}_password"
     for key in PATH_KEYS:
         given = values.get(key, FIELDS[key].default)
         resolved = resolve_path(key, given, bases.get(key, root))
@@ -430,8 +467,17 @@ def describe(loaded: LoadedSettings) -> str:
     for key in FIELDS:
         value = getattr(loaded.settings, key)
         shown = redact(value) if key.endswith("_url") else value
-        if key in SECRETS and value:
+        if key == "signing_keys" and value:
+            shown = _key_ids(value)
+        elif key in SECRETS and value:
             shown = "***"
         shown = dict(shown) if isinstance(shown, Mapping) else shown
         lines.append(f"{key:<{width}}  {shown!r:<40}  # {loaded.sources[key]}")
     return "\n".join(lines)
+
+
+def _key_ids(value: str) -> str:
+    """`signing_keys` as `fleet config show` prints it: the key ids, never the secrets."""
+    from fleet.signing import parse_keys
+
+    return "keys " + ", ".join(parse_keys(value).keys) + " (secrets hidden)"

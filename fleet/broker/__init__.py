@@ -127,6 +127,12 @@ class Consumer(ABC):
     def close(self) -> None:
         """Stop consuming; unacked deliveries go back to the queue."""
 
+    @property
+    def attached(self) -> bool:
+        """Whether the consumer is connected and consuming now (False while it reconnects
+        after losing the broker); readiness probes report it. Any thread may read it."""
+        return True
+
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> bool:
         """Send notifications (as `Broker.notify`) over this consumer's own connection,
         with whatever it sends next; False when it cannot (the caller then uses the

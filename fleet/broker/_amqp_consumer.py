@@ -261,6 +261,10 @@ class RabbitMQConsumer(Holding, Consumer):
 
     # -- receiving ----------------------------------------------------------------------
 
+    @property
+    def attached(self) -> bool:
+        return self._link is not None and not self._closed
+
     def receive(self, max_messages: int, timeout: float | None) -> list[Delivery]:
         if self._closed:
             raise BrokerError(f"consumer of {list(self.queues)} is closed")

@@ -28,7 +28,9 @@ Contract:
 - Publisher confirms (lone `basic.ack` frames, 21 bytes each) on channels registered
   in `connection.on_ack` are decoded directly and passed to their handler with
   (delivery tag, multiple), skipping pika's generic frame dispatch (~25 us per frame
-  on the publishing hot path); anything else in the same read goes through pika.
+  on the publishing hot path); anything else in the same read goes through pika. This
+  reads pika internals: it is used only with the pika releases it was tested with
+  (`TESTED_PIKA`, `FAST_PATH`), else every frame goes through pika.
 - `close()` never raises and always releases the socket and the I/O loop.
 - Every error text passes through `Endpoint.scrub`: no credentials in messages.
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
@@ -49,6 +51,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import pika
 import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
@@ -93,6 +96,26 @@ def confirms(data: bytes, channels: Mapping[int, AckHandler]) -> list[tuple[int,
     return found
 
 
+TESTED_PIKA = ("1.4",)
+"""pika releases (major.minor) whose internals the fast confirm path and the direct
+socket write were tested against (pyproject.toml pins pika to them; 1.4.4 is in
+docker/constraints.txt)."""
+
+
+def fast_path_fits(version: str) -> bool:
+    """Whether the fast paths may be used with pika `version` (else pika's own paths:
+    slower, and correct whatever pika's internals are)."""
+    return ".".join(version.split(".")[:2]) in TESTED_PIKA and all(
+        hasattr(SelectConnection, name)
+        for name in ("_on_data_available", "_adapter_emit_data", "_adapter_disconnect_stream")
+    )
+
+
+FAST_PATH = fast_path_fits(pika.__version__)
+"""Decode lone publisher confirms without pika (see the module docstring). Off, every
+frame goes through pika's dispatch; tests turn it off to cover that path."""
+
+
 class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no types here
     """A `SelectConnection` whose frames wait in `outbox` for the `Link` to send, and
     whose publisher confirms skip pika's dispatch (see the module docstring)."""
@@ -103,7 +126,7 @@ class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no type
         super().__init__(*args, **kwargs)
 
     def _on_data_available(self, data_in: bytes) -> None:
-        if self.on_ack and not self._frame_buffer:
+        if FAST_PATH and self.on_ack and not self._frame_buffer:
             found = confirms(data_in, self.on_ack)
             if found is not None:
                 self.bytes_received += len(data_in)  # what pika's heartbeat checks read

@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         inspect,
         invocations,
         monitor,
+        probe,
         queues,
         state,
         tasks,
@@ -60,7 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
-    modules = (worker, monitor, tasks, inspect, invocations, queues, deadletters, state, triggers)
+    modules = (
+        worker,
+        monitor,
+        tasks,
+        inspect,
+        invocations,
+        queues,
+        deadletters,
+        state,
+        triggers,
+        probe,
+    )
     for module in modules:
         module.add_parser(sub)
     return parser

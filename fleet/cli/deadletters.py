@@ -8,6 +8,7 @@ the command then exits 1.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action.add_argument("queue", help="the task queue (not the .dead queue)")
         if name == "list":
             action.add_argument("--limit", type=int, default=20)
+            action.add_argument("--json", action="store_true", help="print JSON")
         if name == "requeue":
             action.add_argument(
                 "--id",
@@ -58,6 +60,9 @@ def list_letters(args: argparse.Namespace) -> int:
         letters = app.runtime().broker.dead_letters(args.queue, args.limit)
     finally:
         app.close()
+    if args.json:
+        print(json.dumps([_letter_json(letter) for letter in letters], indent=2))
+        return 0
     if not letters:
         print(f"no dead letters in {args.queue}")
     for letter in letters:
@@ -69,6 +74,26 @@ def list_letters(args: argparse.Namespace) -> int:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.at)) if letter.at else "?"
         print(f"{letter.id}  {when}  {what}\n    reason: {letter.reason}")
     return 0
+
+
+def _letter_json(letter: DeadLetter) -> dict[str, object]:
+    """A dead letter as JSON: its invocation and task when the body is an envelope."""
+    task: str | None
+    invocation: str | None
+    try:
+        envelope = unpack(letter.body)
+        task, invocation = envelope.task, envelope.id
+    except SerializationError:
+        task = invocation = None
+    return {
+        "id": letter.id,
+        "queue": letter.queue,
+        "at": letter.at,
+        "reason": letter.reason,
+        "task": task,
+        "invocation": invocation,
+        "bytes": len(letter.body),
+    }
 
 
 def requeue_letters(args: argparse.Namespace) -> int:

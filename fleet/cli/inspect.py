@@ -12,7 +12,7 @@ import argparse
 import json
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fleet.app import Fleet
@@ -58,53 +58,46 @@ def show_config(args: argparse.Namespace) -> int:
 
 def show_status(args: argparse.Namespace) -> int:
     from fleet.cli import load
-    from fleet.cli.queues import queue_notes, unacked
     from fleet.cli.triggers import trigger_lines
 
     app = load(args.app)
-    if getattr(args, "json", False):
-        try:
-            print(json.dumps(status_document(app), indent=2, sort_keys=True))
-        finally:
-            app.close()
-        return 0
-    runtime = app.runtime()
-    counts = runtime.state.counts()
-    print("invocations: " + "  ".join(f"{s.value}={n}" for s, n in counts.items()))
-    now = time.time()
-    print("runners:")
-    for runner in sorted(runtime.state.runners(), key=lambda r: r.id):
-        age = now - runner.beat
-        state = (
-            "stopped" if runner.stopped else ("stale" if age > app.settings.dead_after else "live")
-        )
-        print(
-            f"  {runner.id:<50} {runner.kind:<10} {state:<7} beat {age:6.1f}s ago"
-            f"  in hand {len(runner.in_hand)}"
-        )
-    print("queues:")
-    defined = app.queues.names()
-    pending = pending_by_queue(runtime.state)
-    for name in [*defined, *sorted(set(pending) - set(defined))]:
-        stats = runtime.broker.stats(name)
-        notes = "  ".join(queue_notes(stats, defined=name in defined, pending=pending.get(name, 0)))
-        print(
-            f"  {name:<20} pending {pending.get(name, 0):<7} ready {stats.ready:<7} "
-            f"unacked {unacked(stats):<7} consumers {stats.consumers:<4} dead {stats.dead}"
-            f"  {notes}".rstrip()
-        )
-    print("held by concurrency control (BLOCKED):")
-    print("\n".join(held_lines(runtime.state)))
-    print("triggers:")
-    print("\n".join(trigger_lines(app.triggers)))
-    app.close()
+    try:
+        report = status_document(app)
+        if getattr(args, "json", False):
+            print(json.dumps(report, indent=2, sort_keys=True))
+            return 0
+        counts = report["invocations"]
+        print("invocations: " + "  ".join(f"{s}={n}" for s, n in counts.items()))
+        print("runners:")
+        for r in report["runners"]:
+            print(
+                f"  {r['id']:<50} {r['kind']:<10} {r['state']:<7} beat {r['beat_age']:6.1f}s ago"
+                f"  in hand {r['in_hand']}"
+            )
+        print("queues:")
+        for name, q in report["queues"].items():
+            shown = "-" if q["unacked"] < 0 else str(q["unacked"])
+            print(
+                f"  {name:<20} pending {q['pending']:<7} ready {q['ready']:<7} "
+                f"unacked {shown:<7} consumers {q['consumers']:<4} dead {q['dead']} "
+                f"backlog {q['backlog']['total']}"
+                f"  {'  '.join(q['notes'])}".rstrip()
+            )
+        print("held by concurrency control (BLOCKED):")
+        print("\n".join(held_lines(app.runtime().state)))
+        print("triggers:")
+        print("\n".join(trigger_lines(app.triggers)))
+    finally:
+        app.close()
     return 0
 
 
-def status_document(app: Fleet) -> dict[str, object]:
-    """What `fleet status --json` prints: invocation counts, runners, and per queue its
-    broker figures and backlog (`fleet.backlog`)."""
-    from fleet.backlog import backlogs
+def status_document(app: Fleet) -> dict[str, Any]:
+    """What `fleet status` shows and `fleet status --json` prints: invocation counts,
+    runners, and per queue (keyed by name) its broker figures, the PENDING invocations
+    waiting in it, operator notes and its backlog (`fleet.backlog`)."""
+    from fleet.backlog import Backlog, backlogs
+    from fleet.cli.queues import queue_notes
 
     runtime = app.runtime()
     now = time.time()
@@ -123,19 +116,26 @@ def status_document(app: Fleet) -> dict[str, object]:
         }
         for r in sorted(runtime.state.runners(), key=lambda r: r.id)
     ]
+    defined = app.queues.names()
     pending = pending_by_queue(runtime.state)
-    queues: dict[str, object] = {}
-    for name, item in backlogs(app, now).items():
+    found = backlogs(app, now)
+    names = [*found, *sorted(set(pending) - set(found))]
+    queues: dict[str, dict[str, Any]] = {}
+    for name in names:
         stats = runtime.broker.stats(name)
+        waiting = pending.get(name, 0)
+        item = found.get(name)
         queues[name] = {
-            "defined": name in app.queues.names(),
+            "name": name,
+            "defined": name in defined,
             "declared": stats.declared,
             "ready": stats.ready,
             "unacked": stats.unacked,
             "consumers": stats.consumers,
             "dead": stats.dead,
-            "pending": pending.get(name, 0),
-            "backlog": item.to_json(),
+            "pending": waiting,
+            "notes": queue_notes(stats, defined=name in defined, pending=waiting),
+            "backlog": (item or Backlog(name, max(0, stats.ready), 0)).to_json(),
         }
     return {
         "invocations": {s.value: n for s, n in runtime.state.counts().items()},

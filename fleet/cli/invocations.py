@@ -183,6 +183,7 @@ def retry(app: Fleet, invocation_id: str) -> str | None:
     """Run a FAILED or CANCELLED invocation again; None when done, else why not."""
     from fleet._envelope import from_record, pack
     from fleet.broker import Message
+    from fleet.signing import signer
     from fleet.state import Change
 
     state = app.runtime().state
@@ -205,5 +206,6 @@ def retry(app: Fleet, invocation_id: str) -> str | None:
     if not state.apply([reset])[0]:
         return f"{invocation_id} changed meanwhile; try again"
     app.forget(invocation_id)  # an outcome this process holds is no longer the last
-    app.publish([Message(record.queue, pack(from_record(record)), record.id)])
+    body = pack(from_record(record))
+    app.publish([Message(record.queue, body, record.id, 0, signer(app.settings).headers(body))])
     return None

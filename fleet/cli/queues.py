@@ -1,4 +1,5 @@
-"""`fleet queues declare|status`: create the configured queues, show their depth.
+"""`fleet queues declare|status|purge`: create the configured queues, show their depth,
+drop the ready messages of one (asking first: `--yes` for scripts).
 
 Also the one place that says what an operator should notice about a queue
 (`queue_notes`), shared with `fleet status`.
@@ -7,6 +8,9 @@ Also the one place that says what an operator should notice about a queue
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,7 +27,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     declare.set_defaults(handler=declare_queues)
     status = actions.add_parser("status", help="depth, consumers and dead letters per queue")
     add_app_option(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(handler=queue_status)
+    purge = actions.add_parser("purge", help="drop every ready message of a queue (asks first)")
+    add_app_option(purge)
+    purge.add_argument("name", help="the queue (one defined in the queues file)")
+    purge.add_argument("--yes", action="store_true", help="do not ask (scripts)")
+    purge.set_defaults(handler=purge_queue)
 
 
 def declare_queues(args: argparse.Namespace) -> int:
@@ -47,6 +57,10 @@ def queue_status(args: argparse.Namespace) -> int:
     app = load(args.app)
     try:
         broker = app.runtime().broker
+        if args.json:
+            rows = [broker.stats(name) for name in app.queues.names()]
+            print(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+            return 0
         print(f"{'queue':<24} {'ready':>8} {'unacked':>8} {'consumers':>9} {'dead':>8}")
         for name in app.queues.names():
             stats = broker.stats(name)
@@ -55,6 +69,38 @@ def queue_status(args: argparse.Namespace) -> int:
                 f"{name:<24} {stats.ready:>8} {unacked(stats):>8} {stats.consumers:>9} "
                 f"{stats.dead:>8}  {notes}".rstrip()
             )
+    finally:
+        app.close()
+    return 0
+
+
+def purge_queue(args: argparse.Namespace) -> int:
+    """Drop the ready messages of one defined queue once the operator confirmed.
+
+    Their invocations stay PENDING in the state store: recovery publishes them again only
+    if no publish of them was ever confirmed, so purged work does not run (cancel it with
+    `fleet invocations cancel` to say so in its history)."""
+    from fleet.cli import EXIT_USAGE, load
+
+    app = load(args.app)
+    try:
+        app.queues.check([args.name], "fleet queues purge")
+        broker = app.runtime().broker
+        ready = broker.stats(args.name).ready
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print(
+                    f"fleet queues purge: would drop {ready} ready message(s) of {args.name!r}; "
+                    "pass --yes to confirm (no terminal to ask)",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            answer = input(f"Drop the {ready} ready message(s) of queue {args.name!r}? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing dropped")
+                return 1
+        dropped = broker.purge(args.name)
+        print(f"dropped {dropped} message(s) from {args.name}")
     finally:
         app.close()
     return 0

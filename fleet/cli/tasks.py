@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     parser = sub.add_parser("tasks", help="list the registered tasks, their queue and options")
     add_app_option(parser, required=True)
+    parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(handler=list_tasks)
 
 
@@ -45,6 +47,13 @@ def list_tasks(args: argparse.Namespace) -> int:
         (task.name, type(task).__name__, app.queues.route(task.name, task.options.queue), task)
         for task in sorted(app.tasks.values(), key=lambda t: t.name)
     ]
+    if args.json:
+        listed = [
+            {"task": name, "kind": kind, "queue": queue, "options": _options(task)}
+            for name, kind, queue, task in rows
+        ]
+        print(json.dumps({"tasks": listed, "failed_modules": sorted(failed)}, indent=2))
+        return 1 if failed else 0
     width = max([len("task"), *(len(name) for name, _, _, _ in rows)])
     queue_width = max([len("queue"), *(len(queue) for _, _, queue, _ in rows)])
     print(f"{'task':<{width}}  {'kind':<10}  {'queue':<{queue_width}}  options")

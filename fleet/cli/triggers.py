@@ -10,6 +10,7 @@ status` prints under "triggers:": per trigger its next cron time and last firing
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -40,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             parser.add_argument("id", help="the trigger's id (see `fleet triggers list`)")
         if action == "show":
             parser.add_argument("--limit", type=int, default=10, help="firings shown")
+        if action == "list":
+            parser.add_argument("--json", action="store_true", help="print JSON")
         add_app_option(parser)
         parser.set_defaults(handler=run)
 
@@ -56,6 +59,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(triggers: Triggers, args: argparse.Namespace) -> int:
     found = triggers.list()
+    if args.json:
+        rows = [
+            {
+                "id": d.id,
+                "name": d.name,
+                "kind": d.condition.kind.value,
+                "cron": d.condition.cron or None,
+                "task": d.task,
+                "enabled": d.enabled,
+                "declared": d.declared,
+            }
+            for d in found
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
     for d in found:
         print(describe(d))
     if not found:

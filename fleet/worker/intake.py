@@ -33,6 +33,7 @@ from fleet._transitions import apply
 from fleet.broker import Consumer, Delivery
 from fleet.errors import ExtensionError, FleetError, SerializationError, UnknownTaskError
 from fleet.extensions import Hold
+from fleet.signing import signer
 from fleet.state import Change
 from fleet.status import CLAIMABLE, Status
 from fleet.worker import _holds
@@ -83,7 +84,14 @@ class Intake:
 
     def dispatch(self, consumer: Consumer, deliveries: list[Delivery], jobs: list[Job]) -> None:
         runnable: list[Runnable] = []
+        check = signer(self.app.settings).check
         for delivery in deliveries:
+            # Before a byte of the body is decoded: an unsigned or forged message is
+            # untrusted input, set aside with the reason (its record, if any, untouched).
+            untrusted = check(delivery.message.body, delivery.message.headers)
+            if untrusted is not None:
+                self.reject(consumer, delivery, untrusted, None)
+                continue
             try:
                 envelope = unpack(delivery.message.body)
             except SerializationError as exc:

@@ -42,6 +42,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from fleet._urls import secrets_of
 from fleet.broker import Consumer
 from fleet.errors import (
     HardTimeLimitExceeded,
@@ -53,6 +54,7 @@ from fleet.worker.baton import Baton
 from fleet.worker.child import import_task_modules
 from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
+from fleet.worker.health import ProcessHealth
 from fleet.worker.intake import Intake, Job
 from fleet.worker.limits import Watchdog
 from fleet.worker.slots import Slots, ThreadPool
@@ -133,6 +135,10 @@ class WorkerProcess:
         self._done = threading.Condition()
         self.started = time.time()
         self.ready = threading.Event()
+        settings = app.settings
+        self.health = ProcessHealth(
+            settings.health_dir, secrets_of(settings.broker_url) + secrets_of(settings.state_url)
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -160,12 +166,13 @@ class WorkerProcess:
                 try:
                     job = self._consume()
                     delay = 0.1
-                except Exception:
+                except Exception as exc:
                     log.exception(
                         "worker %s: broker or state store failed; retrying in %.1fs",
                         self.id,
                         delay,
                     )
+                    self.health.failed(exc)
                     self._close_consumer()
                     self._stop.wait(delay * random.uniform(0.5, 1.5))
                     delay = min(delay * 2, 10.0)
@@ -285,6 +292,7 @@ class WorkerProcess:
                 deliveries = consumer.receive(room, timeout=timeout)
                 if deliveries:
                     self.intake.dispatch(consumer, deliveries, jobs)
+                self.health.consuming()  # received and claimed: the loop works
         except BaseException:
             for job in jobs:
                 self.pool.submit(job)
@@ -331,6 +339,10 @@ class WorkerProcess:
         )
 
     def beat(self, stopped: bool = False) -> None:
+        consumer = self._consumer
+        self.health.write(
+            stopped or self._stop.is_set(), consumer is not None and consumer.attached
+        )
         try:
             self.runtime.state.beat([self.record(stopped)])
         except Exception:

@@ -28,6 +28,7 @@ from fleet._envelope import from_record, pack
 from fleet._exceptions import error_info
 from fleet.broker import Message
 from fleet.errors import WorkerLostError
+from fleet.signing import signer
 from fleet.state import Change, InvocationRecord, Query
 from fleet.status import HELD, OWNED, Status
 
@@ -96,11 +97,13 @@ def requeue(
         )
     tasks = [r.task for r in records]
     applied = _transitions.apply(runtime.state, changes, app.dispatcher, tasks, at=now)
-    messages = [
-        Message(record.queue, pack(from_record(record)), record.id)
+    sign = signer(app.settings).headers
+    bodies = [
+        (record, pack(from_record(record)))
         for record, change, ok in zip(records, changes, applied, strict=True)
         if ok and change.to is Status.PENDING
     ]
+    messages = [Message(r.queue, body, r.id, 0, sign(body)) for r, body in bodies]
     if messages:
         runtime.declare(sorted({m.queue for m in messages}))
         runtime.broker.publish(messages)

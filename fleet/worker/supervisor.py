@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from fleet.state import RunnerRecord
-from fleet.worker import _services, recovery
+from fleet.worker import _services, health, recovery
 from fleet.worker.child import child_main
 from fleet.worker.leader import Leader
 from fleet.worker.process import EXIT_HARD_LIMIT, runner_id
@@ -218,6 +218,17 @@ class Supervisor:
         )
 
     def beat(self, stopped: bool = False) -> None:
+        health.write(
+            self.app.settings.health_dir,
+            health.SUPERVISOR,
+            {
+                "beat": time.time(),
+                "pid": os.getpid(),
+                "children": [c.process.pid for c in self.children.values() if c.process.pid],
+                "processes": self.processes,
+                "stopping": stopped or self._stopping.is_set(),
+            },
+        )
         try:
             self.app.runtime().state.beat([self.record(stopped)])
         except Exception:

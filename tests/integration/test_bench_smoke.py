@@ -78,6 +78,39 @@ def test_quick_trigger_bench_writes_its_rows(tmp_path: Path) -> None:
         assert row in text
 
 
+def test_quick_signing_bench_writes_its_rows(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--configs",
+            "embedded",
+            "--only",
+            "signing",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (report,) = out.glob("*-quick.md")
+    text = report.read_text()
+    for row in (
+        "W1 throughput, messages unsigned",
+        "W1 throughput, messages signed (HMAC-SHA256)",
+        "W1 slowdown with signed messages",
+        "Signing: sign + check CPU per message",
+    ):
+        assert row in text
+
+
 def test_quick_metrics_bench_writes_its_rows(tmp_path: Path) -> None:
     out = tmp_path / "results"
     done = subprocess.run(

@@ -41,6 +41,8 @@ from fleet.queues import QueueSpec, load_queues
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "fleet"
 FULL_VALUES = CHART / "ci" / "full-values.yaml"
+DEFAULT_VALUES = CHART / "ci" / "default-values.yaml"  # the defaults + image.repository
+GROUPS_VALUES = CHART / "ci" / "groups-values.yaml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 COMPOSE = ROOT / "docker" / "compose.yaml"
 TOOLS = ROOT / ".tools"
@@ -56,6 +58,14 @@ CHART_MANAGED = {
     "log_level",
     "processes",
     "threads",
+    "health_dir",
+    "signing_keys",
+    "broker_username",
+    "broker_password",
+    "state_username",
+    "state_password",
+    "monitor_token",  # secrets: the monitor Deployment reads them from monitor.auth's Secret
+    "monitor_auth",
 }
 SUPERVISOR_REAP = 10  # seconds the supervisor waits for its processes after shutdown_grace
 
@@ -107,7 +117,8 @@ def helm(
 
 
 def _render(helm: Helm, *args: str) -> list[Manifest]:
-    result = helm("template", "release", str(CHART), "--namespace", "work", *args)
+    base = ("--values", str(DEFAULT_VALUES))  # later --values win
+    result = helm("template", "release", str(CHART), "--namespace", "work", *base, *args)
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -120,6 +131,11 @@ def default_manifests(helm: Helm) -> list[Manifest]:
 @pytest.fixture(scope="session")
 def full_manifests(helm: Helm) -> list[Manifest]:
     return _render(helm, "--values", str(FULL_VALUES))
+
+
+@pytest.fixture(scope="session")
+def groups_manifests(helm: Helm) -> list[Manifest]:
+    return _render(helm, "--values", str(GROUPS_VALUES))
 
 
 def _one(manifests: list[Manifest], kind: str) -> Manifest:
@@ -165,8 +181,13 @@ def _config_files(manifests: list[Manifest], name: str) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("--strict",), ("--strict", "--values", str(FULL_VALUES))],
-    ids=["default", "strict", "strict-full-values"],
+    [
+        ("--values", str(DEFAULT_VALUES)),
+        ("--strict", "--values", str(DEFAULT_VALUES)),
+        ("--strict", "--values", str(FULL_VALUES)),
+        ("--strict", "--values", str(GROUPS_VALUES)),
+    ],
+    ids=["default", "strict", "strict-full-values", "strict-groups-values"],
 )
 def test_helm_lint(helm: Helm, args: tuple[str, ...]) -> None:
     result = helm("lint", *args, str(CHART))
@@ -188,7 +209,7 @@ def validate() -> Callable[[Manifest, str], None]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("values", ["default", "full"])
+@pytest.mark.parametrize("values", ["default", "full", "groups"])
 def test_rendered_manifests_are_valid_kubernetes(
     request: pytest.FixtureRequest,
     validate: Callable[[Manifest, str], None],
@@ -216,12 +237,12 @@ def test_default_release_runs_the_app_with_probes_secrets_and_graceful_stop(
     default_manifests: list[Manifest],
 ) -> None:
     kinds = sorted(m["kind"] for m in default_manifests)
-    assert kinds == ["ConfigMap", "Deployment", "PodDisruptionBudget", "ServiceAccount"]
+    assert kinds == ["ConfigMap", "Deployment", "Pod", "PodDisruptionBudget", "ServiceAccount"]
     deployment = _one(default_manifests, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     worker = _worker(deployment)
     assert deployment["spec"]["replicas"] == 2
-    assert worker["image"] == "fleet:0.1.0"
+    assert worker["image"] == "registry.example.com/fleet/worker:0.1.0"
     assert "command" not in worker  # the image's tini entrypoint stays PID 1
 
     args = build_parser().parse_args(worker["args"])
@@ -232,10 +253,23 @@ def test_default_release_runs_the_app_with_probes_secrets_and_graceful_stop(
         4,
         "",
     )
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    env = _env(worker)
+    health_dir = env["FLEET__HEALTH_DIR"]["value"]
+    assert health_dir.startswith("/tmp/")  # the writable emptyDir
+    for probe, check in (
+        ("startupProbe", "live"),
+        ("livenessProbe", "live"),
+        ("readinessProbe", "ready"),
+    ):
         command = worker[probe]["exec"]["command"]
-        assert command == ["fleet", "check", "--app", "examples.report_tasks:app"]
-        assert build_parser().parse_args(command[1:]).command == "check"
+        assert "--app" not in command  # the probe never imports the app
+        parsed = build_parser().parse_args(command[1:])
+        assert (parsed.command, parsed.action, parsed.dir, parsed.max_age) == (
+            "probe",
+            check,
+            health_dir,
+            30.0,  # settings.dead_after
+        )
 
     env = _env(worker)
     assert _connection(pod, worker) == (
@@ -279,6 +313,7 @@ def test_full_values_release(full_manifests: list[Manifest]) -> None:
         "Deployment",
         "HorizontalPodAutoscaler",
         "Job",
+        "Pod",
         "PodDisruptionBudget",
         "ServiceAccount",
     ]
@@ -295,7 +330,7 @@ def test_full_values_release(full_manifests: list[Manifest]) -> None:
         8,
         "reports,bulk",
     )
-    assert worker["livenessProbe"]["exec"]["command"][-1] == "myproject.tasks:app"
+    assert worker["livenessProbe"]["exec"]["command"][-1] == "20"  # settings.dead_after
     env = _env(worker)
     assert _connection(pod, worker) == (
         "fleet-prod-urls",
@@ -332,6 +367,152 @@ def test_full_values_release(full_manifests: list[Manifest]) -> None:
     for step in steps:
         assert _connection(job_pod, step) == _connection(pod, worker)
         assert step["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def _deployments(manifests: list[Manifest]) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == "Deployment"}
+
+
+def test_worker_groups_share_one_queue_definition(groups_manifests: list[Manifest]) -> None:
+    deployments = _deployments(groups_manifests)
+    assert set(deployments) == {
+        "release-fleet-default",
+        "release-fleet-reports",
+        "release-fleet-bulk",
+        "release-fleet-monitor",
+    }
+    configs = [m for m in groups_manifests if m["kind"] == "ConfigMap"]
+    assert [c["metadata"]["name"] for c in configs] == ["release-fleet"]  # one, shared
+    table_text = configs[0]["data"]["queues.yaml"]
+    defined = set(yaml.safe_load(table_text)["queues"])
+    selectors = []
+    consumed = {}
+    for group in ("default", "reports", "bulk"):
+        deployment = deployments[f"release-fleet-{group}"]
+        pod = deployment["spec"]["template"]["spec"]
+        worker = _worker(deployment)
+        args = build_parser().parse_args(worker["args"])
+        consumed[group] = (args.queues, args.processes, args.threads)
+        assert set(args.queues.split(",")) <= defined
+        config = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]["name"]
+        assert config == "release-fleet"
+        labels = deployment["spec"]["selector"]["matchLabels"]
+        assert labels["fleet/worker-group"] == group
+        assert labels.items() <= _pod_labels(deployment).items()
+        selectors.append(labels)
+    assert consumed == {
+        "default": ("default", 2, 4),
+        "reports": ("reports", 2, 8),
+        "bulk": ("bulk", 4, 1),
+    }
+    assert len({json.dumps(sel, sort_keys=True) for sel in selectors}) == 3  # no overlap
+    assert deployments["release-fleet-reports"]["spec"]["replicas"] == 3
+    bulk = deployments["release-fleet-bulk"]
+    assert "replicas" not in bulk["spec"]  # its autoscaler owns it
+    assert bulk["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "batch"}
+    assert _worker(bulk)["resources"]["requests"]["cpu"] == "2"
+    (hpa,) = [m for m in groups_manifests if m["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "release-fleet-bulk"
+    pdbs = {
+        m["metadata"]["name"]: m["spec"]
+        for m in groups_manifests
+        if m["kind"] == "PodDisruptionBudget"
+    }
+    assert pdbs["release-fleet-reports"]["minAvailable"] == 2
+    assert pdbs["release-fleet-bulk"]["maxUnavailable"] == 1
+    assert pdbs["release-fleet-bulk"]["selector"]["matchLabels"]["fleet/worker-group"] == "bulk"
+
+
+def test_operator_credentials_and_signing_keys_arrive_as_files(
+    groups_manifests: list[Manifest], tmp_path: Path
+) -> None:
+    deployment = _deployments(groups_manifests)["release-fleet-default"]
+    pod = deployment["spec"]["template"]["spec"]
+    worker = _worker(deployment)
+    env = _env(worker)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert "connection" not in volumes  # both URLs are plain values, without passwords
+    assert "@" not in env["FLEET__BROKER_URL"]["value"]
+    files: dict[str, str] = {}
+    for name, secret, items in (
+        ("broker-credentials", "fleet-rabbitmq-default-user", {"username", "password"}),
+        ("state-credentials", "mongodb", {"mongodb-root-password"}),
+        ("signing-keys", "fleet-signing", {"signing-keys"}),
+    ):
+        volume = volumes[name]["secret"]
+        assert volume["secretName"] == secret
+        assert {i["key"] for i in volume["items"]} == items
+        for item in volume["items"]:
+            files[f"{mounts[name]}/{item['path']}"] = item["key"]
+    for variable in (
+        "FLEET__BROKER_USERNAME_FILE",
+        "FLEET__BROKER_PASSWORD_FILE",
+        "FLEET__STATE_PASSWORD_FILE",
+        "FLEET__SIGNING_KEYS_FILE",
+    ):
+        assert env[variable]["value"] in files, variable
+    assert "FLEET__STATE_USERNAME_FILE" not in env  # the URL's own user is kept
+    # fleet composes the URLs from what the kubelet would mount.
+    contents = {"username": "fleet", "password": "p@ss/word", "mongodb-root-password": "r00t"}
+    contents["signing-keys"] = "k1:" + "s" * 32
+    environ = {}
+    for variable in (v for v in env if "value" in env[v]):
+        value = env[variable]["value"]
+        if value in files:
+            path = tmp_path / files[value]
+            path.write_text(contents[files[value]] + "\n")
+            value = str(path)
+        environ[variable] = value
+    environ.pop("FLEET__CONFIG")
+    environ.pop("FLEET__QUEUES_FILE")
+    environ.pop("FLEET__HEALTH_DIR")
+    settings = load_settings(environ=environ, cwd=tmp_path).settings
+    assert settings.broker_url == "amqp://fleet:p%40ss%2Fword@fleet-rabbitmq.messaging.svc:5672/%2F"
+    assert settings.state_url.startswith("mongodb://root:r00t@mongodb-0.mongodb-headless:27017,")
+    assert settings.signing_keys == contents["signing-keys"]
+
+
+def test_monitor_and_helm_test(groups_manifests: list[Manifest]) -> None:
+    monitor = _deployments(groups_manifests)["release-fleet-monitor"]
+    pod = monitor["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == [
+        "monitor",
+        "--app",
+        "myproject.tasks:app",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+    ]
+    env = _env(container)
+    assert env["FLEET__MONITOR_AUTH_FILE"]["value"] == "/etc/fleet/monitor/auth"
+    auth = next(v for v in pod["volumes"] if v["name"] == "monitor-auth")["secret"]
+    assert auth["secretName"] == "fleet-monitor-auth"
+    assert "FLEET__SIGNING_KEYS_FILE" in env  # its retries are signed like any publish
+    service = _one(groups_manifests, "Service")
+    assert (
+        service["spec"]["selector"].items()
+        <= monitor["spec"]["template"]["metadata"]["labels"].items()
+    )
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+    test_pod = _one(groups_manifests, "Pod")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (submit,) = test_pod["spec"]["containers"]
+    assert submit["command"][:3] == ["python", "-m", "fleet.testing.submit"]
+    from fleet.testing import submit as submit_module
+
+    assert submit_module.__name__ == submit["command"][2]
+    assert submit["command"][3:] == [
+        "examples.report_tasks.generate_report",
+        "--args",
+        '["helm-test"]',
+        "--timeout",
+        "120",
+    ]
+    assert _env(submit).keys() >= {"FLEET__BROKER_URL", "FLEET__SIGNING_KEYS_FILE"}
 
 
 @pytest.mark.parametrize("values", ["default", "full"])
@@ -404,6 +585,24 @@ BAD_VALUES = [
     pytest.param(["queueDefinitions.queues.jobs.type=fifo"], "/jobs/type", id="bad-queue-type"),
     pytest.param(["terminationGracePeriodSeconds=35"], "must exceed", id="grace-too-short"),
     pytest.param(["connection.create=true"], "brokerUrl is required", id="create-without-urls"),
+    pytest.param(["image.repository="], "there is no public fleet image", id="no-image"),
+    pytest.param(
+        ["workerGroups.bulk.queues={bulk,nightly}"],
+        'worker group "bulk": queue "nightly" is not defined in queueDefinitions.queues',
+        id="group-queue-undefined",
+    ),
+    pytest.param(["queues={nightly}"], 'queue "nightly" is not defined', id="queue-undefined"),
+    pytest.param(["workerGroups.Big_Group.threads=2"], "propertyName 'Big_Group'", id="group-name"),
+    pytest.param(["workerGroups.a.thread=2"], "'thread'", id="group-unknown-key"),
+    pytest.param(
+        ["connection.broker.url=amqp://u:secret@mq:5672/"], "/connection/broker/url", id="pw-in-url"
+    ),
+    pytest.param(
+        ["connection.broker.credentialsSecret=mq-user"],
+        "connection.broker.credentialsSecret needs connection.broker.url",
+        id="credentials-without-url",
+    ),
+    pytest.param(["monitor.enabled=true"], "monitor.auth.existingSecret", id="monitor-no-auth"),
     pytest.param(
         ["autoscaling.enabled=true", "resources.requests=null"], "requests.cpu", id="hpa-no-cpu"
     ),
@@ -418,7 +617,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("sets", "complaint"), BAD_VALUES)
 def test_chart_refuses_bad_values(helm: Helm, sets: list[str], complaint: str) -> None:
     args = [arg for value in sets for arg in ("--set", value)]
-    result = helm("template", "release", str(CHART), *args)
+    result = helm("template", "release", str(CHART), "--values", str(DEFAULT_VALUES), *args)
     assert result.returncode != 0, result.stdout
     assert complaint in result.stderr
 
@@ -456,7 +655,8 @@ def test_install_notes_tell_how_to_provide_the_urls(
     helm: Helm,
 ) -> None:
     def notes(*args: str) -> str:
-        result = helm("install", "release", str(CHART), "--dry-run=client", *args)
+        base = ("--values", str(DEFAULT_VALUES))
+        result = helm("install", "release", str(CHART), "--dry-run=client", *base, *args)
         assert result.returncode == 0, result.stderr
         return result.stdout.split("NOTES:", 1)[1]
 
@@ -503,6 +703,21 @@ def test_dockerfile_builds_a_small_non_root_worker_image() -> None:
     final = steps[stages[-1] :]
     build = steps[: stages[-1]]
     assert any(op == "RUN" and '".[rabbitmq,mongo,metrics]"' in a for op, a in build)
+    # Pinned dependencies are installed before the sources are copied (layer cache).
+    copies = [a for op, a in build if op == "COPY"]
+    runs = [a for op, a in build if op == "RUN"]
+    assert copies[0].split()[0] == "docker/constraints.txt"
+    locked = next(i for i, (op, a) in enumerate(build) if op == "RUN" and "-r constraints" in a)
+    sources = next(i for i, (op, a) in enumerate(build) if op == "COPY" and a.startswith("fleet"))
+    assert locked < sources
+    assert any("-c constraints.txt" in a for a in runs)
+    labels = " ".join(a for op, a in final if op == "LABEL")
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert 'org.opencontainers.image.revision="${REVISION}"' in labels
+    assert {"VERSION", "REVISION"} <= {a.split("=")[0] for op, a in final if op == "ARG"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    final_args = dict(a.split("=", 1) for op, a in final if op == "ARG" and "=" in a)
+    assert final_args["VERSION"] == project["version"]
     assert not any(re.search(r"gcc|build-essential|\bpip\b", a) for op, a in final if op == "RUN")
     users = [a for op, a in final if op == "USER"]
     assert users and re.fullmatch(r"[1-9]\d*(:\d+)?", users[-1]), "numeric non-root USER"
@@ -572,7 +787,10 @@ def test_compose_stack_is_wired() -> None:
     ).resolve() == DOCKERFILE
     args = build_parser().parse_args(worker["command"])
     assert (args.command, args.app) == ("worker", "examples.report_tasks:app")
-    assert build_parser().parse_args(worker["healthcheck"]["test"][2:]).command == "check"
+    probe = build_parser().parse_args(worker["healthcheck"]["test"][2:])
+    assert (probe.command, probe.action) == ("probe", "ready")
+    assert probe.dir == worker["environment"]["FLEET__HEALTH_DIR"]
+    assert "/tmp" in worker["tmpfs"]  # the health files live on the writable tmpfs
     env = {k: _interpolate(v) for k, v in worker["environment"].items()}
     assert re.match(r"amqp://[^@]+@rabbitmq:5672/", env["FLEET__BROKER_URL"])
     assert env["FLEET__STATE_URL"].startswith("mongodb://mongo:27017/")

@@ -21,6 +21,7 @@ import yaml
 
 from tests.integration.test_deploy import (  # noqa: F401  # fixtures
     CHART,
+    DEFAULT_VALUES,
     KUBERNETES_VERSIONS,
     Helm,
     helm,
@@ -37,8 +38,13 @@ KEDA = [
 ]
 
 
+GROUPS_VALUES = CHART / "ci" / "groups-values.yaml"
+
+
 def _render(helm: Helm, *args: str) -> list[Manifest]:  # noqa: F811
-    result = helm("template", "release", str(CHART), "--namespace", "work", *args)
+    result = helm(
+        "template", "release", str(CHART), "--namespace", "work", "-f", str(DEFAULT_VALUES), *args
+    )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -106,6 +112,44 @@ def test_every_defined_queue_by_default_with_exact_names(helm: Helm) -> None:  #
     assert alternation.group(1) == r"a\\.b|bulk|default|reports"
 
 
+def test_one_scaled_object_per_worker_group(helm: Helm) -> None:  # noqa: F811
+    # groups-values.yaml: groups default, reports, bulk; only bulk requests CPU.
+    manifests = _render(helm, "-f", str(GROUPS_VALUES), *KEDA, "--set", "keda.cpu.enabled=false")
+    scaled = {m["spec"]["scaleTargetRef"]["name"]: m for m in _kinds(manifests, "ScaledObject")}
+    deployments = {
+        m["metadata"]["name"]: m
+        for m in _kinds(manifests, "Deployment")
+        if m["metadata"]["labels"].get("app.kubernetes.io/component") == "worker"
+    }
+    assert set(scaled) == set(deployments) == {f"release-fleet-{g}" for g in GROUPS}
+    for name, obj in scaled.items():
+        _check(obj)
+        group = name.removeprefix("release-fleet-")
+        assert obj["metadata"]["labels"]["fleet/worker-group"] == group
+        query = obj["spec"]["triggers"][0]["metadata"]["query"]
+        assert f'queue=~"{group}", ' in query  # the queues that group consumes, only
+        assert "replicas" not in deployments[name]["spec"]  # KEDA sets it
+    assert not _kinds(manifests, "HorizontalPodAutoscaler")  # bulk's gives way to KEDA
+
+
+GROUPS = ("bulk", "default", "reports")
+
+
+def test_cpu_trigger_needs_each_groups_cpu_request(helm: Helm) -> None:  # noqa: F811
+    result = helm(
+        "template",
+        "release",
+        str(CHART),
+        "-f",
+        str(GROUPS_VALUES),
+        *KEDA,
+        "--set",
+        "resources=null",
+    )
+    assert result.returncode != 0
+    assert 'worker group "default": keda.cpu.enabled needs resources.requests.cpu' in result.stderr
+
+
 def test_schema_catches_what_keda_would_refuse() -> None:
     import jsonschema
 
@@ -149,6 +193,6 @@ def test_schema_catches_what_keda_would_refuse() -> None:
 )
 def test_bad_keda_values_are_refused(helm: Helm, sets: list[str], complaint: str) -> None:  # noqa: F811
     args = [arg for pair in (("--set", s) for s in sets) for arg in pair]
-    result = helm("template", "release", str(CHART), *args)
+    result = helm("template", "release", str(CHART), "-f", str(DEFAULT_VALUES), *args)
     assert result.returncode != 0
     assert complaint in result.stderr

@@ -43,10 +43,11 @@ app.kubernetes.io/part-of: fleet
 {{- end }}
 
 {{- define "fleet.image" -}}
+{{- $repository := required "image.repository is required: there is no public fleet image. Build docker/Dockerfile (or an image FROM it with your tasks), push it to your registry and set image.repository (see docker/README.md)" .Values.image.repository }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -89,9 +90,12 @@ queues.yaml: |
   {{- toYaml .Values.queueDefinitions | nindent 2 }}
 {{- end }}
 
-{{/* The environment of every fleet container: files, log format, and where the URLs are:
-files of the Secret mounted at /etc/fleet/secrets, so that no credential is in the
-environment of the worker or its tasks (fleet reads FLEET__<KEY>_FILE). */}}
+{{/* The environment of every fleet container: files, log format, and where the URLs are.
+Credentials only ever come as files (fleet reads FLEET__<KEY>_FILE), so none is in the
+environment of the worker or its tasks: either whole URLs from the connection Secret
+mounted at /etc/fleet/secrets, or URLs without credentials in plain values plus the
+user name and password keys of an operator-made Secret mounted at
+/etc/fleet/credentials/<broker|state>. The signing keys, when set, are a file too. */}}
 {{- define "fleet.env" -}}
 - name: FLEET__CONFIG
   value: /etc/fleet/settings.yaml
@@ -101,22 +105,59 @@ environment of the worker or its tasks (fleet reads FLEET__<KEY>_FILE). */}}
   value: {{ .Values.logFormat | quote }}
 - name: FLEET__LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
-- name: FLEET__BROKER_URL_FILE
-  value: /etc/fleet/secrets/broker-url
-- name: FLEET__STATE_URL_FILE
-  value: /etc/fleet/secrets/state-url
+{{- range $kind := list "broker" "state" }}
+{{- $spec := get $.Values.connection $kind }}
+{{- if $spec.url }}
+- name: FLEET__{{ upper $kind }}_URL
+  value: {{ $spec.url | quote }}
+{{- else }}
+- name: FLEET__{{ upper $kind }}_URL_FILE
+  value: /etc/fleet/secrets/{{ $kind }}-url
+{{- end }}
+{{- if $spec.credentialsSecret }}
+{{- if $spec.usernameKey }}
+- name: FLEET__{{ upper $kind }}_USERNAME_FILE
+  value: /etc/fleet/credentials/{{ $kind }}/username
+{{- end }}
+- name: FLEET__{{ upper $kind }}_PASSWORD_FILE
+  value: /etc/fleet/credentials/{{ $kind }}/password
+{{- end }}
+{{- end }}
+{{- if .Values.signing.existingSecret }}
+- name: FLEET__SIGNING_KEYS_FILE
+  value: /etc/fleet/signing/keys
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/* Whether any URL is read from the connection Secret ("true" or ""). */}}
+{{- define "fleet.urlsFromSecret" -}}
+{{- if or (not .Values.connection.broker.url) (not .Values.connection.state.url) }}true{{ end }}
 {{- end }}
 
 {{- define "fleet.volumeMounts" -}}
 - name: config
   mountPath: /etc/fleet
   readOnly: true
+{{- if include "fleet.urlsFromSecret" . }}
 - name: connection
   mountPath: /etc/fleet/secrets
   readOnly: true
+{{- end }}
+{{- range $kind := list "broker" "state" }}
+{{- if (get $.Values.connection $kind).credentialsSecret }}
+- name: {{ $kind }}-credentials
+  mountPath: /etc/fleet/credentials/{{ $kind }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if .Values.signing.existingSecret }}
+- name: signing-keys
+  mountPath: /etc/fleet/signing
+  readOnly: true
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- with .Values.extraVolumeMounts }}
@@ -126,17 +167,50 @@ environment of the worker or its tasks (fleet reads FLEET__<KEY>_FILE). */}}
 
 {{/* Volumes; the argument is a dict with the chart context ("root") and the ConfigMap. */}}
 {{- define "fleet.volumes" -}}
+{{- $connection := .root.Values.connection }}
 - name: config
   configMap:
     name: {{ .configMap }}
+{{- if include "fleet.urlsFromSecret" .root }}
 - name: connection
   secret:
     secretName: {{ include "fleet.secretName" .root }}
     items:
-      - key: {{ .root.Values.connection.brokerUrlKey }}
+      {{- if not $connection.broker.url }}
+      - key: {{ $connection.brokerUrlKey }}
         path: broker-url
-      - key: {{ .root.Values.connection.stateUrlKey }}
+      {{- end }}
+      {{- if not $connection.state.url }}
+      - key: {{ $connection.stateUrlKey }}
         path: state-url
+      {{- end }}
+{{- end }}
+{{- range $kind := list "broker" "state" }}
+{{- $spec := get $connection $kind }}
+{{- if $spec.credentialsSecret }}
+{{- if not $spec.url }}
+{{- fail (printf "connection.%s.credentialsSecret needs connection.%s.url (the URL without credentials)" $kind $kind) }}
+{{- end }}
+- name: {{ $kind }}-credentials
+  secret:
+    secretName: {{ $spec.credentialsSecret }}
+    items:
+      {{- if $spec.usernameKey }}
+      - key: {{ $spec.usernameKey }}
+        path: username
+      {{- end }}
+      - key: {{ required (printf "connection.%s.passwordKey is required with connection.%s.credentialsSecret" $kind $kind) $spec.passwordKey }}
+        path: password
+{{- end }}
+{{- end }}
+{{- with .root.Values.signing.existingSecret }}
+- name: signing-keys
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: {{ $.root.Values.signing.key }}
+        path: keys
+{{- end }}
 - name: tmp
   emptyDir:
     {{- with .root.Values.tmp.medium }}
@@ -150,14 +224,28 @@ environment of the worker or its tasks (fleet reads FLEET__<KEY>_FILE). */}}
 {{- end }}
 {{- end }}
 
-{{/* An exec probe running `fleet check`; the argument is a dict: root, probe. */}}
-{{- define "fleet.checkProbe" -}}
+{{/* dead_after as fleet sees it: the settings value, else fleet's default (30 s). */}}
+{{- define "fleet.deadAfter" -}}
+{{- if hasKey .Values.settings "dead_after" }}
+{{- .Values.settings.dead_after }}
+{{- else }}
+{{- 30 }}
+{{- end }}
+{{- end }}
+
+{{/* An exec probe running `fleet probe live|ready`: it reads the health files the worker
+keeps in healthDir (no app import, no network); the argument is a dict: root, probe,
+check ("live" or "ready"). */}}
+{{- define "fleet.healthProbe" -}}
 exec:
   command:
     - fleet
-    - check
-    - --app
-    - {{ .root.Values.app | quote }}
+    - probe
+    - {{ .check }}
+    - --dir
+    - {{ .root.Values.healthDir | quote }}
+    - --max-age
+    - {{ include "fleet.deadAfter" .root | quote }}
 periodSeconds: {{ .probe.periodSeconds }}
 timeoutSeconds: {{ .probe.timeoutSeconds }}
 failureThreshold: {{ .probe.failureThreshold }}
