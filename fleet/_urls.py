@@ -100,11 +100,12 @@ def _secret_key(key: str) -> bool:
 def _redact_tail(tail: str, in_query: bool = False) -> str:
     """Path, query and fragment with the values of secret query keys replaced.
 
-    `in_query`: a query began in the credentials, so the tail may be the rest of it.
+    `in_query`: a query began in the credentials, so the tail may be the rest of it
+    (all of it: a '?' in there is one more unencoded character of a value).
     """
     tail, hash_, fragment = tail.partition("#")
     path, mark, query = tail.partition("?")
-    if in_query and not mark:
+    if in_query:
         path, query, mark = "", tail, ""
     parts: list[str] = []
     hiding = in_query
@@ -114,7 +115,7 @@ def _redact_tail(tail: str, in_query: bool = False) -> str:
             continue
         key, eq, _ = part.partition("=")
         if eq:
-            hiding = _secret_key(key)
+            hiding = _secret_key(key) or _secret_key(key.rpartition("?")[2])
             parts.append(f"{key}=***" if hiding else part)
         else:  # after a secret, a part without '=' is an unencoded '&' inside its value
             parts.append("***" if hiding else part)

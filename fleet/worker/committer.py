@@ -14,9 +14,10 @@ recovery will find it if this process dies. Notifications go out only for change
 that took effect, so a late duplicate never announces a result that lost. Outcomes
 waited on in this very process are delivered directly, without the broker. A task
 thread calls `put` only once its task can no longer be interrupted
-(`Running.finished`), so no asynchronous exception can cut a batch short. After the
+(`Running.finished`), so no asynchronous exception can cut a batch short. Before the
 notifications, the changes that took effect go to the extensions' `after_change`
-(`fleet._transitions`; `put` names the task of each change for it).
+(`fleet._transitions`; `put` names the task of each change for it), so a caller that
+has its result and calls again sees the cache entry or the freed limit it left.
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ class Committer:
                     local.append(outcome)
                 else:
                     notes.append((commit.reply_to, pack_outcome(outcome)))
+        # Before the notifications: a waiter that calls again at once sees every
+        # consequence of the result (a cached result remembered, a limit released).
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher.after_change_hooks:
+            _transitions.emit(dispatcher, changes, applied, [c.task for c in batch])
         if local:
             self._waiter.deliver(local)
         if notes:
@@ -126,10 +132,6 @@ class Committer:
                 log.warning(
                     "result notifications failed; waiters fall back to the store", exc_info=True
                 )
-        # After the notifications: a waiter's result comes before any follow-up work.
-        dispatcher = self._dispatcher
-        if dispatcher is not None and dispatcher.after_change_hooks:
-            _transitions.emit(dispatcher, changes, applied, [c.task for c in batch])
 
     def _apply(self, changes: list[Change]) -> list[bool]:
         delay = 0.1

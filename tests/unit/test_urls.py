@@ -84,6 +84,22 @@ def test_redact_never_raises_and_never_shows_a_secret(case: tuple[str, list[str]
     assert "SECRET" not in scrub(f"auth failed for {url}", secrets_of(url))
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        # Found by the fuzz above: an unencoded '@' in one query value and a '?' in the
+        # next; a '?' and '=' in the password before a real query.
+        "redis://name:SECRET($+95&/8*~8/9;&&@[2001:db8::7]/ilgkoa"
+        "?api_token=SECRET@69:B/&' &api_token=SECRET?38:=+",
+        "http://mkpnpa:SECRET!X?&C=@):Y@acfpe.example:259/"
+        "?authMechanismProperties=SECRET%23&client_secret=SECRET%3A%2CA%219B%24%40",
+    ],
+)
+def test_redact_hides_secrets_around_unencoded_query_characters(url: str) -> None:
+    assert "SECRET" not in redact(url)
+    assert "SECRET" not in scrub(f"auth failed for {url}", secrets_of(url))
+
+
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.text(max_size=60))
 def test_redact_never_raises_on_any_text(text: str) -> None:
