@@ -19,6 +19,8 @@ Contract:
   messages not yet confirmed, and waits for their confirms. A failed attempt (nack,
   return, timeout, lost connection) is followed by backoff with jitter and another, up
   to `publish_retries` attempts; then `PublishError` names the queues and the reason.
+  An attempt that was nacked retries on a fresh connection (a channel whose quorum
+  queue changed leader can go on nacking everything it publishes).
   While a host of the URL failed less than `publish_timeout` seconds ago
   (`Endpoint.failing_over`: a cluster node was lost, and the quorum queues it led nack
   publishes until they elect new leaders), failed attempts do not count, so a
@@ -350,8 +352,13 @@ class Publisher:
         except BrokerError as exc:
             pooled.link.close(0.2)
             return dict.fromkeys(range(len(messages)), str(exc))
-        self._checkin(pooled)
         failed = {i: why for i, why in enumerate(results) if why is not None}
+        if NACKED in failed.values():
+            # A channel whose quorum queue changed leader may go on nacking every
+            # publish (seen on a 3-node cluster): the next attempt gets a fresh one.
+            pooled.link.close(0.2)
+        else:
+            self._checkin(pooled)
         for i, why in failed.items():
             if why.startswith("returned"):
                 self._queues.forget(messages[i].queue)  # deleted meanwhile: declare again
