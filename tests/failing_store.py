@@ -2,7 +2,8 @@
 
 `FailingStore(real)` forwards every call to `real`, except the `apply` calls that carry
 a change matching `fail_when`: those raise `StateError` (the store "is down" for them)
-as long as `failures` allows. Tests install it as `app.runtime().state` before a worker
+as long as `failures` allows, and the `find` calls while `fail_find` is set (reads
+"down"). Tests install it as `app.runtime().state` before a worker
 starts, so the worker's executor and committer write through it.
 """
 
@@ -24,6 +25,8 @@ class FailingStore(StateStore):
         self.failures = -1
         """How many more calls to fail (-1: no limit)."""
         self.failed = 0
+        self.fail_find = False
+        """Whether `find` raises `StateError` (a read of the store fails)."""
         self._lock = threading.Lock()
 
     def apply(self, changes: Sequence[Change], at: float | None = None) -> list[bool]:
@@ -47,6 +50,8 @@ class FailingStore(StateStore):
         return self.real.get(ids)
 
     def find(self, query: Query) -> list[InvocationRecord]:
+        if self.fail_find:
+            raise StateError("state store down for reads (FailingStore)")
         return self.real.find(query)
 
     def counts(self) -> dict[Status, int]:

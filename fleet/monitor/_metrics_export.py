@@ -10,8 +10,11 @@ Contract: with `PROMETHEUS_MULTIPROC_DIR` set, the exporter serves the sum over 
 process that wrote there (counters of exited or recycled worker processes keep
 counting); the per-process gauge of a process that is gone is dropped at the next
 scrape (its files are marked dead, as prometheus_client documents for `live*`
-gauges). Without it, the exporter serves its own process's registry. `start` raises
-`ConfigError` naming the port if it cannot listen.
+gauges). Without it, the exporter serves its own process's registry. Either way it
+also serves the `collectors` it was given (collected in this process at each scrape,
+e.g. the backlog gauge of `fleet.monitor._metrics_backlog`), registered at `start` and
+unregistered at `stop`. `start` raises `ConfigError` naming the port if it cannot
+listen.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 from fleet.errors import ConfigError
@@ -76,10 +80,18 @@ class _Sweeping:
 class Exporter:
     """`/metrics` over HTTP on `host:port` (a service: `start`, `stop`)."""
 
-    def __init__(self, port: int, host: str = "0.0.0.0", registry: Any = None) -> None:
+    def __init__(
+        self,
+        port: int,
+        host: str = "0.0.0.0",
+        registry: Any = None,
+        collectors: Sequence[Any] = (),
+    ) -> None:
         self.port = port
         self.host = host
         self.registry = registry
+        self.collectors = tuple(collectors)
+        self._serving: Any = None
         self._server: Any = None
         self._thread: Any = None
 
@@ -91,20 +103,25 @@ class Exporter:
 
         path = os.environ.get(ENV)
         if not path:
-            return REGISTRY if self.registry is None else self.registry
-        registry = CollectorRegistry(auto_describe=False)
-        collector = multiprocess.MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]  # untyped upstream
-        registry.register(_Sweeping(path, collector))
+            registry = REGISTRY if self.registry is None else self.registry
+        else:
+            registry = CollectorRegistry(auto_describe=False)
+            collector = multiprocess.MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]  # untyped upstream
+            registry.register(_Sweeping(path, collector))
+        for extra in self.collectors:
+            registry.register(extra)
         return registry
 
     def start(self) -> None:
         from prometheus_client import start_http_server
 
+        self._serving = self._registry()
         try:
             self._server, self._thread = start_http_server(
-                self.port, self.host, registry=self._registry()
+                self.port, self.host, registry=self._serving
             )
         except OSError as exc:
+            self._unregister()
             raise ConfigError(
                 f"metrics_port {self.port}: cannot serve /metrics on {self.host}: {exc}"
             ) from exc
@@ -115,3 +132,10 @@ class Exporter:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        self._unregister()
+
+    def _unregister(self) -> None:
+        if self._serving is not None:
+            for extra in self.collectors:
+                self._serving.unregister(extra)
+            self._serving = None

@@ -15,7 +15,9 @@ Job: `Metrics`, an `Extension` (turned on by the setting `metrics`, or passed as
 - `services()`: the `/metrics` exporter on the setting `metrics_port`, in the process
   that is not a spawned worker process (the supervisor of `fleet worker`, which reads
   its worker processes' numbers from the multiprocess directory, see
-  `fleet.monitor._metrics_export`).
+  `fleet.monitor._metrics_export`), and beside it the `fleet_queue_backlog{queue}`
+  gauge, each queue's backlog read every `backlog_interval` seconds by that process
+  alone (see `fleet.monitor._metrics_backlog`).
 
 Contract: the hooks only append to a queue; a flusher thread writes it to the metrics
 every `FLUSH_EVERY` seconds, and at exit (a metric write takes a lock and, in
@@ -50,6 +52,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "fleet metrics need prometheus_client: pip install 'fleet-tasks[metrics]'"
     ) from exc
 
+from fleet.monitor._metrics_backlog import BACKLOG_INTERVAL, BacklogGauge
 from fleet.monitor._metrics_families import Families, families
 
 if TYPE_CHECKING:
@@ -71,9 +74,14 @@ class Metrics(Extension):
     """Prometheus metrics of the invocations this process sees; see the module docstring."""
 
     def __init__(
-        self, settings: Settings | None = None, *, registry: CollectorRegistry | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        backlog_interval: float = BACKLOG_INTERVAL,
     ) -> None:
         self.port = settings.metrics_port if settings is not None else 0
+        self.backlog_interval = backlog_interval
         self.host = settings.metrics_host if settings is not None else "0.0.0.0"
         self.families: Families = families(registry)
         self.registry = registry
@@ -211,7 +219,10 @@ class Metrics(Extension):
             return ()  # a spawned worker process: its supervisor serves its numbers
         from fleet.monitor._metrics_export import Exporter
 
-        return (Exporter(self.port, self.host, self.registry),)
+        # The backlog is read by the serving process alone (one reader per pod, not one
+        # per worker process), started first so the first scrape finds it read.
+        gauges = () if self._app is None else (BacklogGauge(self._app, self.backlog_interval),)
+        return (*gauges, Exporter(self.port, self.host, self.registry, collectors=gauges))
 
 
 def write_histogram(child: Any, values: list[float]) -> None:

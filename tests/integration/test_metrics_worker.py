@@ -181,3 +181,59 @@ def test_counts_of_recycled_worker_processes_are_kept(tmp_path: Path) -> None:
             )
     finally:
         producer.close()
+
+
+def test_the_supervisor_exports_the_backlog_of_a_queue_nobody_consumes(tmp_path: Path) -> None:
+    """Six squares wait in `idle`, a queue of the queues file that the worker (two
+    processes, consuming `default` only) never takes: /metrics reports
+    fleet_queue_backlog{queue="idle"} 6, read once by the supervisor (not once per
+    process), and 0 for `default`."""
+    from fleet.backlog import backlog
+    from tests.integration import metrics_tasks as tasks
+
+    queues = tmp_path / "queues.yaml"
+    queues.write_text("default: default\nqueues:\n  default: {}\n  idle: {}\n")
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    env = {
+        "FLEET__BROKER_URL": url,
+        "FLEET__STATE_URL": url,
+        "FLEET__QUEUES_FILE": str(queues),
+        "FLEET__LOG_LEVEL": "WARNING",
+        "FLEET__METRICS_HOST": "127.0.0.1",
+    }
+    producer = Fleet(broker_url=url, state_url=url, queues_file=str(queues))
+    idle = producer.task(name=tasks.square.name, queue="idle")(tasks.square.func)
+    handles = [idle(i) for i in range(6)]  # before the worker: its first read sees them
+    assert backlog(producer) == {"default": 0, "idle": 6}
+    port = free_port()
+    worker = WorkerCommand(
+        "tests.integration.metrics_tasks:app",
+        processes=2,
+        queues=("default",),
+        env=env,
+        cwd=ROOT,
+    )
+    worker.command += ["--metrics-port", str(port)]
+    found: dict[str, float] = {}
+
+    def exported() -> bool:
+        try:
+            samples = scrape(port)
+        except OSError:  # the exporter is not listening yet
+            return False
+        found.clear()
+        found.update(
+            {q: value(samples, "fleet_queue_backlog", queue=q) for q in ("default", "idle")}
+        )
+        present = {labels for name, labels in samples if name == "fleet_queue_backlog"}
+        return present == {(("queue", "default"),), (("queue", "idle"),)} and found == {
+            "default": 0,
+            "idle": 6,
+        }
+
+    try:
+        with worker:
+            wait_until(exported, f"fleet_queue_backlog idle=6: {found}", timeout=60)
+            assert all(h.status is Status.PENDING for h in handles)  # nobody took them
+    finally:
+        producer.close()
