@@ -16,6 +16,7 @@ import os
 import time
 
 from fleet import Fleet, Trigger
+from fleet import workflows as wf
 
 app = Fleet()
 
@@ -48,6 +49,16 @@ def sleepy(seconds: float) -> float:
 def fan_out(n: int) -> int:
     """Submits `n` children and waits for them (a family tree in the detail page)."""
     return sum(add.parallelize([(i, i) for i in range(n)]).results())
+
+
+@app.workflow
+def checkout(n: int) -> int:
+    """A small workflow (the Workflows page): a step, data, a recorded value."""
+    wf.set("items", n)
+    total = add(n, n).result()
+    wf.set("total", total)
+    wf.now()
+    return total
 
 
 if os.environ.get("MONITOR_LATE") == "1":

@@ -5,7 +5,8 @@ and the app's queues, as template context.
 
 Contract: each handler is `(Monitor, Request) -> (template, context)`, reads only, and
 raises `ValueError` naming the parameter for bad query input (a status that does not
-exist, a malformed time or cursor).
+exist, a malformed time or cursor), or `Missing` for a subject that does not exist (a
+404 page).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
-from fleet.monitor import _render
+from fleet.monitor import _render, _workflow_links
 from fleet.monitor._reader import Filters, Row, arg_needle
 from fleet.state import InvocationRecord, StateStore, blob_key
 from fleet.status import Status
@@ -32,6 +33,10 @@ PAGE = 50
 OVERVIEW_TTL = 1.5
 """Seconds the overview's numbers are shared between viewers (it counts whole tables)."""
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class Missing(LookupError):
+    """What a page is about does not exist: a 404 page saying so."""
 
 
 def overview(m: Monitor, request: Request) -> Context:
@@ -71,24 +76,29 @@ def filters_from(request: Request, codec: str = "msgpack") -> tuple[Filters, dic
     """The filters in the query string, and the raw values to put back in the form."""
     q = request.query_params
     raw = {k: q.get(k, "").strip() for k in ("task", "status", "since", "until", "parent", "arg")}
-    statuses: list[Status] = []
-    for name in [s for s in raw["status"].replace(",", " ").split() if s]:
-        try:
-            statuses.append(Status(name.upper()))
-        except ValueError:
-            raise ValueError(f"unknown status {name!r} in the filter") from None
     needle = b""
     if raw["arg"]:
         needle = arg_needle(raw["arg"], codec)
     filters = Filters(
         task=raw["task"],
-        statuses=tuple(statuses),
+        statuses=parse_statuses(raw["status"]),
         since=moment(raw["since"], "since"),
         until=moment(raw["until"], "until"),
         parent=raw["parent"],
         arg=needle,
     )
     return filters, raw
+
+
+def parse_statuses(text: str) -> tuple[Status, ...]:
+    """The statuses of a filter ('FAILED,RETRY' or 'failed retry')."""
+    statuses: list[Status] = []
+    for name in [s for s in text.replace(",", " ").split() if s]:
+        try:
+            statuses.append(Status(name.upper()))
+        except ValueError:
+            raise ValueError(f"unknown status {name!r} in the filter") from None
+    return tuple(statuses)
 
 
 def moment(text: str, name: str) -> float | None:
@@ -192,8 +202,8 @@ def detail(m: Monitor, request: Request) -> Context:
         raise ValueError(f"no invocation {invocation_id!r} in the state store")
     record = found[0]
     state = m.fleet.runtime().state
-    args, args_cut = _render.cut(_render.decode(_value(state, record.args), record.codec))
-    result, result_cut = _render.cut(_render.decode(_value(state, record.result), record.codec))
+    args, args_cut = _render.cut(_render.decode(value_of(state, record.args), record.codec))
+    result, result_cut = _render.cut(_render.decode(value_of(state, record.result), record.codec))
     start = record.history[0].at if record.history else record.created
     end = record.updated if record.status.final else time.time()
     steps = [
@@ -201,6 +211,7 @@ def detail(m: Monitor, request: Request) -> Context:
         for i, h in enumerate(record.history)
     ]
     return "invocation.html", {
+        **_workflow_links.links(m.fleet, state, record),
         "r": record,
         "args": args,
         "args_cut": args_cut,
@@ -217,7 +228,7 @@ def detail(m: Monitor, request: Request) -> Context:
     }
 
 
-def _value(state: StateStore, data: bytes | None) -> bytes | None:
+def value_of(state: StateStore, data: bytes | None) -> bytes | None:
     """The value itself: a large one is kept as a blob, which is read here."""
     key = blob_key(data)
     if key is None:
@@ -234,7 +245,7 @@ def full_value(m: Monitor, request: Request) -> Context:
         raise ValueError(f"no invocation {invocation_id!r} in the state store")
     r = found[0]
     state = m.fleet.runtime().state
-    text = _render.decode(_value(state, r.args if part == "args" else r.result), r.codec)
+    text = _render.decode(value_of(state, r.args if part == "args" else r.result), r.codec)
     return "value.html", {"r": r, "part": part, "text": text}
 
 

@@ -33,6 +33,8 @@ class Filters:
     """What the invocation list shows; empty fields match everything."""
 
     task: str = ""
+    tasks: tuple[str, ...] = ()
+    """Invocations of any of these tasks (the workflow list: every workflow task)."""
     statuses: tuple[Status, ...] = ()
     since: float | None = None
     until: float | None = None
@@ -172,11 +174,13 @@ class ScanReader(Reader):
         return best
 
     def _records(self, f: Filters) -> list[InvocationRecord]:
-        found = self._recent(f.statuses, f.task or None)
+        task = f.task or (f.tasks[0] if len(f.tasks) == 1 else None)
+        found = self._recent(f.statuses, task)
         keep = [
             r
             for r in found
-            if (not f.parent or r.parent == f.parent)
+            if (not f.tasks or r.task in f.tasks)
+            and (not f.parent or r.parent == f.parent)
             and (f.since is None or r.created >= f.since)
             and (f.until is None or r.created <= f.until)
             and (not f.arg or f.arg in r.args)

@@ -14,12 +14,17 @@ Contract:
   Filters that index does not answer (a final status, an argument value) are applied
   to a window of at most `SCAN` rows from the cursor; when the window is exhausted
   the page ends there with `scanned_out` and a cursor to go on.
+- A set of tasks (`Filters.tasks`, the workflow list) walks the task index once per
+  task, each walk reading at most one page (or its window), and merges the walks; a
+  walk whose window ran out bounds the merged page (rows older than its edge wait for
+  the next page), so no match is skipped or shown twice.
 - Charts and the timeline read by created time: what was created in the window (and,
   for the chart and timeline, up to `LOOKBACK` seconds before it), at most `SCAN` rows.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fleet.monitor._reader import (
@@ -61,6 +66,19 @@ class SQLiteReader(Reader):
         self.db.write(lambda tx: [tx.execute(s) for s in INDEXES.split(";") if s.strip()])
 
     def page(self, filters: Filters, after: str | None, limit: int) -> Page:
+        if filters.tasks and not filters.parent:
+            return self._tasks_page(filters, after, limit)
+        found, edge = self._walk(filters, after, limit)
+        if len(found) > limit or edge is None:
+            return self._page(found, limit)
+        rows = [_row(r) for r in found]
+        return Page(rows, cursor(*edge), True)
+
+    def _walk(
+        self, filters: Filters, after: str | None, limit: int
+    ) -> tuple[list[Any], tuple[float, int] | None]:
+        """Up to `limit + 1` matches newest first along one index, and, when they are
+        fewer and a window was scanned to its end, that window's oldest (created, rowid)."""
         where, params, index = self._access(filters)
         if after:
             created, key = uncursor(after)
@@ -71,21 +89,37 @@ class SQLiteReader(Reader):
         source = f"fleet_invocations INDEXED BY {index}"
         if not rest:
             sql = f"SELECT {_COLS} FROM {source} WHERE {cond} {_ORDER} LIMIT ?"
-            return self._page(self.db.query(sql, [*params, limit + 1]), limit)
+            return self.db.query(sql, [*params, limit + 1]), None
         window = f"SELECT {_COLS}, args FROM {source} WHERE {cond} {_ORDER} LIMIT {SCAN}"
         # No ORDER BY outside: the window comes in index order (a co-routine), so the
         # scan stops at the page's last match instead of sorting every match.
         sql = f"SELECT {_COLS} FROM ({window}) WHERE {' AND '.join(rest)} LIMIT ?"
         found = self.db.query(sql, [*params, *rest_params, limit + 1])
         if len(found) > limit:
-            return self._page(found, limit)
+            return found, None
         # The window's oldest row when the window was full: the next page starts there.
         edge = self.db.query(
             f"SELECT created, rowid FROM {source} WHERE {cond} {_ORDER} LIMIT 1 OFFSET {SCAN - 1}",
             params,
         )
-        rows = [_row(r) for r in found]
-        return Page(rows, cursor(edge[0][0], edge[0][1]) if edge else None, bool(edge))
+        return found, (edge[0][0], edge[0][1]) if edge else None
+
+    def _tasks_page(self, f: Filters, after: str | None, limit: int) -> Page:
+        """Matches of any task of `f.tasks`: one walk per task, merged (module docstring)."""
+        tasks = [f.task] if f.task in f.tasks else [] if f.task else list(dict.fromkeys(f.tasks))
+        found: list[Any] = []
+        edges: list[tuple[float, int]] = []
+        for task in tasks:
+            rows, edge = self._walk(replace(f, task=task, tasks=()), after, limit)
+            found += rows
+            edges += [edge] if edge else []
+        found.sort(key=lambda r: (r[7], r[0]), reverse=True)
+        bound = max(edges, default=None)
+        if bound is not None:  # older rows: not every walk has looked that far yet
+            found = [r for r in found if (r[7], r[0]) >= bound]
+        if len(found) > limit or bound is None:
+            return self._page(found, limit)
+        return Page([_row(r) for r in found], cursor(*bound), True)
 
     @staticmethod
     def _access(f: Filters) -> tuple[list[str], list[Any], str]:
@@ -119,6 +153,9 @@ class SQLiteReader(Reader):
         """The filters `index` does not answer, applied to the scanned window."""
         rest: list[str] = []
         params: list[Any] = []
+        if f.tasks:  # with a parent (else `_tasks_page` walks each task)
+            rest.append(f"task IN ({', '.join('?' * len(f.tasks))})")
+            params += list(f.tasks)
         if f.task and index != "fleet_monitor_task":
             rest.append("task = ?")
             params.append(f.task)

@@ -7,7 +7,8 @@ broker calls in the thread pool, render them with the package's Jinja2 templates
 Contract: a page handler is `(Monitor, Request) -> (template name, context)`; an action
 handler is `(Monitor, Request, form) -> URL to go back to with a message`. Handlers run
 in a worker thread; a `FleetError` or `ValueError` from one becomes a 400 page naming it
-(a bad filter, an unknown id), never a stack trace.
+(a bad filter, an unknown id), a `_pages.Missing` a 404 page saying what is missing,
+never a stack trace.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from starlette.templating import Jinja2Templates
 from fleet.errors import FleetError
 from fleet.monitor import _render
 from fleet.monitor._auth import Auth, Csrf, Gate
+from fleet.monitor._pages import Missing
 from fleet.monitor._reader import Reader, ScanReader
 from fleet.monitor._reader_sqlite import SQLiteReader
 from fleet.state import StateStore
@@ -97,6 +99,11 @@ def page(m: Monitor, handler: PageHandler) -> Callable[[Request], Awaitable[Resp
     async def endpoint(request: Request) -> Response:
         try:
             name, context = await run_in_threadpool(handler, m, request)
+        except Missing as exc:
+            text = _render.hide_secrets(str(exc))
+            return m.templates.TemplateResponse(
+                request, "missing.html", {"missing": text, "message": ""}, status_code=404
+            )
         except (FleetError, ValueError) as exc:
             return PlainTextResponse(_render.hide_secrets(f"bad request: {exc}"), 400)
         context.setdefault("message", request.query_params.get("message", ""))
@@ -136,7 +143,7 @@ def action(m: Monitor, handler: ActionHandler) -> Callable[[Request], Awaitable[
 
 
 def build(fleet_app: Fleet, auth: Auth | None) -> Starlette:
-    from fleet.monitor import _metrics, _ops, _pages
+    from fleet.monitor import _metrics, _ops, _pages, _workflows
 
     m = Monitor(fleet_app)
     pages: Mapping[str, PageHandler] = {
@@ -151,6 +158,9 @@ def build(fleet_app: Fleet, auth: Auth | None) -> Starlette:
         "/queues": _ops.queues,
         "/queues/{name}/dead": _ops.dead_letters,
         "/triggers": _ops.triggers,
+        "/workflows": _workflows.runs,
+        "/workflows/{run_id}": _workflows.run,
+        "/workflows/{run_id}/data/{key:path}": _workflows.full_data,
         "/logs": _ops.logs,
     }
     actions: Mapping[str, ActionHandler] = {

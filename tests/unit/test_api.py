@@ -56,6 +56,8 @@ INTERNAL_EXCEPTIONS = {
     "fleet.worker.executor.Abandoned",
     # Ends a workflow's attempt inside the worker (durable sleep, signal wait); never leaves it.
     "fleet._context.Suspend",
+    # A monitor page's subject is missing: caught by the monitor, shown as a 404 page.
+    "fleet.monitor._pages.Missing",
     # The test fixtures' own error (fleet.testing starts services for tests).
     "fleet.testing._procs.ServiceError",
     # A triggered call that cannot be built: recorded in the firing, never raised to users.

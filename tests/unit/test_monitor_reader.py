@@ -76,6 +76,10 @@ FILTERS = [
     Filters(task="t.a", statuses=(Status.SUCCESS,), since=1005.0),
     Filters(arg=arg_needle('"user-3"', "msgpack")),
     Filters(task="t.c", arg=arg_needle("6", "msgpack")),
+    Filters(tasks=("t.a", "t.c")),
+    Filters(tasks=("t.a", "t.b"), statuses=(Status.FAILED, Status.SUCCESS), since=1004.0),
+    Filters(tasks=("t.b", "t.c"), parent=f"{1:032x}"),
+    Filters(task="t.c", tasks=("t.b", "t.c")),
 ]
 
 
@@ -95,6 +99,7 @@ def test_pages_cover_every_match_once_newest_first(
         )
         return (
             (not filters.task or r.task == filters.task)
+            and (not filters.tasks or r.task in filters.tasks)
             and (not filters.statuses or r.status in filters.statuses)
             and (not filters.parent or r.parent == filters.parent)
             and (filters.since is None or r.created >= filters.since)
@@ -213,4 +218,31 @@ def test_scan_reader_shows_the_most_recent_when_there_are_more_than_it_reads(
     monkeypatch.setattr(ScanReader, "SCAN", 100)
     seen = walk(ScanReader(store), Filters(), 25)
     assert seen == [r.id for r in reversed(new)]  # the newest hour, all of it
+    store.close()
+
+
+@pytest.mark.parametrize("limit", [1, 4, 50])
+def test_a_task_set_with_small_windows_skips_and_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Each task's walk ends at its window; the merged page stops at the newest such
+    edge, so rows older than it come on a later page, once."""
+    from fleet.monitor import _reader_sqlite
+
+    monkeypatch.setattr(_reader_sqlite, "SCAN", 5)
+    store = open_state(f"sqlite:///{tmp_path / 'w.db'}")
+    store.register(records())
+    filters = Filters(tasks=("t.a", "t.b"), statuses=(Status.FAILED,))
+    expected = [r for r in records() if r.task in filters.tasks and r.status is Status.FAILED]
+    pages = []
+    after = None
+    for _ in range(1000):
+        page = SQLiteReader(store).page(filters, after, limit)  # type: ignore[arg-type]
+        pages.append(page)
+        if page.next is None:
+            break
+        after = page.next
+    seen = [r.id for p in pages for r in p.rows]
+    assert sorted(seen) == sorted(r.id for r in expected)
+    assert any(p.scanned_out for p in pages) or limit == 1  # 1: a window holds more
     store.close()
