@@ -94,7 +94,10 @@ def _split(url: str) -> tuple[str, str | None, str, str]:
 
 def _secret_key(key: str) -> bool:
     name = unquote(key).strip().lower()
-    return name in _SECRET_KEYS or any(word in name for word in _SECRET_WORDS)
+    # A key read from text that is not quite a URL may carry what came before it
+    # ('/?authMechanismProperties'): the part after its last '?' counts as the key too.
+    whole = {name, name.rpartition("?")[2]}
+    return bool(whole & set(_SECRET_KEYS)) or any(word in name for word in _SECRET_WORDS)
 
 
 def _redact_tail(tail: str, in_query: bool = False) -> str:
@@ -115,7 +118,7 @@ def _redact_tail(tail: str, in_query: bool = False) -> str:
             continue
         key, eq, _ = part.partition("=")
         if eq:
-            hiding = _secret_key(key) or _secret_key(key.rpartition("?")[2])
+            hiding = _secret_key(key)
             parts.append(f"{key}=***" if hiding else part)
         else:  # after a secret, a part without '=' is an unencoded '&' inside its value
             parts.append("***" if hiding else part)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -19,6 +18,7 @@ from fleet.broker import Listener
 from fleet.broker.memory import MemoryBroker
 from fleet.state.memory import MemoryStateStore
 from fleet.status import Status
+from tests.waiting import wait_until
 
 
 class FakeListener(Listener):
@@ -184,10 +184,7 @@ def test_a_waiting_caller_receives_its_own_result(
     assert [sorted(found) for found in box] == [[mine]]  # type: ignore[call-overload]
     assert listener.receivers == [caller.ident]
     listener.inbox.put(note(later))  # nobody waits: the listener thread takes it
-    deadline = time.monotonic() + 10
-    while hub.peek(later) is None:
-        assert time.monotonic() < deadline, "the listener thread did not resume"
-        time.sleep(0.001)
+    wait_until(lambda: hub.peek(later) is not None, "the listener thread to resume", 10)
     assert listener.receivers[1:] == [hub._thread.ident]
 
 
