@@ -14,7 +14,7 @@ Contract:
   process's counts to `<dir>/<pid>.json` whenever `request(dir)` asks (it polls the
   request file every `POLL` seconds). Worker processes import the app module, so a
   task module calls it at import; a process killed or exited stops answering.
-- `collect(dir, timeout)` asks every process of `dir` for its counts and sums those
+- `collect(dir, processes, timeout)` asks every process of `dir` for its counts and sums those
   that answered the request (counts since each process started): call it twice and
   subtract to count a window. `per_invocation(counts, n)` splits the hot path from the
   background (heartbeats, leases, schema setup, waiters' fallback reads).
@@ -67,15 +67,23 @@ def kind(name: str, command: Mapping[str, Any]) -> str:
         if isinstance(sets, Mapping) and set(sets) == {"due"} and sets["due"] is None:
             return f"{key}.clear_due"
         return f"{key}.other"
+    if collection.endswith("invocations") and name == "find":
+        where = command.get("filter")
+        if isinstance(where, Mapping) and "due" in where:
+            return f"{key}.due"  # the leader: pending past their deadline, holds come due
+        if isinstance(where, Mapping) and "owner" in where:
+            return f"{key}.owned"  # recovery: invocations of dead runners
     return key
 
 
 def is_background(key: str) -> bool:
-    """Heartbeats, leases, schema setup and connection chatter: not per invocation."""
+    """Heartbeats, leases, the leader's periodic scans, schema setup and connection
+    chatter: paced by the clock, not by invocations."""
     collection, _, rest = key.partition(".")
     name = rest.split(".")[0]
     background = any(collection.endswith(c) for c in BACKGROUND_COLLECTIONS)
-    return background or name in SETUP or name in CONNECTION
+    leader = key.endswith((".find.due", ".find.owned"))  # its scans, once per tick
+    return background or leader or name in SETUP or name in CONNECTION
 
 
 class Commands(monitoring.CommandListener):
