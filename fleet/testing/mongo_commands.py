@@ -38,8 +38,8 @@ ENV = "FLEET_TEST_MONGO_COMMANDS"
 POLL = 0.05
 SETUP = frozenset({"createIndexes", "listIndexes", "collMod", "create", "listCollections"})
 CONNECTION = frozenset({"endSessions", "hello", "isMaster", "ismaster", "ping", "buildInfo"})
-BACKGROUND_COLLECTIONS = frozenset({"runners", "leases", "triggers"})
-"""Heartbeats, the leader's lease and its trigger scan (collection names end so)."""
+BACKGROUND_COLLECTIONS = frozenset({"runners", "leases", "triggers", "firings"})
+"""Heartbeats, the leader's lease and its trigger scans (collection names end so)."""
 
 _lock = threading.Lock()
 _installed: Commands | None = None
@@ -67,12 +67,14 @@ def kind(name: str, command: Mapping[str, Any]) -> str:
         if isinstance(sets, Mapping) and set(sets) == {"due"} and sets["due"] is None:
             return f"{key}.clear_due"
         return f"{key}.other"
-    if collection.endswith("invocations") and name == "find":
-        where = command.get("filter")
-        if isinstance(where, Mapping) and "due" in where:
+    where = command.get("filter")
+    if name == "find" and isinstance(where, Mapping):
+        if "due" in where:
             return f"{key}.due"  # the leader: pending past their deadline, holds come due
-        if isinstance(where, Mapping) and "owner" in where:
+        if "owner" in where:
             return f"{key}.owned"  # recovery: invocations of dead runners
+        if "updated" in where or "stored" in where:
+            return f"{key}.expire"  # retention: old final records, unused values
     return key
 
 
@@ -82,7 +84,7 @@ def is_background(key: str) -> bool:
     collection, _, rest = key.partition(".")
     name = rest.split(".")[0]
     background = any(collection.endswith(c) for c in BACKGROUND_COLLECTIONS)
-    leader = key.endswith((".find.due", ".find.owned"))  # its scans, once per tick
+    leader = key.endswith((".find.due", ".find.owned", ".find.expire"))  # once per tick
     return background or leader or name in SETUP or name in CONNECTION
 
 
