@@ -465,11 +465,19 @@ def readme_section(
 
 
 def mongo_targets(appendices: dict[str, str]) -> list[Target]:
-    """The MongoDB targets, read from the table `bench/mongo_roundtrips.py` prints."""
-    text = next((t for title, t in appendices.items() if "MongoDB" in title), None)
-    if text is None:
+    """The MongoDB targets, read from the tables `bench/mongo_roundtrips.py` and
+    `bench/mongo_e2e.py` print (rows with a "per invocation" column)."""
+    texts = [t for title, t in appendices.items() if "MongoDB" in title]
+    if not texts:
         why = "not measured (see 'Not measured in this run')"
         return [Target("MongoDB commands per invocation", "-", "<= 3 single, <= 1.5 batch", why)]
+    found: list[Target] = []
+    for text in texts:
+        found += _per_invocation_rows(text)
+    return found or [Target("MongoDB commands per invocation", "-", "-", "no table in its output")]
+
+
+def _per_invocation_rows(text: str) -> list[Target]:
     found: list[Target] = []
     column = None
     for line in text.splitlines():
@@ -493,4 +501,4 @@ def mongo_targets(appendices: dict[str, str]) -> list[Target]:
                 status,
             )
         )
-    return found or [Target("MongoDB commands per invocation", "-", "-", "no table in its output")]
+    return found

@@ -10,7 +10,7 @@ Contract (setting `publish_confirm = "background"`, brokers that send at once):
   returned, so the invocation is durable as PENDING with `due = now + pending_timeout`
   before the call returns. Then, whichever comes first:
   - the broker confirms: `fleet._followup` clears the deadline (the invocation is now
-    safe in the queue);
+    safe in the queue), unless its outcome reaches this process within a short grace;
   - the publish fails for good (`PublishError` after `publish_retries` attempts): the
     invocation goes PENDING -> FAILED with that error (a compare-and-set: a copy a
     worker already claimed runs), and the outcome is delivered to this process's

@@ -27,6 +27,8 @@ Contract:
   RabbitMQ) are taken in batches: after some arrived, the listener thread pauses
   `LINGER` seconds (cut short when a thread starts waiting), so a process that submits
   many calls is not woken once per result while it submits.
+- `on_outcomes`, when set, is told the ids of every final outcome this process learns
+  (`fleet._followup` then skips clearing their recovery deadlines).
 - Cancel requests addressed to this process go to the handler set by the worker (a
   pause can delay one by up to `LINGER` seconds).
 """
@@ -89,6 +91,8 @@ class Waiter:
         self._next_check = 0.0
         """When the fallback reads the state store next (monotonic)."""
         self.on_cancel: Callable[[str], None] | None = None
+        self.on_outcomes: Callable[[Sequence[str]], None] | None = None
+        """Told the ids of every final outcome this process learns (`fleet._followup`)."""
         self._listener = broker.listener()
         self.address = self._listener.address
         self._thread = threading.Thread(target=self._run, name="fleet-waiter", daemon=True)
@@ -213,6 +217,9 @@ class Waiter:
             self._store(outcomes)
 
     def _store(self, outcomes: Iterable[Outcome]) -> None:
+        outcomes = list(outcomes)
+        if self.on_outcomes is not None and outcomes:
+            self.on_outcomes([o.id for o in outcomes if o.status.final])
         stored = False
         for outcome in outcomes:
             if outcome.id in self._watched or outcome.id in self._waiting:
