@@ -2,7 +2,7 @@
 
 Job: let `fleet.task` and `fleet.invocation` depend on an interface instead of on the
 engine, so that imports point one way: `app` -> `aio` -> `task` -> `invocation` ->
-`_client`. `fleet.app.Fleet` implements it (submitting in `fleet.app`, inline in
+`_client`. `fleet.app.Fleet` implements it (submitting in `fleet._submit`, inline in
 `fleet._inline`, asyncio in `fleet.aio`).
 
 Contract: the methods below are all a task or a handle calls on its app; each says what

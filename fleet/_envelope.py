@@ -23,7 +23,7 @@ VERSION = 1
 RECORD_GRACE = 10.0
 """Seconds a worker keeps trying to claim a message whose invocation record is not
 there yet before it dead-letters the message. Producers on a broker that sends at once
-write the record while the message is on its way (see `fleet.app`); one whose write
+write the record while the message is on its way (see `fleet._submit`); one whose write
 took more than half of this publishes the message again."""
 
 

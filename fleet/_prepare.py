@@ -69,7 +69,10 @@ class Prepared:
             messages=[self.messages[i] for i in kept],
         )
 
-    def records(self) -> list[InvocationRecord]:
+    def records(self, deadline: bool = True) -> list[InvocationRecord]:
+        """The invocation records; without `deadline`, PENDING ones get no recovery
+        deadline (`due`): their messages are committed with them (`fleet._colocated`)."""
+        due = self.due if deadline or self.status is not Status.PENDING else None
         history = (HistoryEntry(self.status, self.now, "", "submitted"),)
         return [
             InvocationRecord(
@@ -81,7 +84,7 @@ class Prepared:
                 status=self.status,
                 call_key=call_key(self.task, data),
                 history=history,
-                due=self.due,
+                due=due,
                 parent=self.parent,
                 reply_to=self.reply_to,
                 created=self.now,

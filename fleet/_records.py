@@ -26,7 +26,7 @@ Contract:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fleet import _transitions
 from fleet.errors import DuplicateInvocationError, PublishError, RegistrationUnknownError
@@ -40,17 +40,21 @@ PENDING = frozenset({Status.PENDING})
 
 
 def register(
-    state: StateStore, records: Sequence[InvocationRecord], dispatcher: Dispatcher | None = None
+    state: StateStore,
+    records: Sequence[InvocationRecord],
+    dispatcher: Dispatcher | None = None,
+    write: Callable[[Sequence[InvocationRecord]], None] | None = None,
 ) -> None:
-    """Write `records`; on failure see the module docstring (`dispatcher` hears of the
-    records made final).
+    """Write `records` (with `write`, default `state.register`; `fleet._colocated`
+    writes their messages in the same transaction); on failure see the module
+    docstring (`dispatcher` hears of the records made final).
 
     Raises:
         RegistrationUnknownError: the store failed and some invocations may still run.
         StateError: the store failed and none of the invocations will run.
     """
     try:
-        state.register(records)
+        (state.register if write is None else write)(records)
     except DuplicateInvocationError:
         raise  # refused whole: nothing was written, and the existing records are not ours
     except Exception as exc:

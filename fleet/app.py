@@ -7,39 +7,8 @@ waiting and cancelling live in `fleet._results`, connections in `fleet._runtime`
 asyncio API in `fleet.aio`, failure bookkeeping of a submit in `fleet._records`,
 triggers (`app.triggers`, `app.emit`) in the built-in extension `fleet.triggers`.
 
-Contract (submit, the hot path): arguments are encoded first, so bad input fails at the
-call site before anything is written; the extensions' `before_publish` may then reuse
-existing invocations for some calls (`fleet._screen`: those are not registered, their
-handles follow the existing ones); then the messages are handed to the broker
-(`Broker.begin_publish`), the invocation records are registered in the state store in
-one batch, and the broker's confirms are awaited. On RabbitMQ with
-`publish_confirm = "background"` (the default) the records are written first and the
-call returns then, the confirms awaited by `fleet._pipeline` (where the guarantee that
-a call that returned is never lost is stated); otherwise: a broker that sends at once
-(RabbitMQ) thus confirms while the records are written, instead of after; the others
-publish only after the records are written, as before. A call returns only once every
-message is confirmed. If the publish is not confirmed, the invocations are marked
-FAILED with the reason and the caller gets `PublishError`: an invocation is never left
-behind silently. Scheduled calls (`due`) are only registered. Connections are opened
-lazily, once per process (a forked child opens its own).
-
-Because a message may reach a worker before its record, a worker that finds no record
-holds the message and claims it again, for up to `RECORD_GRACE` seconds
-(`fleet.worker._early`). The windows this opens, and what closes each:
-- The producer dies after the message left and before the record was written: no
-  record ever comes, and the worker dead-letters the message with the reason after
-  `RECORD_GRACE`. The caller never got a handle, so nothing it was promised is lost.
-- Writing the records fails: the publish is abandoned, a message already sent is
-  dead-lettered as above, and what may have been written anyway is made final so that
-  it never runs; if even that cannot be made sure of, the caller gets
-  `RegistrationUnknownError` naming the invocations that may still run, else the state
-  store's error (`fleet._records`).
-- Writing the records took more than half of `RECORD_GRACE`: a worker may have given
-  up on the message meanwhile, so it is published once more after the records exist
-  (a second delivery is harmless: the claim is a compare-and-set).
-- The producer dies after the records were written and before the confirm: as with
-  the other order, the record stays PENDING with a deadline (`pending_timeout`) after
-  which recovery publishes it again.
+Contract: the submit path (encode, screen, register, publish, confirm) is in
+`fleet._submit`, which states its guarantees; this module keeps the facade thin.
 """
 
 from __future__ import annotations
@@ -48,34 +17,28 @@ import inspect
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from fleet import (
     _context,
     _decorate,
-    _followup,
-    _pipeline,
     _prepare,
-    _records,
     _results,
-    _screen,
+    _submit,
     aio,
 )
 from fleet._client import Client
-from fleet._envelope import RECORD_GRACE, Outcome
+from fleet._envelope import Outcome
 from fleet._inline import InlineRunner
 from fleet._runtime import Runtime
-from fleet.broker import Message, Publishing
+from fleet.broker import Message
 from fleet.codec import Codec, TrustedModules, get_codec
 from fleet.config import LoadedSettings, Settings, load_settings
 from fleet.errors import (
-    PublishError,
     UnknownTaskError,
 )
-from fleet.extensions import Dispatcher, Extension, Publish, builtin
+from fleet.extensions import Dispatcher, Extension, builtin
 from fleet.invocation import Invocation
 from fleet.queues import QueueTable, load_queues
 from fleet.state import InvocationRecord
@@ -251,26 +214,7 @@ class Fleet(Client):
                 self._inline.run(task, b, i, k)
                 for b, i, k in zip(bounds, preset, given, strict=True)
             ]
-        runtime = self.runtime()
-        prepared = _prepare.prepare(self, runtime, task, bounds, due, ids=ids)
-        handles = prepared.ids
-        if self.dispatcher.before_publish_hooks:  # may reuse existing invocations
-            prepared, handles = _screen.screen(self.dispatcher, task, prepared, keys)
-        ids = prepared.ids
-        runtime.waiter.watch(handles)
-        if len(ids) < len(handles):
-            _screen.deliver_final(runtime, _screen.outside(prepared, handles))
-        if not ids:
-            pass  # every call reused an existing invocation
-        elif due is None:
-            self._register_and_publish(runtime, prepared)
-        else:
-            _records.register(runtime.state, prepared.records(), self.dispatcher)
-            _followup.hold(self, ids, due)
-        execution = _context.current()
-        if execution is not None:
-            execution.children.extend(ids)
-        return [Invocation(self, i, task.name, watched=True) for i in handles]
+        return _submit.submit(self, task, bounds, due, ids, keys)
 
     def send(
         self, name: str, /, *args: Any, queue: str | None = None, **kwargs: Any
@@ -322,43 +266,6 @@ class Fleet(Client):
         """`submit` for async code, never blocking the event loop (see `fleet.aio`)."""
         return await aio.submit(self, task, bounds, keys)
 
-    def _register_and_publish(self, runtime: Runtime, prepared: _prepare.Prepared) -> None:
-        """Register while the broker confirms (inside the `around_publish` hooks)."""
-        if not self.dispatcher.around_publish_hooks:
-            self._send(runtime, prepared, prepared.messages)
-            return
-        publish = Publish(prepared.task, tuple(prepared.ids), prepared.queue)
-
-        def proceed() -> None:
-            extra = publish.headers
-            messages = prepared.messages
-            if extra:
-                messages = [replace(m, headers={**m.headers, **extra}) for m in messages]
-            self._send(runtime, prepared, messages)
-
-        self.dispatcher.around_publish(publish, proceed)
-
-    def _send(
-        self, runtime: Runtime, prepared: _prepare.Prepared, messages: Sequence[Message]
-    ) -> None:
-        """Register while the broker confirms; see the module docstring."""
-        runtime.declare([prepared.queue])
-        if runtime.broker.sends_early and self.settings.publish_confirm == "background":
-            _records.register(runtime.state, prepared.records(), self.dispatcher)
-            _pipeline.of(self, runtime).put(messages, prepared.task)
-            return
-        began = time.monotonic()
-        publishing = runtime.broker.begin_publish(messages)
-        try:
-            _records.register(runtime.state, prepared.records(), self.dispatcher)
-        except BaseException:
-            publishing.abandon()
-            raise
-        if runtime.broker.sends_early and time.monotonic() - began > RECORD_GRACE / 2:
-            self._confirm(publishing, messages, prepared.task)
-            publishing = runtime.broker.begin_publish(messages)
-        self._confirm(publishing, messages, prepared.task)
-
     def prepare(
         self,
         task: Task[Any, Any],
@@ -373,19 +280,7 @@ class Fleet(Client):
 
     def publish(self, messages: Sequence[Message]) -> None:
         """Publish invocation messages; on failure mark them FAILED and re-raise."""
-        runtime = self.runtime()
-        runtime.declare(sorted({m.queue for m in messages}))
-        self._confirm(runtime.broker.begin_publish(messages), messages)
-
-    def _confirm(self, publishing: Publishing, messages: Sequence[Message], task: str = "") -> None:
-        """Wait for a publish; on failure mark its invocations (of `task`) FAILED, re-raise."""
-        try:
-            publishing.wait()
-            _followup.of(self).published(messages)
-        except PublishError as exc:
-            ids = [m.invocation_id for m in messages]
-            _records.mark_unpublished(self.runtime().state, ids, exc, self.dispatcher, task)
-            raise
+        _submit.publish(self, messages)
 
     # -- results ----------------------------------------------------------------------
 

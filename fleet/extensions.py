@@ -35,7 +35,7 @@ Where the core calls each hook (wired in phase 2; see /work/shared/EXTENSIONS.md
   in `Claim.memo` on the next claim (the envelope of the release carries it).
 - `around_call(call, proceed)`: `worker/executor.py`, around `task.func(*args, **kw)`;
   `call.headers` are the message's headers.
-- `around_publish(publish, proceed)`: `Fleet.submit` (through `_register_and_publish`),
+- `around_publish(publish, proceed)`: `Fleet.submit` (through `fleet._submit`),
   around registering and publishing a batch until the broker confirmed it; headers put
   in `publish.headers` travel with its messages. Not called by the asyncio submit, nor
   when recovery publishes again.

@@ -206,6 +206,14 @@ class SQLiteBroker(Broker):
             raise PublishError(f"publish to queue(s) {names} failed: {exc}") from exc
         self.ring(names)
 
+    def insert(self, tx: Tx, messages: Sequence[Message]) -> None:
+        """Insert `messages` inside a write transaction of another `Database` on this
+        file (the state store's, `fleet._colocated`); `ring` their queues after its
+        commit. Queues with a `max_length` need `publish` (it counts them first)."""
+        _common.check_messages(messages)
+        now = time.time()
+        tx.executemany(_INSERT, [_row(m, 0, now) for m in messages])
+
     def _publish_limited(self, messages: Sequence[Message], limited: list[str]) -> None:
         def tx_fn(tx: Tx) -> _common.Overflow:
             now = time.time()

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, placeholders
@@ -100,14 +100,19 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
     def transactions(self) -> int:
         return self.db.transactions
 
-    def register(self, records: Sequence[InvocationRecord]) -> None:
+    def register(
+        self, records: Sequence[InvocationRecord], also: Callable[[Tx], None] | None = None
+    ) -> None:
+        """Write `records`; with `also`, call it inside the same write transaction (the
+        embedded broker's insert of their messages into the same file,
+        `fleet._colocated`): both are committed, or neither."""
         for r in records:
             if not isinstance(r, InvocationRecord):
                 raise StateError(f"register takes InvocationRecord objects, got {r!r}")
         if not records:
             return
         rows = [tables.row(r) for r in records]
-        if len(rows) == 1:
+        if len(rows) == 1 and also is None:
             try:
                 self.db.write_one(_INSERT, rows[0])
             except StateError as exc:
@@ -125,6 +130,8 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
                 raise DuplicateInvocationError(
                     f"cannot register: {self._duplicate(tx, records)}"
                 ) from exc
+            if also is not None:
+                also(tx)
 
         self.db.write(tx_fn)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pika
 import pytest
 
+import fleet._submit
 import fleet.app
 from fleet import PublishError, Status
 from fleet.broker.rabbitmq import RabbitMQBroker
@@ -232,7 +233,7 @@ def test_record_written_after_the_grace_is_published_again(
     quick = app.task(rabbitmq_tasks.quick)
     runtime = app.runtime()
     register = runtime.state.register
-    monkeypatch.setattr(fleet.app, "RECORD_GRACE", 0.3)
+    monkeypatch.setattr(fleet._submit, "RECORD_GRACE", 0.3)
     try:
         with running_worker(app, threads=1) as worker:
             worker.early.grace = 0.3

@@ -24,6 +24,7 @@ LAYERS = [
     "_prepare",
     "_inline",
     "_results",
+    "_submit",
     "aio",
     "app",
 ]
