@@ -2,7 +2,7 @@
 
 Job: keep track of deliveries whose claim found no record yet, and say when to try
 each again. A producer on a broker that sends at once (RabbitMQ) writes the record
-while the broker confirms the message (see `fleet.app`), so a fast worker can receive
+while the broker confirms the message (see `fleet._submit`), so a fast worker can receive
 the message a moment before the record is there.
 
 Contract: `add` holds a delivery (unacked) and schedules its next claim after
@@ -18,7 +18,7 @@ decides, after a batch of claims, which lost claims were duplicate deliveries (t
 record exists) and which wait on, and returns those given up on (grace over and still
 no record, or pushed out by the limit) with the reason: the worker dead-letters them
 (their producer failed or died before the record was written; a record written later
-is published again by its producer or by recovery, see `fleet.app`). `wait(now)` is
+is published again by its producer or by recovery, see `fleet._submit`). `wait(now)` is
 the time until the next one is due or stops blocking (None when none is held).
 """
 
