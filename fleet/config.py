@@ -121,7 +121,13 @@ class Settings:
     heartbeat_interval: float = 5.0
     """Seconds between heartbeat writes of each runner."""
     dead_after: float = 30.0
-    """Seconds without a heartbeat after which a runner is considered dead."""
+    """Seconds without a heartbeat after which a runner is considered dead (must exceed
+    heartbeat_interval; three intervals leave room for two late writes)."""
+    host_id: str = ""
+    """Identity of this host for same-host recovery (a starting worker requeues at once
+    the work of dead workers with the same identity, whose pids it can check). Empty:
+    hostname + kernel boot id + pid namespace. Set it only to a value unique to one
+    process table (tests; containers that share a pid namespace under other names)."""
     recovery_interval: float = 10.0
     """Seconds between the leader's checks for dead runners and due invocations."""
     schedule_interval: float = 1.0

@@ -48,7 +48,7 @@ from fleet.errors import (
     HardTimeLimitExceeded,
 )
 from fleet.state import RunnerRecord
-from fleet.worker import recovery
+from fleet.worker import _same_host, recovery
 from fleet.worker._early import EarlyArrivals
 from fleet.worker.baton import Baton
 from fleet.worker.child import import_task_modules
@@ -335,6 +335,7 @@ class WorkerProcess:
                 "address": self.runtime.waiter.address,
                 "threads": self.threads,
                 "processed": self.processed,
+                **_same_host.info(self.app.settings.host_id),
             },
         )
 
