@@ -43,6 +43,7 @@ COMPARED = ("W1", "W2")
 EXTRAS = {
     "broker_rabbitmq": ("rabbitmq-sqlite", "W1", "Broker-level RabbitMQ benchmark"),
     "mongo_roundtrips": ("rabbitmq-mongo", "rt", "MongoDB commands per invocation"),
+    "recovery": ("rabbitmq-sqlite", "recovery", "Recovery time of a SIGKILLed worker"),
 }
 """Scripts of their own (`bench/<module>.py`, run as `python -m bench.<module>`): the
 system and workload whose selection runs them, and the title of their output."""
