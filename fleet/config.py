@@ -131,9 +131,10 @@ class Settings:
     heartbeat_interval; three intervals leave room for two late writes)."""
     host_id: str = ""
     """Identity of this host for same-host recovery (a starting worker requeues at once
-    the work of dead workers with the same identity, whose pids it can check). Empty:
-    hostname + kernel boot id + pid namespace. Set it only to a value unique to one
-    process table (tests; containers that share a pid namespace under other names)."""
+    the work of dead workers with the same identity whose pids are gone). Empty:
+    hostname + kernel boot id + pid namespace. A value set here must be held by one
+    live container or machine at a time, on one kernel (the Helm chart sets the pod's
+    uid, so that a restarted container recovers the work of its predecessor)."""
     recovery_interval: float = 3.0
     """Seconds between the leader's checks for dead runners and due invocations."""
     schedule_interval: float = 1.0
