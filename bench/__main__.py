@@ -104,6 +104,7 @@ def main(argv: list[str]) -> int:
     results = report.Results(run.recorders.values())
     found = report.targets(results, [s.name for s in systems if s.kind == "fleet"], plan)
     found += report.mongo_targets(appendices)
+    found += report.recovery_targets(appendices)
     today = datetime.date.today().isoformat()
     out = args.out or DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ EXTRAS = {
     "broker_rabbitmq": ("rabbitmq-sqlite", "W1", "Broker-level RabbitMQ benchmark"),
     "mongo_roundtrips": ("rabbitmq-mongo", "rt", "MongoDB commands per invocation"),
     "mongo_e2e": ("rabbitmq-mongo", "rt", "MongoDB commands per invocation end to end"),
+    "recovery": ("rabbitmq-sqlite", "recovery", "Recovery time of a SIGKILLed worker"),
 }
 """Scripts of their own (`bench/<module>.py`, run as `python -m bench.<module>`): the
 system and workload whose selection runs them, and the title of their output."""

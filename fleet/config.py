@@ -7,8 +7,10 @@ nearest one at or above the working directory), a YAML file (`FLEET__CONFIG=path
 setting `config`), `FLEET__<KEY>` environment variables (or `FLEET__<KEY>_FILE` naming a
 file that holds the value, for secrets mounted as files), keyword arguments to
 `Fleet(...)`.
-Every value is checked against the field's type; an unknown key or a wrong type raises
-`ConfigError` naming the key and its source; list settings (`task_modules`,
+Every value is checked against the field's type (`fleet._config_values`; the sources
+are read by `fleet._config_sources`); an unknown key or a wrong type raises
+`ConfigError` naming the key and its source, and so does `dead_after` not above
+`heartbeat_interval` (naming both); list settings (`task_modules`,
 `codec_modules`) take a list in the files and a comma-separated string in the
 environment, of dotted module names. Per-task overrides live under `tasks`
 (`{task name: {option: value}}`) in the files and are validated when tasks are defined.
@@ -28,21 +30,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from fleet._config_sources import (
+    PATH_KEYS,
+    from_env,
+    from_pyproject,
+    from_yaml,
+    project_root,
+    resolve_path,
+)
+from fleet._config_values import check_together, coerce_value
 from fleet._urls import with_credentials
 from fleet.errors import ConfigError
 
 DEFAULT_DB = "sqlite:///.fleet/fleet.db"
-ENV_PREFIX = "FLEET__"
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,18 @@ class Settings:
     """Worker processes per supervisor; 0 means one per CPU."""
     threads: int = 1
     """Concurrent invocations per worker process."""
-    heartbeat_interval: float = 5.0
+    heartbeat_interval: float = 3.0
     """Seconds between heartbeat writes of each runner."""
-    dead_after: float = 30.0
-    """Seconds without a heartbeat after which a runner is considered dead."""
-    recovery_interval: float = 10.0
+    dead_after: float = 9.0
+    """Seconds without a heartbeat after which a runner is considered dead (must exceed
+    heartbeat_interval; three intervals leave room for two late writes)."""
+    host_id: str = ""
+    """Identity of this host for same-host recovery (a starting worker requeues at once
+    the work of dead workers with the same identity whose pids are gone). Empty:
+    hostname + kernel boot id + pid namespace. A value set here must be held by one
+    live container or machine at a time, on one kernel (the Helm chart sets the pod's
+    uid, so that a restarted container recovers the work of its predecessor)."""
+    recovery_interval: float = 3.0
     """Seconds between the leader's checks for dead runners and due invocations."""
     schedule_interval: float = 1.0
     """Seconds between the leader's releases of due scheduled invocations and retries
@@ -131,7 +144,7 @@ class Settings:
     """Runs lost to dead workers an invocation may have before it fails instead."""
     runner_retention: float = 86400.0
     """Seconds heartbeat records of stopped or dead runners are kept."""
-    lease_ttl: float = 15.0
+    lease_ttl: float = 9.0
     """Seconds a leader lease lasts without renewal."""
     pending_timeout: float = 1800.0
     """Seconds after which recovery publishes a PENDING invocation again if no publish
@@ -190,12 +203,6 @@ SECRETS = frozenset(
 
 FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
 _HINTS = typing.get_type_hints(Settings)
-_CHOICES = {
-    "codec": ("msgpack", "json", "pickle"),
-    "publish_confirm": ("background", "wait"),
-    "log_format": ("text", "json"),
-    "log_level": ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-}
 
 
 @dataclass(frozen=True)
@@ -212,178 +219,7 @@ def coerce(key: str, value: Any, source: str) -> Any:
         close = difflib.get_close_matches(key, FIELDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"unknown setting {key!r} (from {source}){hint}")
-    hint_type = _HINTS[key]
-    try:
-        value = _coerce(hint_type, value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"setting {key!r} (from {source}): expected {_type_name(hint_type)}, got {value!r}"
-        ) from exc
-    if key == "signing_keys":
-        from fleet.signing import parse_keys
-
-        try:
-            parse_keys(value)
-        except ConfigError as exc:
-            raise ConfigError(f"setting {key!r} (from {source}): {exc}") from None
-    choices = _CHOICES.get(key)
-    if choices is not None:
-        if key == "log_level":
-            value = str(value).upper()
-        if value not in choices:
-            raise ConfigError(
-                f"setting {key!r} (from {source}): must be one of {choices}, got {value!r}"
-            )
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ConfigError(f"setting {key!r} (from {source}): must be >= 0, got {value!r}")
-    return value
-
-
-def _coerce(tp: Any, value: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOLS:
-            return _BOOLS[value.strip().lower()]
-        raise TypeError(value)
-    if tp is int:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            return int(value.strip().replace("_", ""))
-        raise TypeError(value)
-    if tp is float:
-        if isinstance(value, bool):
-            raise TypeError(value)
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            return float(value.strip())
-        raise TypeError(value)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise TypeError(value)
-    if origin is tuple:
-        items = [i for i in value.split(",") if i.strip()] if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            raise TypeError(value)
-        names = tuple(item.strip() if isinstance(item, str) else item for item in items)
-        if not all(isinstance(n, str) and _is_module_name(n) for n in names):
-            raise ValueError(value)
-        return names
-    if origin in (Mapping, dict):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, Mapping):
-            raise TypeError(value)
-        return {str(k): v for k, v in value.items()}
-    raise TypeError(f"unsupported setting type {tp!r}")  # pragma: no cover
-
-
-def _is_module_name(name: str) -> bool:
-    return all(part.isidentifier() for part in name.split("."))
-
-
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True}
-_BOOLS |= {"0": False, "false": False, "no": False, "off": False}
-
-
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        return tp.__name__
-    if typing.get_origin(tp) is tuple:
-        return "a list of dotted module names"
-    if isinstance(tp, types.GenericAlias) or typing.get_origin(tp):
-        return "a mapping"
-    return str(tp)
-
-
-def find_pyproject(start: Path) -> Path | None:
-    for folder in (start, *start.parents):
-        candidate = folder / "pyproject.toml"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def project_root(cwd: Path) -> Path:
-    """The folder relative paths from env, keywords and defaults are resolved against."""
-    found = find_pyproject(cwd)
-    return found.parent if found is not None else cwd
-
-
-PATH_KEYS = ("config", "queues_file", "health_dir", "broker_url", "state_url")
-"""Settings that may hold a relative path (a sqlite URL, for the URLs)."""
-
-
-def resolve_path(key: str, value: str, base: Path) -> str:
-    """`value` of setting `key` with a relative path made absolute against `base`."""
-    if key in ("config", "queues_file", "health_dir"):
-        return os.path.abspath(base / value) if value else value
-    scheme, sep, rest = value.partition("://")
-    if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
-        return value  # not a file URL; malformed ones are refused where they are opened
-    path = rest[1:]
-    if not path or path.startswith("/") or path.startswith(":memory:") or "?" in path:
-        return value
-    return f"{scheme}:///{os.path.abspath(base / path)}"
-
-
-def _from_pyproject(cwd: Path) -> tuple[dict[str, Any], str]:
-    path = find_pyproject(cwd)
-    if path is None:
-        return {}, ""
-    source = f"{path} [tool.fleet]"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path} cannot be read: {exc}") from exc
-    section = data.get("tool", {}).get("fleet", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{source} must be a table")
-    return section, source
-
-
-def _from_yaml(path: str, origin: str) -> tuple[dict[str, Any], str]:
-    source = f"config file {path} ({origin})"
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{source} cannot be read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
-    if data is None:
-        return {}, source
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source} must hold a mapping of settings, got {type(data).__name__}")
-    return data, source
-
-
-def _from_env(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """`FLEET__<KEY>` values; `FLEET__<KEY>_FILE=path` reads KEY from a file (a mounted
-    secret: the value never enters the environment of the worker or its tasks)."""
-    found: dict[str, tuple[str, str]] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        if key not in FIELDS and key.endswith("_file") and key[:-5] in FIELDS:
-            key = key[:-5]
-            if f"{ENV_PREFIX}{key.upper()}" in environ:
-                raise ConfigError(f"both {ENV_PREFIX}{key.upper()} and {name} are set; set one")
-            try:
-                text = Path(value).read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(f"{name}: cannot read {value!r}: {exc.strerror}") from exc
-            # One trailing newline is the file's, not the value's (echo, kubectl).
-            found[key] = (text.removesuffix("\n").removesuffix("\r"), f"file {value} (env {name})")
-            continue
-        found[key] = (value, f"env {name}")
-    return found
+    return coerce_value(key, _HINTS[key], value, source)
 
 
 def load_settings(
@@ -410,9 +246,9 @@ def load_settings(
             sources[key] = source
             bases[key] = base
 
-    section, source = _from_pyproject(cwd)
+    section, source = from_pyproject(cwd)
     layer(section, source, root)  # the pyproject found is the root's
-    env = _from_env(environ)
+    env = from_env(environ, FIELDS)
     overrides = dict(overrides or {})
     config_path, config_origin = values.get("config", ""), sources["config"]
     config_base = bases.get("config", root)
@@ -424,7 +260,7 @@ def load_settings(
         config_base = root
     if config_path:
         path = Path(resolve_path("config", config_path, config_base))
-        data, source = _from_yaml(str(path), config_origin)
+        data, source = from_yaml(str(path), config_origin)
         layer(data, source, path.parent)
     for key, (value, origin) in env.items():
         layer({key: value}, origin)
@@ -446,6 +282,7 @@ def load_settings(
         if resolved != given:
             values[key] = resolved
             sources[key] += f"; relative to {bases.get(key, root)}"
+    check_together({k: values.get(k, f.default) for k, f in FIELDS.items()}, sources)
     return LoadedSettings(Settings(**values), sources)
 
 

@@ -10,13 +10,15 @@ one, since a thread cannot be killed). An asynchronous exception reaches Python 
 its next bytecode: code blocked inside a C call (a long `time.sleep`, a socket read)
 notices it only when that call returns, which is why the hard limit exists. `on_hard`
 runs on a thread of its own: committing the failure may wait for a state store that is
-down, and the other invocations' limits must keep firing meanwhile.
+down, and the other invocations' limits must keep firing meanwhile. `resident_mib`
+measures the process for the memory limit (`max_memory_per_child`).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -111,3 +113,13 @@ class Watchdog:
         self._fired_soft &= set(self._in_hand)
         self._fired_hard &= set(self._in_hand)
         return None if nearest is None else max(0.0, nearest - now)
+
+
+def resident_mib() -> float:
+    """This process's resident memory in MiB (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -48,7 +48,7 @@ from fleet.errors import (
     HardTimeLimitExceeded,
 )
 from fleet.state import RunnerRecord
-from fleet.worker import recovery
+from fleet.worker import _same_host, recovery
 from fleet.worker._early import EarlyArrivals
 from fleet.worker.baton import Baton
 from fleet.worker.child import import_task_modules
@@ -56,7 +56,7 @@ from fleet.worker.committer import Committer
 from fleet.worker.executor import Executor, Running
 from fleet.worker.health import ProcessHealth
 from fleet.worker.intake import Intake, Job
-from fleet.worker.limits import Watchdog
+from fleet.worker.limits import Watchdog, resident_mib
 from fleet.worker.slots import Slots, ThreadPool
 
 if TYPE_CHECKING:
@@ -335,6 +335,7 @@ class WorkerProcess:
                 "address": self.runtime.waiter.address,
                 "threads": self.threads,
                 "processed": self.processed,
+                **_same_host.info(self.app.settings.host_id),
             },
         )
 
@@ -401,13 +402,3 @@ class WorkerProcess:
         self.committer.put(change, running.envelope.reply_to, task.name)
         running.interrupt()  # reaches the thread if it ever runs Python code again
         self._task_done()  # the drain may be waiting only for this one
-
-
-def resident_mib() -> float:
-    """This process's resident memory in MiB (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -7,8 +7,9 @@ message may have been lost (the producer died between registering and publishing
 
 Contract: every move is a compare-and-set in the state store first (so two services
 racing requeue an invocation once), then a publish. If the publish fails the
-invocation stays PENDING with a deadline, and recovery tries again after it: nothing is
-dropped. Once the broker confirms the publish, the deadline is cleared
+invocation stays PENDING with its deadline made due at once (the error propagates),
+and the leader's next `republish_stale` pass publishes it again: nothing is dropped,
+nothing waits `pending_timeout`. Once the broker confirms the publish, the deadline is cleared
 (`fleet._followup`), as producers do for the invocations they submit: a PENDING
 invocation is republished only while its deadline stands, i.e. when no publish of it
 was ever confirmed, never because its message waits long in a backlog. An invocation
@@ -105,8 +106,12 @@ def requeue(
     ]
     messages = [Message(r.queue, body, r.id, 0, sign(body)) for r, body in bodies]
     if messages:
-        runtime.declare(sorted({m.queue for m in messages}))
-        runtime.broker.publish(messages)
+        try:
+            runtime.declare(sorted({m.queue for m in messages}))
+            runtime.broker.publish(messages)
+        except Exception:
+            _due_now(app, [r for r, _ in bodies], by)
+            raise
         _followup.of(app).published(messages)
     for record, change, ok in zip(records, changes, applied, strict=True):
         if ok:
@@ -119,6 +124,24 @@ def requeue(
                 extra={"invocation_id": record.id, "task": record.task},
             )
     return len(messages)
+
+
+def _due_now(app: Fleet, records: Sequence[InvocationRecord], by: str) -> None:
+    """Make `records`, just moved to PENDING but whose publish failed, due at once: the
+    next `republish_stale` pass (every `recovery_interval`) publishes them again, rather
+    than one after `pending_timeout`. If the store fails too, that deadline stands."""
+    now = time.time()
+    note = "its publish failed; due again at once"
+    changes = [
+        Change(r.id, Status.PENDING, frozenset({Status.PENDING}), by=by, due=now, note=note)
+        for r in records
+    ]
+    try:
+        _transitions.apply(
+            app.runtime().state, changes, app.dispatcher, [r.task for r in records], at=now
+        )
+    except Exception:
+        log.warning("could not make %d unpublished invocation(s) due", len(records), exc_info=True)
 
 
 def requeue_uncharged(app: Fleet, ids: Collection[str], owner: str) -> set[str]:

@@ -12,7 +12,9 @@ RUNNING/PAUSED invocations are requeued and its heartbeat record is marked stopp
 record lists its current children. A child that exits with `EXIT_HARD_LIMIT` (it
 stopped itself for a task past its hard limit) is replaced at once, without backoff. Children die
 with the supervisor (PR_SET_PDEATHSIG on Linux), so a SIGKILLed supervisor looks like
-a lost host: its heartbeats go stale and the leader elsewhere requeues its work. On
+a lost host: its heartbeats go stale and the leader elsewhere requeues its work after
+`dead_after`, unless a new supervisor starts on the same host first: that one requeues
+it at once (`_same_host`: the pids of the dead runners are gone). On
 SIGTERM or SIGINT: children get SIGTERM, stop taking work, finish within
 `shutdown_grace`; whatever is left is requeued; exit status 0.
 """
@@ -32,7 +34,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from fleet.state import RunnerRecord
-from fleet.worker import _services, health, recovery
+from fleet.worker import _same_host, _services, health, recovery
 from fleet.worker.child import child_main
 from fleet.worker.leader import Leader
 from fleet.worker.process import EXIT_HARD_LIMIT, runner_id
@@ -80,6 +82,8 @@ class Supervisor:
         self.beat()
         for index in range(self.processes):
             self._start(index)
+        # While the children start: the work of a worker of this host killed whole.
+        _same_host.recover_dead(self.app, self.id)
         self.leader.start()
         self.services = _services.start(self.app.dispatcher)  # e.g. the metrics exporter
         log.info(
@@ -214,6 +218,7 @@ class Supervisor:
                 "threads": self.threads,
                 "children": [c.runner for c in self.children.values()],
                 "leader": self.leader.leading,
+                **_same_host.info(self.app.settings.host_id),
             },
         )
 

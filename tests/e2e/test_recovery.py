@@ -27,7 +27,9 @@ def test_sigkilled_worker_work_is_recovered_by_a_new_worker(stack: Stack) -> Non
 
     first.kill()  # SIGKILL the supervisor; its worker process dies with it
     assert first.process is not None and first.process.returncode == -signal.SIGKILL
-    stack.worker(processes=1, threads=3)
+    # As if on another host: the leader's dead-runner recovery, not the same-host one
+    # (tests/e2e/test_same_host_recovery.py), must find the work.
+    stack.worker(processes=1, threads=3, FLEET__HOST_ID="another-host")
 
     results = [inv.result(timeout=120) for inv in invocations]
     assert results == [f"task_{n}_completed" for n in range(3)]

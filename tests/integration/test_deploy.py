@@ -50,6 +50,7 @@ TOOLS = ROOT / ".tools"
 KUBERNETES_VERSIONS = ("1.29.0", "1.35.0")
 # Settings the chart sets itself (Secret, files, values); values.schema.json refuses them.
 CHART_MANAGED = {
+    "host_id",  # the pod's uid
     "broker_url",
     "state_url",
     "config",
@@ -268,7 +269,7 @@ def test_default_release_runs_the_app_with_probes_secrets_and_graceful_stop(
             "probe",
             check,
             health_dir,
-            30.0,  # settings.dead_after
+            9.0,  # settings.dead_after
         )
 
     env = _env(worker)

@@ -73,6 +73,21 @@ def test_bad_values_name_key_and_source(
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("environ", "overrides"),
+    [({}, {"dead_after": 3}), ({"FLEET__HEARTBEAT_INTERVAL": "9"}, {}), ({}, {"dead_after": 0})],
+)
+def test_dead_after_must_exceed_the_heartbeat_interval(
+    tmp_path: Path, environ: dict[str, str], overrides: dict[str, object]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(overrides, environ=environ, cwd=tmp_path)
+    message = str(info.value)
+    assert "'dead_after'" in message and "'heartbeat_interval'" in message
+    assert "must be greater" in message
+    assert load_settings(environ={}, cwd=tmp_path).settings.dead_after == 9.0
+
+
 def test_bad_yaml_names_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("threads: [1\n")

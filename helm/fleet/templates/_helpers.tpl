@@ -224,12 +224,12 @@ user name and password keys of an operator-made Secret mounted at
 {{- end }}
 {{- end }}
 
-{{/* dead_after as fleet sees it: the settings value, else fleet's default (30 s). */}}
+{{/* dead_after as fleet sees it: the settings value, else fleet's default (9 s). */}}
 {{- define "fleet.deadAfter" -}}
 {{- if hasKey .Values.settings "dead_after" }}
 {{- .Values.settings.dead_after }}
 {{- else }}
-{{- 30 }}
+{{- 9 }}
 {{- end }}
 {{- end }}
 
