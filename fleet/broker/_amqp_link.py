@@ -28,9 +28,13 @@ Contract:
 - Publisher confirms (lone `basic.ack` frames, 21 bytes each) on channels registered
   in `connection.on_ack` are decoded directly and passed to their handler with
   (delivery tag, multiple), skipping pika's generic frame dispatch (~25 us per frame
-  on the publishing hot path); anything else in the same read goes through pika. This
-  reads pika internals: it is used only with the pika releases it was tested with
-  (`TESTED_PIKA`, `FAST_PATH`), else every frame goes through pika.
+  on the publishing hot path); anything else in the same read goes through pika.
+  Likewise the whole deliveries at the start of a read, for the consumer tags
+  registered in `connection.on_deliver` (channel -> consumer tag -> handler of
+  (delivery tag, redelivered, properties, body)), see `fleet.broker._amqp_frames`; the
+  rest of the read goes through pika. This reads pika internals: it is used only with
+  the pika releases it was tested with (`TESTED_PIKA`, `FAST_PATH`), else every frame
+  goes through pika.
 - `close()` never raises and always releases the socket and the I/O loop.
 - Every error text passes through `Endpoint.scrub`: no credentials in messages.
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
@@ -46,9 +50,8 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -56,6 +59,13 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
 
+from fleet.broker._amqp_frames import (
+    AckHandler,
+    DeliverHandler,
+    confirms,
+    deliveries,
+    lone_frame,
+)
 from fleet.broker._amqp_params import Endpoint
 from fleet.broker._amqp_reasons import connect_reason, root_cause
 from fleet.errors import BrokerError
@@ -75,27 +85,6 @@ _POLL_EVERY = 1.0
 """Most seconds `pump` and `flush` go without reading the socket (heartbeats)."""
 
 
-_ACK = struct.Struct(">BHIHHQBB")
-"""A `basic.ack` frame: type 1, channel, size 13, class 60, method 80, delivery tag,
-flags (bit 0: multiple), frame end 0xCE."""
-AckHandler = Callable[[int, bool], None]
-
-
-def confirms(data: bytes, channels: Mapping[int, AckHandler]) -> list[tuple[int, int, bool]] | None:
-    """(channel, delivery tag, multiple) of each frame if `data` is nothing but whole
-    `basic.ack` frames on `channels`, else None."""
-    size = _ACK.size
-    if not data or len(data) % size:
-        return None
-    found = []
-    for offset in range(0, len(data), size):
-        kind, channel, length, cls, method, tag, flags, end = _ACK.unpack_from(data, offset)
-        if (kind, length, cls, method, end) != (1, 13, 60, 80, 0xCE) or channel not in channels:
-            return None
-        found.append((channel, tag, bool(flags & 1)))
-    return found
-
-
 TESTED_PIKA = ("1.4",)
 """pika releases (major.minor) whose internals the fast confirm path and the direct
 socket write were tested against (pyproject.toml pins pika to them; 1.4.4 is in
@@ -112,8 +101,9 @@ def fast_path_fits(version: str) -> bool:
 
 
 FAST_PATH = fast_path_fits(pika.__version__)
-"""Decode lone publisher confirms without pika (see the module docstring). Off, every
-frame goes through pika's dispatch; tests turn it off to cover that path."""
+"""Decode lone publisher confirms and deliveries without pika (see the module
+docstring). Off, every frame goes through pika's dispatch; tests turn it off to cover
+that path."""
 
 
 class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no types here
@@ -123,18 +113,48 @@ class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no type
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.outbox: list[bytes] = []
         self.on_ack: dict[int, AckHandler] = {}
+        self.on_deliver: dict[int, dict[str, DeliverHandler]] = {}
+        self._carry = b""
         super().__init__(*args, **kwargs)
 
     def _on_data_available(self, data_in: bytes) -> None:
-        if FAST_PATH and self.on_ack and not self._frame_buffer:
-            found = confirms(data_in, self.on_ack)
-            if found is not None:
-                self.bytes_received += len(data_in)  # what pika's heartbeat checks read
-                self.frames_received += len(found)
-                for channel, tag, multiple in found:
-                    self.on_ack[channel](tag, multiple)
+        if not self._carry:
+            if not FAST_PATH or self._frame_buffer:
+                super()._on_data_available(data_in)
                 return
-        super()._on_data_available(data_in)
+            if self.on_ack:
+                found = confirms(data_in, self.on_ack)
+                if found is not None:
+                    self.bytes_received += len(data_in)  # what pika's heartbeat checks read
+                    self.frames_received += len(found)
+                    for channel, tag, multiple in found:
+                        self.on_ack[channel](tag, multiple)
+                    return
+            if not self.on_deliver:
+                super()._on_data_available(data_in)
+                return
+        self.bytes_received += len(data_in)  # less what pika reads again, below
+        data, self._carry = self._carry + data_in, b""
+        while data:
+            delivered, used, more = deliveries(data, self.on_deliver)
+            self.frames_received += 3 * len(delivered)  # statistics only
+            for handler, tag, redelivered, props, body in delivered:
+                handler(tag, redelivered, props, body)
+            if more:  # the start of one more delivery: kept for the next read
+                self._carry = data[used:]
+                return
+            data = data[used:]  # starts where a message ends: pika may take it
+            size = lone_frame(data) if self.is_open else 0
+            pika_takes = data[:size] if size else data  # a frame alone, or all the rest
+            data = data[size:] if size else b""
+            self.bytes_received -= len(pika_takes)
+            super()._on_data_available(pika_takes)
+
+    def emit(self, data: bytes, frames: int) -> None:
+        """Queue `frames` frames already encoded as `data`, as pika itself would."""
+        self.bytes_sent += len(data)
+        self.frames_sent += frames
+        self.outbox.append(data)
 
     def _adapter_emit_data(self, data: bytes) -> None:
         # pika calls this once per frame (method, header, body: three per publish).
