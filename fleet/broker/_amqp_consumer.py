@@ -48,12 +48,12 @@ Design, and why it loses nothing:
   consumer gone and the messages back (RabbitMQ settles both asynchronously; it waits
   at most 1 s).
 - `notify` puts notifications on the consumer's connection as transient publishes
-  (their frames encoded by `fleet.broker._amqp_frames`, with `_amqp_link.FAST_PATH`);
-  they leave with the next socket write (every `receive` writes what is pending
-  first), so a worker's result notification shares a write with its acks.
-- Deliveries are decoded straight from the socket data (`fleet.broker._amqp_frames`,
-  with `_amqp_link.FAST_PATH`) for the consumer tags of the lanes consuming; a lane is
-  taken off before its cancel, so pika handles (rejects) what still comes for it.
+  (`FastConnection.publish_transient`); they leave with the next socket write (every
+  `receive` writes what is pending first), so a worker's result notification shares a
+  write with its acks.
+- Deliveries are decoded straight from the socket data for the consumer tags of the
+  lanes consuming (`fleet.broker._amqp_connection`); a lane is taken off before its
+  cancel, so pika handles (rejects) what still comes for it.
 - Connection loss: the buffer is dropped (RabbitMQ redelivers every unacked message),
   and `receive` reconnects with exponential backoff and jitter, returning [] meanwhile;
   acks and releases of deliveries from a lost connection are ignored (they come back,
@@ -78,9 +78,8 @@ import pika
 from pika.channel import Channel
 from pika.spec import Basic
 
-from fleet.broker import Consumer, Delivery, Message, _amqp_link
+from fleet.broker import Consumer, Delivery, Message
 from fleet.broker._amqp_admin import NOT_FOUND
-from fleet.broker._amqp_frames import publish_frames
 from fleet.broker._amqp_holding import Holding, Lane, Tag
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
 from fleet.broker._amqp_queues import PRIOR, urgent_lane, user_headers
@@ -90,8 +89,6 @@ if TYPE_CHECKING:
     from fleet.broker.rabbitmq import RabbitMQBroker
 
 log = logging.getLogger(__name__)
-TRANSIENT = pika.BasicProperties(delivery_mode=1)
-_PROPS = b"".join(TRANSIENT.encode())
 URGENT_WAIT = 0.5
 """Longest normal deliveries are held back for urgent ones known to be waiting."""
 _Arrival = tuple[Lane, int, bool, pika.BasicProperties, bytes]
@@ -201,8 +198,8 @@ class RabbitMQConsumer(Holding, Consumer):
             mine = sum(1 for t in self._out if self._held[t] is lane)
             lane.prefetch = self.prefetch + mine  # the owner's unacked ones count too
             link.call(channel, "basic_qos", prefetch_count=lane.prefetch)
-            # Also decoded without pika's dispatch (`_amqp_link.FAST_PATH`), from the
-            # first delivery on: those may come in the same read as the reply.
+            # Decoded without pika's dispatch (`_amqp_connection`) from the first
+            # delivery on: those may come in the same read as the reply.
             tag = f"fleet.{uuid.uuid4().hex}"
             fast = link.connection.on_deliver.setdefault(channel.channel_number, {})
             fast[tag] = partial(self._arrived, lane)
@@ -385,16 +382,7 @@ class RabbitMQConsumer(Holding, Consumer):
         if self._link is None or channel is None or not channel.is_open:
             return False
         try:
-            if _amqp_link.FAST_PATH:
-                # Encoded here: pika's `basic_publish` costs several times more.
-                connection, number = self._link.connection, channel.channel_number
-                limit = connection._body_max_length
-                for address, payload in notes:
-                    data, frames = publish_frames(number, address, bytes(payload), _PROPS, limit)
-                    connection.emit(data, frames)
-                return True
-            for address, payload in notes:
-                channel.basic_publish("", address, bytes(payload), TRANSIENT)
+            self._link.connection.publish_transient(channel, notes)
         except Exception:  # the publisher's connection takes them instead
             log.debug("notifications on the consumer's connection failed", exc_info=True)
             return False

@@ -25,16 +25,8 @@ Contract:
   method of that name, with `callback=` added) and returns its reply frame. A channel
   the broker closes (NOT_FOUND, PRECONDITION_FAILED, ...) raises `ChannelError` with
   the broker's code and text; the `Link` stays usable (open another channel).
-- Publisher confirms (lone `basic.ack` frames, 21 bytes each) on channels registered
-  in `connection.on_ack` are decoded directly and passed to their handler with
-  (delivery tag, multiple), skipping pika's generic frame dispatch (~25 us per frame
-  on the publishing hot path); anything else in the same read goes through pika.
-  Likewise the whole deliveries at the start of a read, for the consumer tags
-  registered in `connection.on_deliver` (channel -> consumer tag -> handler of
-  (delivery tag, redelivered, properties, body)), see `fleet.broker._amqp_frames`; the
-  rest of the read goes through pika. This reads pika internals: it is used only with
-  the pika releases it was tested with (`TESTED_PIKA`, `FAST_PATH`), else every frame
-  goes through pika.
+- Publisher confirms and deliveries skip pika's generic frame dispatch where pika's
+  internals are the tested ones (`fleet.broker._amqp_connection`).
 - `close()` never raises and always releases the socket and the I/O loop.
 - Every error text passes through `Endpoint.scrub`: no credentials in messages.
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
@@ -56,16 +48,10 @@ from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.adapters.select_connection import IOLoop
 from pika.channel import Channel
 
-from fleet.broker._amqp_frames import (
-    AckHandler,
-    DeliverHandler,
-    confirms,
-    deliveries,
-    lone_frame,
-)
+from fleet.broker._amqp_connection import FastConnection
 from fleet.broker._amqp_params import Endpoint
 from fleet.broker._amqp_reasons import connect_reason, root_cause
 from fleet.errors import BrokerError
@@ -83,82 +69,6 @@ def _noop() -> None:
 
 _POLL_EVERY = 1.0
 """Most seconds `pump` and `flush` go without reading the socket (heartbeats)."""
-
-
-TESTED_PIKA = ("1.4",)
-"""pika releases (major.minor) whose internals the fast confirm path and the direct
-socket write were tested against (pyproject.toml pins pika to them; 1.4.4 is in
-docker/constraints.txt)."""
-
-
-def fast_path_fits(version: str) -> bool:
-    """Whether the fast paths may be used with pika `version` (else pika's own paths:
-    slower, and correct whatever pika's internals are)."""
-    return ".".join(version.split(".")[:2]) in TESTED_PIKA and all(
-        hasattr(SelectConnection, name)
-        for name in ("_on_data_available", "_adapter_emit_data", "_adapter_disconnect_stream")
-    )
-
-
-FAST_PATH = fast_path_fits(pika.__version__)
-"""Decode lone publisher confirms and deliveries without pika (see the module
-docstring). Off, every frame goes through pika's dispatch; tests turn it off to cover
-that path."""
-
-
-class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no types here
-    """A `SelectConnection` whose frames wait in `outbox` for the `Link` to send, and
-    whose publisher confirms skip pika's dispatch (see the module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.outbox: list[bytes] = []
-        self.on_ack: dict[int, AckHandler] = {}
-        self.on_deliver: dict[int, dict[str, DeliverHandler]] = {}
-        self._carry = b""
-        super().__init__(*args, **kwargs)
-
-    def _on_data_available(self, data_in: bytes) -> None:
-        if not self._carry:
-            if not FAST_PATH or self._frame_buffer:
-                super()._on_data_available(data_in)
-                return
-            if self.on_ack:
-                found = confirms(data_in, self.on_ack)
-                if found is not None:
-                    self.bytes_received += len(data_in)  # what pika's heartbeat checks read
-                    self.frames_received += len(found)
-                    for channel, tag, multiple in found:
-                        self.on_ack[channel](tag, multiple)
-                    return
-            if not self.on_deliver:
-                super()._on_data_available(data_in)
-                return
-        self.bytes_received += len(data_in)  # less what pika reads again, below
-        data, self._carry = self._carry + data_in, b""
-        while data:
-            delivered, used, more = deliveries(data, self.on_deliver)
-            self.frames_received += 3 * len(delivered)  # statistics only
-            for handler, tag, redelivered, props, body in delivered:
-                handler(tag, redelivered, props, body)
-            if more:  # the start of one more delivery: kept for the next read
-                self._carry = data[used:]
-                return
-            data = data[used:]  # starts where a message ends: pika may take it
-            size = lone_frame(data) if self.is_open else 0
-            pika_takes = data[:size] if size else data  # a frame alone, or all the rest
-            data = data[size:] if size else b""
-            self.bytes_received -= len(pika_takes)
-            super()._on_data_available(pika_takes)
-
-    def emit(self, data: bytes, frames: int) -> None:
-        """Queue `frames` frames already encoded as `data`, as pika itself would."""
-        self.bytes_sent += len(data)
-        self.frames_sent += frames
-        self.outbox.append(data)
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        # pika calls this once per frame (method, header, body: three per publish).
-        self.outbox.append(data)
 
 
 class Link:
@@ -203,7 +113,7 @@ class Link:
         self._closed_channels: dict[int, BaseException] = {}
         self.ioloop = IOLoop()
         self.ioloop.activate_poller()
-        self.connection = _Connection(
+        self.connection = FastConnection(
             self.endpoint.with_name(self.name, host),
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,

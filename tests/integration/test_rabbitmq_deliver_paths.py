@@ -1,4 +1,4 @@
-"""Deliveries on a real RabbitMQ through both paths of fleet.broker._amqp_link: decoded
+"""Deliveries on a real RabbitMQ through both paths of fleet.broker._amqp_connection: decoded
 straight from the socket data (`fleet.broker._amqp_frames`), the rest of each read
 the start of a delivery cut by the end of a read kept for the next; and pika's own
 dispatch alone, used with pika releases the fast path was
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fleet.broker import Message, _amqp_link
+from fleet.broker import Message, _amqp_connection
 from fleet.broker.rabbitmq import RabbitMQBroker
 from fleet.queues import QueueSpec
 from fleet.testing.rabbitmq import RabbitMQServer
@@ -27,15 +27,15 @@ def test_deliveries_arrive_whole_on_either_path(
     fast: bool,
 ) -> None:
     reads: list[tuple[int, int, int, bool]] = []  # (decoded, bytes used, bytes, kept)
-    real = _amqp_link.deliveries
+    real = _amqp_connection.deliveries
 
     def counting(data: bytes, channels: object) -> object:
         found, used, more = real(data, channels)  # type: ignore[arg-type]
         reads.append((len(found), used, len(data), more))
         return found, used, more
 
-    monkeypatch.setattr(_amqp_link, "FAST_PATH", fast)
-    monkeypatch.setattr(_amqp_link, "deliveries", counting)
+    monkeypatch.setattr(_amqp_connection, "FAST_PATH", fast)
+    monkeypatch.setattr(_amqp_connection, "deliveries", counting)
     queue = unique_name("deliveries")
     sent = [
         Message(queue, bytes([i % 256]) * (300_000 if i % 50 == 7 else 40 + i % 90), f"id-{i}",
