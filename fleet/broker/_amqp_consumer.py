@@ -47,9 +47,13 @@ Design, and why it loses nothing:
   everything held back to the queues, closes, and returns once RabbitMQ shows the
   consumer gone and the messages back (RabbitMQ settles both asynchronously; it waits
   at most 1 s).
-- `notify` puts notifications on the consumer's connection as transient publishes;
-  they leave with the next socket write (every `receive` writes what is pending
-  first), so a worker's result notification shares a write with its acks.
+- `notify` puts notifications on the consumer's connection as transient publishes
+  (`FastConnection.publish_transient`); they leave with the next socket write (every
+  `receive` writes what is pending first), so a worker's result notification shares a
+  write with its acks.
+- Deliveries are decoded straight from the socket data for the consumer tags of the
+  lanes consuming (`fleet.broker._amqp_connection`); a lane is taken off before its
+  cancel, so pika handles (rejects) what still comes for it.
 - Connection loss: the buffer is dropped (RabbitMQ redelivers every unacked message),
   and `receive` reconnects with exponential backoff and jitter, returning [] meanwhile;
   acks and releases of deliveries from a lost connection are ignored (they come back,
@@ -64,8 +68,10 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pika
@@ -83,10 +89,10 @@ if TYPE_CHECKING:
     from fleet.broker.rabbitmq import RabbitMQBroker
 
 log = logging.getLogger(__name__)
-TRANSIENT = pika.BasicProperties(delivery_mode=1)
 URGENT_WAIT = 0.5
 """Longest normal deliveries are held back for urgent ones known to be waiting."""
-_Arrival = tuple[Lane, Basic.Deliver, pika.BasicProperties, bytes]
+_Arrival = tuple[Lane, int, bool, pika.BasicProperties, bytes]
+"""(lane, delivery tag, redelivered, properties, body) of a delivery."""
 
 
 class RabbitMQConsumer(Holding, Consumer):
@@ -192,12 +198,20 @@ class RabbitMQConsumer(Holding, Consumer):
             mine = sum(1 for t in self._out if self._held[t] is lane)
             lane.prefetch = self.prefetch + mine  # the owner's unacked ones count too
             link.call(channel, "basic_qos", prefetch_count=lane.prefetch)
-            frame = link.call(channel, "basic_consume", lane.name, self._on_message_of(lane))
-            lane.consumer_tag = frame.method.consumer_tag
+            # Decoded without pika's dispatch (`_amqp_connection`) from the first
+            # delivery on: those may come in the same read as the reply.
+            tag = f"fleet.{uuid.uuid4().hex}"
+            fast = link.connection.on_deliver.setdefault(channel.channel_number, {})
+            fast[tag] = partial(self._arrived, lane)
+            on_message = self._on_message_of(lane)
+            link.call(channel, "basic_consume", lane.name, on_message, consumer_tag=tag)
+            lane.consumer_tag = tag
 
     def _cancel(self, lanes: Sequence[Lane], timeout: float | None = None) -> None:
         link, channel = self._live()
+        fast = link.connection.on_deliver.get(channel.channel_number, {})
         for lane in lanes:
+            fast.pop(lane.consumer_tag, None)  # pika rejects what comes after the cancel
             link.call(channel, "basic_cancel", lane.consumer_tag, timeout=timeout)
 
     # -- arrivals -----------------------------------------------------------------------
@@ -206,27 +220,32 @@ class RabbitMQConsumer(Holding, Consumer):
         def on_message(
             _channel: Channel, method: Basic.Deliver, props: pika.BasicProperties, body: bytes
         ) -> None:
-            # Inside pika's I/O loop: only record; `_sort` acts after the drive
-            # (publishing from here would re-enter the loop).
-            self._held[method.delivery_tag] = lane
-            self._incoming.append((lane, method, props, body))
+            self._arrived(lane, method.delivery_tag, bool(method.redelivered), props, body)
 
         return on_message
+
+    def _arrived(
+        self, lane: Lane, tag: int, redelivered: bool, props: pika.BasicProperties, body: bytes
+    ) -> None:
+        # Inside pika's I/O loop: only record; `_sort` acts after the drive
+        # (publishing from here would re-enter the loop).
+        self._held[tag] = lane
+        self._incoming.append((lane, tag, redelivered, props, body))
 
     def _sort(self) -> None:
         """Buffer what arrived; copy classic redeliveries; dead-letter over-limit ones."""
         while self._incoming:
-            lane, method, props, body = self._incoming.popleft()
+            lane, delivery_tag, redelivered, props, body = self._incoming.popleft()
             headers = props.headers or {}
             prior = int(headers.get(PRIOR, 0) or 0)
             returns = headers.get("x-delivery-count")
-            classic_retry = returns is None and bool(method.redelivered)
+            classic_retry = returns is None and redelivered
             count = prior + (int(returns) if returns is not None else int(classic_retry)) + 1
             message = Message(
                 lane.queue, body, props.correlation_id or "", props.priority or 0,
                 user_headers(headers),
             )  # fmt: skip
-            tag = Tag(self._generation, method.delivery_tag, lane.name, props)
+            tag = Tag(self._generation, delivery_tag, lane.name, props)
             delivery = Delivery(message, tag, count)
             spec = self._infos[lane.queue].spec
             if classic_retry:
@@ -363,8 +382,7 @@ class RabbitMQConsumer(Holding, Consumer):
         if self._link is None or channel is None or not channel.is_open:
             return False
         try:
-            for address, payload in notes:
-                channel.basic_publish("", address, bytes(payload), TRANSIENT)
+            self._link.connection.publish_transient(channel, notes)
         except Exception:  # the publisher's connection takes them instead
             log.debug("notifications on the consumer's connection failed", exc_info=True)
             return False

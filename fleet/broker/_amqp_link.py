@@ -25,12 +25,8 @@ Contract:
   method of that name, with `callback=` added) and returns its reply frame. A channel
   the broker closes (NOT_FOUND, PRECONDITION_FAILED, ...) raises `ChannelError` with
   the broker's code and text; the `Link` stays usable (open another channel).
-- Publisher confirms (lone `basic.ack` frames, 21 bytes each) on channels registered
-  in `connection.on_ack` are decoded directly and passed to their handler with
-  (delivery tag, multiple), skipping pika's generic frame dispatch (~25 us per frame
-  on the publishing hot path); anything else in the same read goes through pika. This
-  reads pika internals: it is used only with the pika releases it was tested with
-  (`TESTED_PIKA`, `FAST_PATH`), else every frame goes through pika.
+- Publisher confirms and deliveries skip pika's generic frame dispatch where pika's
+  internals are the tested ones (`fleet.broker._amqp_connection`).
 - `close()` never raises and always releases the socket and the I/O loop.
 - Every error text passes through `Endpoint.scrub`: no credentials in messages.
 - A connection that cannot be opened raises `LinkError` naming the reason (connection
@@ -46,16 +42,16 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import pika
 import pika.exceptions
-from pika.adapters.select_connection import IOLoop, SelectConnection
+from pika.adapters.select_connection import IOLoop
 from pika.channel import Channel
 
+from fleet.broker._amqp_connection import FastConnection
 from fleet.broker._amqp_params import Endpoint
 from fleet.broker._amqp_reasons import connect_reason, root_cause
 from fleet.errors import BrokerError
@@ -73,72 +69,6 @@ def _noop() -> None:
 
 _POLL_EVERY = 1.0
 """Most seconds `pump` and `flush` go without reading the socket (heartbeats)."""
-
-
-_ACK = struct.Struct(">BHIHHQBB")
-"""A `basic.ack` frame: type 1, channel, size 13, class 60, method 80, delivery tag,
-flags (bit 0: multiple), frame end 0xCE."""
-AckHandler = Callable[[int, bool], None]
-
-
-def confirms(data: bytes, channels: Mapping[int, AckHandler]) -> list[tuple[int, int, bool]] | None:
-    """(channel, delivery tag, multiple) of each frame if `data` is nothing but whole
-    `basic.ack` frames on `channels`, else None."""
-    size = _ACK.size
-    if not data or len(data) % size:
-        return None
-    found = []
-    for offset in range(0, len(data), size):
-        kind, channel, length, cls, method, tag, flags, end = _ACK.unpack_from(data, offset)
-        if (kind, length, cls, method, end) != (1, 13, 60, 80, 0xCE) or channel not in channels:
-            return None
-        found.append((channel, tag, bool(flags & 1)))
-    return found
-
-
-TESTED_PIKA = ("1.4",)
-"""pika releases (major.minor) whose internals the fast confirm path and the direct
-socket write were tested against (pyproject.toml pins pika to them; 1.4.4 is in
-docker/constraints.txt)."""
-
-
-def fast_path_fits(version: str) -> bool:
-    """Whether the fast paths may be used with pika `version` (else pika's own paths:
-    slower, and correct whatever pika's internals are)."""
-    return ".".join(version.split(".")[:2]) in TESTED_PIKA and all(
-        hasattr(SelectConnection, name)
-        for name in ("_on_data_available", "_adapter_emit_data", "_adapter_disconnect_stream")
-    )
-
-
-FAST_PATH = fast_path_fits(pika.__version__)
-"""Decode lone publisher confirms without pika (see the module docstring). Off, every
-frame goes through pika's dispatch; tests turn it off to cover that path."""
-
-
-class _Connection(SelectConnection):  # type: ignore[misc]  # pika ships no types here
-    """A `SelectConnection` whose frames wait in `outbox` for the `Link` to send, and
-    whose publisher confirms skip pika's dispatch (see the module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.outbox: list[bytes] = []
-        self.on_ack: dict[int, AckHandler] = {}
-        super().__init__(*args, **kwargs)
-
-    def _on_data_available(self, data_in: bytes) -> None:
-        if FAST_PATH and self.on_ack and not self._frame_buffer:
-            found = confirms(data_in, self.on_ack)
-            if found is not None:
-                self.bytes_received += len(data_in)  # what pika's heartbeat checks read
-                self.frames_received += len(found)
-                for channel, tag, multiple in found:
-                    self.on_ack[channel](tag, multiple)
-                return
-        super()._on_data_available(data_in)
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        # pika calls this once per frame (method, header, body: three per publish).
-        self.outbox.append(data)
 
 
 class Link:
@@ -183,7 +113,7 @@ class Link:
         self._closed_channels: dict[int, BaseException] = {}
         self.ioloop = IOLoop()
         self.ioloop.activate_poller()
-        self.connection = _Connection(
+        self.connection = FastConnection(
             self.endpoint.with_name(self.name, host),
             on_open_callback=self._on_open,
             on_open_error_callback=self._on_open_error,

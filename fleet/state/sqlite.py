@@ -87,7 +87,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         self.url = redact(url)
         path = path_from_url(url, "state_url")
         self.db = Database(path, tables.SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
-        self._sql: dict[tuple[Any, ...], str] = {}
+        self._sql: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         if not any(row[1] == "stored" for row in self.db.query("PRAGMA table_info(fleet_blobs)")):
             self.db.write(tables.add_stored_column)
 
@@ -164,53 +164,63 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         return self.db.write(tx_fn)
 
     def _change(self, ch: Change, when: float) -> tuple[str, list[Any]]:
-        if not isinstance(ch, Change):
+        if type(ch) is not Change and not isinstance(ch, Change):
             raise StateError(f"apply takes Change objects, got {ch!r}")
-        expect = sorted(ch.expect)
+        result, error, due, owner = ch.result, ch.error, ch.due, ch.expect_owner
+        expect_set = ch.expect
         shape = (
-            len(expect),
-            ch.expect_owner is not None,
-            ch.result is not None,
-            ch.error is not None,
-            ch.due is not None,
+            expect_set if type(expect_set) is frozenset else frozenset(expect_set),
+            owner is not None,
+            result is not None,
+            error is not None,
+            due is not None,
             ch.count_attempt,
             ch.refund_attempt,
         )
-        waits = json.dumps(list(ch.waits_on)) if ch.to is Status.PAUSED else "[]"
-        entry = c.entry_json(HistoryEntry(ch.to, when, ch.by, ch.note))
-        params: list[Any] = [ch.to.value, ch.owner, when, waits, entry]
-        if ch.result is not None:
-            params.append(bytes(ch.result))
-        if ch.error is not None:
-            params.append(c.error_to_json(ch.error))
-        if ch.due is not None:
-            params.append(ch.due)
-        params += [ch.id, *expect]
-        if ch.expect_owner is not None:
-            params.append(ch.expect_owner)
-        sql = self._sql.get(shape)
-        if sql is None:
-            sets = [
-                "status = ?",
-                "owner = ?",
-                "updated = ?",
-                "waits_on = ?",
-                "history = json_insert(history, '$[#]', json(?))",
-            ]
-            sets += [
-                f"{col} = ?"
-                for col, given in zip(("result", "error", "due"), shape[2:5], strict=True)
-                if given
-            ]
-            if ch.count_attempt:
-                sets.append("attempt = attempt + 1")
-            if ch.refund_attempt:
-                sets.append("attempt = attempt - 1")
-            where = f"id = ? AND status IN ({placeholders(expect)})"
-            if ch.expect_owner is not None:
-                where += " AND owner = ?"
-            sql = self._sql[shape] = f"UPDATE fleet_invocations SET {', '.join(sets)} WHERE {where}"
+        known = self._sql.get(shape)
+        if known is None:
+            known = self._sql[shape] = self._statement(shape)
+        sql, expect = known
+        to = ch.to
+        waits = json.dumps(list(ch.waits_on)) if to is Status.PAUSED else "[]"
+        entry = c.entry_json(HistoryEntry(to, when, ch.by, ch.note))
+        params: list[Any] = [to.value, ch.owner, when, waits, entry]
+        if result is not None:
+            params.append(bytes(result))
+        if error is not None:
+            params.append(c.error_to_json(error))
+        if due is not None:
+            params.append(due)
+        params.append(ch.id)
+        params += expect
+        if owner is not None:
+            params.append(owner)
         return sql, params
+
+    @staticmethod
+    def _statement(shape: tuple[Any, ...]) -> tuple[str, list[str]]:
+        """The UPDATE of a change of `shape` (see `_change`), and its expected statuses."""
+        expect = [s.value for s in sorted(shape[0])]
+        sets = [
+            "status = ?",
+            "owner = ?",
+            "updated = ?",
+            "waits_on = ?",
+            "history = json_insert(history, '$[#]', json(?))",
+        ]
+        sets += [
+            f"{col} = ?"
+            for col, given in zip(("result", "error", "due"), shape[2:5], strict=True)
+            if given
+        ]
+        if shape[5]:
+            sets.append("attempt = attempt + 1")
+        if shape[6]:
+            sets.append("attempt = attempt - 1")
+        where = f"id = ? AND status IN ({placeholders(expect)})"
+        if shape[1]:
+            where += " AND owner = ?"
+        return f"UPDATE fleet_invocations SET {', '.join(sets)} WHERE {where}", expect
 
     def clear_due(self, ids: Sequence[str]) -> None:
         unique = list(dict.fromkeys(ids))

@@ -1,4 +1,4 @@
-"""Publisher confirms on a real RabbitMQ through both paths of fleet.broker._amqp_link:
+"""Publisher confirms on a real RabbitMQ through both paths of fleet.broker._amqp_connection:
 the fast one (lone basic.ack frames decoded without pika) and pika's own dispatch, used
 with pika releases the fast path was not tested with."""
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fleet.broker import Message, _amqp_link
+from fleet.broker import Message, _amqp_connection
 from fleet.broker.rabbitmq import RabbitMQBroker
 from fleet.queues import QueueSpec
 from fleet.testing.rabbitmq import RabbitMQServer
@@ -24,15 +24,15 @@ def test_confirms_arrive_on_either_path(
     fast: bool,
 ) -> None:
     decoded: list[int] = []
-    real = _amqp_link.confirms
+    real = _amqp_connection.confirms
 
     def counting(data: bytes, channels: object) -> object:
         found = real(data, channels)  # type: ignore[arg-type]
         decoded.append(len(found or ()))
         return found
 
-    monkeypatch.setattr(_amqp_link, "FAST_PATH", fast)
-    monkeypatch.setattr(_amqp_link, "confirms", counting)
+    monkeypatch.setattr(_amqp_connection, "FAST_PATH", fast)
+    monkeypatch.setattr(_amqp_connection, "confirms", counting)
     queue = unique_name("confirms")
     broker = RabbitMQBroker(rabbitmq.url)
     try:
@@ -49,6 +49,6 @@ def test_confirms_arrive_on_either_path(
 
 
 def test_the_fast_path_is_kept_to_tested_pika_releases() -> None:
-    assert _amqp_link.fast_path_fits("1.4.4")
-    assert not _amqp_link.fast_path_fits("1.3.2")
-    assert not _amqp_link.fast_path_fits("2.0.0")
+    assert _amqp_connection.fast_path_fits("1.4.4")
+    assert not _amqp_connection.fast_path_fits("1.3.2")
+    assert not _amqp_connection.fast_path_fits("2.0.0")

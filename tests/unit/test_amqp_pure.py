@@ -150,7 +150,7 @@ def test_url_parsing_and_scrubbing() -> None:
 def test_publisher_confirms_are_decoded_without_pika_only_when_whole() -> None:
     from pika import frame, spec
 
-    from fleet.broker._amqp_link import confirms
+    from fleet.broker._amqp_frames import confirms
 
     def ack(channel: int, tag: int, multiple: bool = False) -> bytes:
         return bytes(frame.Method(channel, spec.Basic.Ack(tag, multiple)).marshal())

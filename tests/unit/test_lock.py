@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet.broker._amqp_link import TESTED_PIKA
+from fleet.broker._amqp_connection import TESTED_PIKA
 
 ROOT = Path(__file__).resolve().parents[2]
 
