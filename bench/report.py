@@ -494,3 +494,53 @@ def mongo_targets(appendices: dict[str, str]) -> list[Target]:
             )
         )
     return found or [Target("MongoDB commands per invocation", "-", "-", "no table in its output")]
+
+
+DUPLICATES = "completed twice (total)"
+"""The column of `bench/duplicates.py`'s summary table the duplicates targets read."""
+
+
+def duplicates_targets(appendices: dict[str, str]) -> list[Target]:
+    """fleet's bodies completed twice under worker kills against Celery's reliable
+    setting in the same run, and none lost; read from `bench/duplicates.py`'s summary."""
+    text = next((t for title, t in appendices.items() if "completed twice" in title), None)
+    what = "bodies completed twice under SIGKILLs vs Celery acks_late"
+    if text is None:
+        why = "not measured (see 'Not measured in this run')"
+        return [Target(f"fleet: {what}", "-", "<= Celery", why)]
+    rows: dict[str, dict[str, str]] = {}
+    header: list[str] = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if DUPLICATES in cells:
+            header = cells
+        elif header and len(cells) == len(header) and not cells[0].startswith("---"):
+            rows[cells[0]] = dict(zip(header, cells, strict=True))
+    celery = rows.get("celery-reliable")
+    found: list[Target] = []
+    for system in ("rabbitmq-sqlite", "embedded"):
+        mine = rows.get(system)
+        label = LABELS[system]
+        if mine is None or celery is None:
+            found.append(Target(f"{label}: {what}", "-", "<= Celery", "not measured"))
+            continue
+        ours, theirs = int(mine[DUPLICATES]), int(celery[DUPLICATES])
+        found.append(
+            Target(
+                f"{label}: {what}",
+                f"{ours} vs {theirs} (totals over {mine['runs']} runs; "
+                f"{mine['kills (total)']} vs {celery['kills (total)']} kills)",
+                "<= Celery",
+                "met" if ours <= theirs else "MISSED",
+            )
+        )
+        lost = int(mine["lost (total)"])
+        found.append(
+            Target(
+                f"{label}: bodies never completed under SIGKILLs",
+                str(lost),
+                "0",
+                "met" if lost == 0 else "MISSED",
+            )
+        )
+    return found
