@@ -9,9 +9,10 @@ hot path) unless another thread is writing at that moment: then it queues the ou
 and returns at once, and the writing thread takes everything queued along in its next
 batch (no waiting to fill a batch: latency first; batches form by themselves under
 load). Written first, announced after: a writing thread writes until the queue is
-empty, then gives the writing up and announces what it wrote (extensions,
-notifications), so an outcome put meanwhile is written at once by its own thread
-instead of waiting behind those notifications; each outcome's `on_applied` (the
+empty, then gives the writing up and announces what was written (extensions,
+notifications; one announcing thread at a time, which takes along what others wrote
+meanwhile), so an outcome put meanwhile is written at once by its own thread instead
+of waiting behind those notifications; each outcome's `on_applied` (the
 executor frees the invocation's slot there) is called as soon as it is in the store.
 A process killed between a body's return and the write of its outcome has that body
 run again by recovery: this keeps that window to the write itself. A failing state
@@ -72,6 +73,9 @@ class Committer:
         self._queue: list[Commit] = []
         self._pending = 0
         self._writing = False
+        self._written: list[tuple[list[Commit], list[bool]]] = []
+        """Written, not announced yet."""
+        self._announcing = False
 
     def put(
         self,
@@ -95,7 +99,7 @@ class Committer:
         """Write what is queued, batch after batch, then give up the writing and announce
         what was written (see the module docstring)."""
         batch: list[Commit] = []
-        written: list[tuple[list[Commit], list[bool]]] = []
+        unannounced = 0
         try:
             while True:
                 with self._cond:
@@ -105,31 +109,48 @@ class Committer:
                         self._writing = False  # from now on, a put writes in its own thread
                         break
                 applied = self._apply([c.change for c in batch])
-                written.append((batch, applied))
+                with self._cond:
+                    self._written.append((batch, applied))
                 done, batch = batch, []
                 for commit in done:
                     if commit.on_applied is not None:
                         commit.on_applied()
-                if sum(len(b) for b, _ in written) >= BATCH:  # sustained load: announce too
-                    self._announce(written)
-                    written = []
+                unannounced += len(done)
+                if unannounced >= BATCH:  # sustained load: announce along the way too
+                    self._announce()
+                    unannounced = 0
         except BaseException:  # not an Exception: those are retried inside `_apply`
             with self._cond:
                 self._queue[:0] = batch  # not known to be committed: the next put tries
                 self._writing = False
-                self._pending -= sum(len(b) for b, _ in written)  # written, never announced
-                self._cond.notify_all()
             raise
-        self._announce(written)
+        self._announce()
 
-    def _announce(self, written: list[tuple[list[Commit], list[bool]]]) -> None:
+    def _announce(self) -> None:
+        """Announce everything written, unless another thread is announcing: that one
+        takes it along (one announcer at a time, so notifications stay batched)."""
+        with self._cond:
+            if self._announcing:
+                return
+            self._announcing = True
         try:
-            for batch, applied in written:
-                self._announce_batch(batch, applied)
-        finally:
+            while True:
+                with self._cond:
+                    taken, self._written = self._written, []
+                    if not taken:
+                        self._announcing = False
+                        return
+                commits = [c for b, _ in taken for c in b]
+                try:
+                    self._announce_batch(commits, [ok for _, a in taken for ok in a])
+                finally:
+                    with self._cond:
+                        self._pending -= len(commits)
+                        self._cond.notify_all()
+        except BaseException:
             with self._cond:
-                self._pending -= sum(len(b) for b, _ in written)
-                self._cond.notify_all()
+                self._announcing = False
+            raise
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything put so far is committed; False on timeout."""
