@@ -9,11 +9,13 @@ Job: for each system, start its worker pool (2 processes: fleet `fleet worker
 Dramatiq's CLI with `--processes 2 --threads 4` and its defaults, for information),
 submit `--tasks` calls of a body that sleeps 10 ms and then appends its key to a
 completion log (`bench.completions`), and meanwhile SIGKILL one worker *child* every
-`--kill-every` seconds: a random live child of the pool's leader, found through /proc
-(never the supervisor or main process, never by name). Submission is throttled to
-`--rate` calls/s (default 100/s: 2,000 calls span 20 s, about 10 kills), the same for
-every system, so each pool sees the same arrival rate and the same number of kills
-whatever its capacity (fleet's 8 slots would otherwise finish in a few seconds).
+`--kill-every` seconds on average (each kill moved by up to a quarter of that at random,
+so that kills do not fall in step with submissions): a random live child of the pool's
+leader, found through /proc (never the supervisor or main process, never by name).
+Submission is throttled to `--rate` calls/s (default 100/s: 2,000 calls span 20 s,
+about 10 kills), the same for every system, so each pool sees the same arrival rate
+and the same number of kills whatever its capacity (fleet's 8 slots would otherwise
+finish in a few seconds).
 
 A run ends when every key is in the log (deadline `--deadline` s after the last
 submit); then kills stop and the run settles: fleet waits for every invocation to be
@@ -104,7 +106,7 @@ class Killer(threading.Thread):
 
     def run(self) -> None:
         start = time.monotonic()
-        while not self.stopped.wait(start + (len(self.ticks) + 1) * self.every - time.monotonic()):
+        while not self.stopped.wait(self._next(start) - time.monotonic()):
             self.ticks.append(time.monotonic())
             if not self.pool.alive():
                 continue
@@ -116,6 +118,14 @@ class Killer(threading.Thread):
                 except ProcessLookupError:
                     continue
                 self.kills.append((time.time(), victim))
+
+    def _next(self, start: float) -> float:
+        """The next kill: every `every` seconds on average, each moved by up to a quarter
+        of that at random, so that kills do not fall in step with the submissions (one
+        every 1/rate s, the same grid as the kills): in step, every kill landed at the
+        same moment of a body's life."""
+        jitter = self.random.uniform(-0.25, 0.25) * self.every
+        return start + (len(self.ticks) + 1) * self.every + jitter
 
 
 def _pool_and_submit(
