@@ -1,8 +1,8 @@
 """`python -m bench`: measure fleet against raw RabbitMQ and Dramatiq in one run.
 
 Usage: `python -m bench [--quick] [--only W1,W2,W3,W4,idle,rt,triggers,stale,workflows,
-metrics,signing] [--stale-count N] [--configs embedded,rabbitmq-sqlite,rabbitmq-mongo,pika,
-dramatiq] [--out DIR] [--keep]`
+metrics,signing,duplicates] [--stale-count N] [--configs embedded,rabbitmq-sqlite,
+rabbitmq-mongo,pika,dramatiq] [--out DIR] [--keep]`
 
 Job: run every selected (system, workload) in child processes (see `bench.run`) and
 write the report to `<out>/<YYYY-MM-DD>.md` (`-quick.md` for quick runs), with the raw
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench import report
 from bench.configs import ALL_WORKLOADS, SYSTEMS
+from bench.extra_targets import extra_targets
 from bench.machine import describe
 from bench.measure import Plan
 from bench.procs import REPO
@@ -72,6 +73,8 @@ def _child_timeout(args: argparse.Namespace, plan: Plan) -> float:
     timeout = 180.0 if args.quick else 900.0
     if "stale" in args.only:  # one child runs all of it: 100,000 take minutes here
         timeout += plan.stale_tasks / 100
+    if "duplicates" in args.only:  # bench/duplicates.py: 12 runs of 20 s or more
+        timeout += 900
     return timeout
 
 
@@ -103,8 +106,7 @@ def main(argv: list[str]) -> int:
     appendices = run.run_extras([s.name for s in systems])
     results = report.Results(run.recorders.values())
     found = report.targets(results, [s.name for s in systems if s.kind == "fleet"], plan)
-    found += report.mongo_targets(appendices)
-    found += report.recovery_targets(appendices)
+    found += extra_targets(appendices)
     today = datetime.date.today().isoformat()
     out = args.out or DEFAULT_OUT
     out.mkdir(parents=True, exist_ok=True)

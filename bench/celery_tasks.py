@@ -1,10 +1,11 @@
 """The Celery baseline's app and task, for the harness and for `celery worker`.
 
-Job: define `noop` on a Celery app configured from the environment: `BENCH_AMQP_URL`
-(the run's RabbitMQ), `BENCH_CELERY_QUEUE` (a fresh queue per run) and
-`BENCH_CELERY_RELIABLE` ("1": Celery's documented reliable setting,
-`task_acks_late=True` + `task_reject_on_worker_lost=True`; otherwise its defaults, which
-ack a message when a worker receives it, so a killed worker loses what it was running).
+Job: define `noop` (and `mark`, the body of `bench.duplicates`) on a Celery app
+configured from the environment: `BENCH_AMQP_URL` (the run's RabbitMQ),
+`BENCH_CELERY_QUEUE` (a fresh queue per run) and `BENCH_CELERY_RELIABLE` ("1": Celery's
+documented reliable setting, `task_acks_late=True` + `task_reject_on_worker_lost=True`;
+otherwise its defaults, which ack a message when a worker receives it, so a killed
+worker loses what it was running).
 
 Results use Celery's `rpc://` backend: each result is published back to the caller's
 own reply queue over the same RabbitMQ (no Redis here), the closest thing Celery ships
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+
+from bench.completions import complete
 
 URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 QUEUE = os.environ.get("BENCH_CELERY_QUEUE", "bench-celery")
@@ -33,3 +36,8 @@ if RELIABLE:
 @app.task(name="bench.noop")
 def noop(x: int) -> int:
     return x
+
+
+@app.task(name="bench.mark")
+def mark(key: str) -> str:
+    return complete(key)

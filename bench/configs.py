@@ -25,11 +25,13 @@ ALL_WORKLOADS = (
     "metrics",
     "signing",
     "recovery",
+    "duplicates",
 )
 """`triggers` (bench.trigger_load), `workflows` (bench.workflow_load) and `metrics`
 (bench.metrics_load) run on the embedded stack only; `stale` (bench.stale_copies) on
 RabbitMQ only; `signing` (bench.signing_load) on the embedded stack and on RabbitMQ +
-SQLite."""
+SQLite; `duplicates` is no system's workload: it selects `bench/duplicates.py` (an
+extra of `bench.run`, run when RabbitMQ + SQLite is among the configurations)."""
 
 
 @dataclass(frozen=True)

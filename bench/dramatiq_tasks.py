@@ -1,6 +1,7 @@
 """The Dramatiq baseline: its RabbitMQ broker, its Results middleware, the same tasks.
 
-Job: define `noop` and `sleeper` as Dramatiq actors that store their results, for the
+Job: define `noop` and `sleeper` as Dramatiq actors that store their results (and
+`mark`, the body of `bench.duplicates`, with Dramatiq's default options), for the
 harness (producer) and for `dramatiq bench.dramatiq_tasks` workers, configured from the
 environment: `BENCH_AMQP_URL`, `BENCH_DRAMATIQ_QUEUE` (a fresh queue per run),
 `BENCH_RESULTS_QUEUE` and `BENCH_DRAMATIQ_CONFIRM` ("1": publisher confirms on).
@@ -31,6 +32,8 @@ import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.results import Results, ResultTimeout
 from dramatiq.results.backend import DEFAULT_TIMEOUT, ResultBackend
+
+from bench.completions import complete
 
 
 class AMQPResults(ResultBackend):
@@ -126,3 +129,9 @@ def noop(x: int) -> int:
 def sleeper(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@dramatiq.actor(queue_name=QUEUE)
+def mark(key: str) -> str:
+    """The body of `bench.duplicates`, with Dramatiq's default actor options."""
+    return complete(key)

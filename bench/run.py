@@ -45,9 +45,16 @@ EXTRAS = {
     "mongo_roundtrips": ("rabbitmq-mongo", "rt", "MongoDB commands per invocation"),
     "mongo_e2e": ("rabbitmq-mongo", "rt", "MongoDB commands per invocation end to end"),
     "recovery": ("rabbitmq-sqlite", "recovery", "Recovery time of a SIGKILLed worker"),
+    "duplicates": (
+        "rabbitmq-sqlite",
+        "duplicates",
+        "Bodies completed twice while worker children are SIGKILLed",
+    ),
 }
 """Scripts of their own (`bench/<module>.py`, run as `python -m bench.<module>`): the
-system and workload whose selection runs them, and the title of their output."""
+system and workload whose selection runs them, and the title of their output.
+`duplicates` starts a RabbitMQ node of its own too and measures fleet (both stacks)
+against Celery's reliable setting and Dramatiq."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,8 @@ class Run:
             mine.note(note)
 
     def run_extras(self, systems: list[str]) -> dict[str, str]:
-        """Output of the broker-level and MongoDB round-trip scripts, when present."""
+        """Output of the scripts of `EXTRAS` (broker level, MongoDB round trips,
+        duplicates under kills), when present."""
         found: dict[str, str] = {}
         for module, (system, workload, what) in EXTRAS.items():
             title = f"{what} (bench/{module}.py)"

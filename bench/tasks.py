@@ -6,7 +6,8 @@ module and before it starts workers). Contract: `noop(x)` returns `x`; `sleeper(
 sleeps `s` seconds; `fib(n)` computes Fibonacci recursively as tasks that wait on
 tasks; `stamp(tick)` returns how late it started after the cron tick that triggered
 it; `counters()` returns the statement counters of the worker process that runs it
-(the worker side of the state round-trip count).
+(the worker side of the state round-trip count); `mark(key)` is the duplicates
+benchmark's body (`bench.completions.complete`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import time
 from datetime import datetime
 
+from bench.completions import complete
 from fleet import Fleet
 
 app = Fleet()
@@ -29,6 +31,11 @@ def noop(x: int) -> int:
 def sleeper(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@app.task
+def mark(key: str) -> str:
+    return complete(key)
 
 
 @app.task

@@ -148,11 +148,17 @@ class Executor:
             running.finished()  # first: the commit below must not be interrupted
             _context.leave(token)
             self.in_hand.pop(envelope.id, None)
-            self.slots.release()
-            if change is not None:
+            if change is None:
+                self.slots.release()
+            else:
                 if running.resume is not None:  # ahead of the outcome, which expects RUNNING
                     self.committer.put(running.resume, "", envelope.task)
-                self.committer.put(change, envelope.reply_to, envelope.task)  # in this thread
+                # The slot is freed once the outcome is in the store, not before: no new
+                # body starts here while a finished one could still be lost (and rerun by
+                # recovery) if this process died.
+                self.committer.put(
+                    change, envelope.reply_to, envelope.task, on_applied=self.slots.release
+                )
                 if change.to is Status.RETRY and change.due is not None:
                     _followup.hold(self.app, [envelope.id], change.due)
             self.on_done()
