@@ -7,16 +7,17 @@ services thread and the extensions' per-process services (`services()`, e.g. a m
 exporter), and shut everything down gracefully on SIGTERM.
 
 Contract: a dead child is detected through its process sentinel (no polling), its
-RUNNING/PAUSED invocations are requeued and its heartbeat record is marked stopped
-(a SIGKILLed child cannot do it) before the replacement starts; the supervisor's own
-record lists its current children. A child that exits with `EXIT_HARD_LIMIT` (it
-stopped itself for a task past its hard limit) is replaced at once, without backoff. Children die
-with the supervisor (PR_SET_PDEATHSIG on Linux), so a SIGKILLed supervisor looks like
-a lost host: its heartbeats go stale and the leader elsewhere requeues its work after
+RUNNING/PAUSED invocations are requeued and its heartbeat record is marked stopped (a
+SIGKILLed child cannot do it) before the replacement starts; the supervisor's own record
+lists its current children. A child that exits with `EXIT_HARD_LIMIT` (it stopped itself
+for a task past its hard limit) or that was SIGKILLed while running (the OOM killer, an
+operator) is replaced at once, without backoff (`restart_delay`). Children die with the
+supervisor (PR_SET_PDEATHSIG on Linux), so a SIGKILLed supervisor looks like a lost
+host: its heartbeats go stale and the leader elsewhere requeues its work after
 `dead_after`, unless a new supervisor starts on the same host first: that one requeues
-it at once (`_same_host`: the pids of the dead runners are gone). On
-SIGTERM or SIGINT: children get SIGTERM, stop taking work, finish within
-`shutdown_grace`; whatever is left is requeued; exit status 0.
+it at once (`_same_host`: the pids of the dead runners are gone). On SIGTERM or SIGINT:
+children get SIGTERM, stop taking work, finish within `shutdown_grace`; whatever is left
+is requeued; exit status 0.
 """
 
 from __future__ import annotations
@@ -43,6 +44,27 @@ if TYPE_CHECKING:
     from fleet.app import Fleet
 
 log = logging.getLogger(__name__)
+
+
+CRASH_LOOP = 10.0
+"""A child that exits on its own within this many seconds of starting is crash-looping."""
+STARTING = 1.0
+"""A child SIGKILLed within this many seconds of starting (an OOM kill while it imports
+the app) counts as crash-looping too."""
+
+
+def restart_delay(code: int | None, lived: float, failures: int) -> tuple[int, float]:
+    """(crashes in a row, seconds to wait) before replacing a child that ended with exit
+    status `code` after `lived` seconds, `failures` crashes in a row before it.
+
+    Crashes in a row wait 0.5 s, doubling up to 30 s. A clean exit, a hard-limit exit and
+    a SIGKILL from outside once the child was running (the OOM killer, an operator) are
+    replaced at once, as Celery's prefork pool does: with a backoff, a host whose
+    children are killed every few seconds ran with one child or none."""
+    killed = code == -signal.SIGKILL and lived >= STARTING
+    crashed = code not in (0, EXIT_HARD_LIMIT) and not killed
+    failures = failures + 1 if crashed and lived < CRASH_LOOP else 0
+    return failures, min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
 
 
 @dataclass
@@ -141,9 +163,7 @@ class Supervisor:
         )
         self._recover([child.runner], f"worker process exited ({code})")
         self._mark_stopped([child])
-        crashed = code not in (0, EXIT_HARD_LIMIT)
-        failures = child.failures + 1 if crashed and lived < 10 else 0
-        delay = min(30.0, 0.5 * 2 ** (failures - 1)) if failures else 0.0
+        failures, delay = restart_delay(code, lived, child.failures)
         if delay and self._stopping.wait(delay):
             return
         self._start(child.index, failures)
