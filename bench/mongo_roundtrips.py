@@ -21,38 +21,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import uuid
-from collections import Counter
 from typing import Any
 
 from pymongo import monitoring
 
+from fleet.testing.mongo_commands import Commands
+
 HOT = {"register", "claim", "commit", "readback", "other hot"}
-
-
-class Commands(monitoring.CommandListener):
-    """Counts commands by (what, command name); see `classify`."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lock = threading.Lock()
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        what = classify(event.command_name, event.command, threading.current_thread().name)
-        with self.lock:
-            self.counts[what] += 1
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> Counter[str]:
-        with self.lock:
-            counts, self.counts = self.counts, Counter()
-        return counts
 
 
 def classify(name: str, command: Any, thread: str) -> str:
@@ -151,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="items per parallelize")
     parser.add_argument("--rounds", type=int, default=3, help="parallelize calls per mode")
     args = parser.parse_args(argv)
-    listener = Commands()
+    listener = Commands(classify)
     monitoring.register(listener)  # every client made from now on reports to it
     from fleet.testing.mongo import mongo_server
 

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +88,25 @@ def is_background(key: str) -> bool:
     return background or leader or name in SETUP or name in CONNECTION
 
 
-class Commands(monitoring.CommandListener):
-    """Counts the commands this process starts, by `kind`."""
+def thread_kind(name: str, command: Mapping[str, Any], thread: str) -> str:
+    """`kind`, with `.waiter` added for a caller's fallback read (one per second while
+    it waits), told apart by the thread that sent it."""
+    key = kind(name, command)
+    return key + ".waiter" if thread.startswith("fleet-waiter") else key
 
-    def __init__(self) -> None:
+
+class Commands(monitoring.CommandListener):
+    """Counts the commands this process starts, by `classify(command name, command,
+    sending thread's name)` (default `thread_kind`)."""
+
+    def __init__(self, classify: Callable[[str, Any, str], str] = thread_kind) -> None:
+        self._classify = classify
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        key = kind(event.command_name, event.command)
-        if threading.current_thread().name.startswith("fleet-waiter"):
-            key += ".waiter"  # a caller's fallback read (one per second while it waits)
+        thread = threading.current_thread().name
+        key = self._classify(event.command_name, event.command, thread)
         with self._lock:
             self._counts[key] += 1
 
