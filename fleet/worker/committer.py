@@ -4,29 +4,28 @@ Job: take finished invocations from task threads, apply their status changes in 
 state-store round trips as the load allows, then push notifications to the processes
 waiting on them.
 
-Contract: `put` writes in the calling thread (no hand-off to another thread on the
-hot path) unless another thread is writing at that moment: then it queues the outcome
-and returns at once, and the writing thread takes everything queued along in its next
-batch (no waiting to fill a batch: latency first; batches form by themselves under
-load). Written first, announced after: a writing thread writes until the queue is
-empty, then gives the writing up and announces what was written (extensions,
-notifications; one announcing thread at a time, which takes along what others wrote
-meanwhile), so an outcome put meanwhile is written at once by its own thread instead
-of waiting behind those notifications; each outcome's `on_applied` (the
-executor frees the invocation's slot there) is called as soon as it is in the store.
-A process killed between a body's return and the write of its outcome has that body
-run again by recovery: this keeps that window to the write itself. A failing state
-store is retried with backoff, never dropped: an outcome not committed leaves the
-invocation RUNNING under this owner, where recovery will find it if this process dies
-(its slot stays taken meanwhile: no new body starts whose outcome could not be kept).
-Notifications go out only for changes that took effect, so a late duplicate never
-announces a result that lost. Outcomes waited on in this very process are delivered
-directly, without the broker. A task thread calls `put` only once its task can no
-longer be interrupted (`Running.finished`), so no asynchronous exception can cut a
-batch short. Before the
-notifications, the changes that took effect go to the extensions' `after_change`
-(`fleet._transitions`; `put` names the task of each change for it), so a caller that
-has its result and calls again sees the cache entry or the freed limit it left.
+Contract: `put` writes in the calling thread (no hand-off to another thread on the hot
+path) unless another thread is writing at that moment: then it queues the outcome and
+returns at once, and the writing thread takes everything queued along in its next batch
+(no waiting to fill a batch: latency first; batches form by themselves under load).
+Written first, announced after: a writing thread writes until the queue is empty, then
+gives the writing up and announces what was written (extensions, notifications; one
+announcing thread at a time, which takes along what others wrote meanwhile), so an
+outcome put meanwhile is written at once by its own thread instead of waiting behind
+those notifications; each outcome's `on_applied` (the executor frees the invocation's
+slot there) is called as soon as it is in the store. A process killed between a body's
+return and the write of its outcome has that body run again by recovery: this keeps that
+window to the write itself. A failing state store is retried with backoff, never
+dropped: an outcome not committed leaves the invocation RUNNING under this owner, where
+recovery will find it if this process dies (its slot stays taken meanwhile: no new body
+starts whose outcome could not be kept). Notifications go out only for changes that took
+effect, so a late duplicate never announces a result that lost. Outcomes waited on in
+this very process are delivered directly, without the broker. A task thread calls `put`
+only once its task can no longer be interrupted (`Running.finished`), so no asynchronous
+exception can cut a batch short. Before the notifications, the changes that took effect
+go to the extensions' `after_change` (`fleet._transitions`; `put` names the task of each
+change for it), so a caller that has its result and calls again sees the cache entry or
+the freed limit it left.
 """
 
 from __future__ import annotations
