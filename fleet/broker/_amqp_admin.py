@@ -33,9 +33,9 @@ from typing import Any
 
 from pika.channel import Channel
 
+from fleet.broker._amqp_confirms import ConfirmChannel
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
 from fleet.broker._amqp_params import Endpoint
-from fleet.broker._amqp_publisher import ConfirmChannel
 from fleet.broker._amqp_queues import (
     Difference,
     QueueInfo,

@@ -38,8 +38,8 @@ import pika
 from pika.channel import Channel
 
 from fleet.broker import Delivery
+from fleet.broker._amqp_confirms import ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
-from fleet.broker._amqp_publisher import ConfirmChannel, Outgoing
 from fleet.broker._amqp_queues import AT, PRIOR, QUEUE, REASON, QueueInfo
 from fleet.errors import BrokerError
 

@@ -52,11 +52,12 @@ from pika.spec import Basic
 
 from fleet.broker import Broker, DeadLetter, Message, Publishing, QueueStats, _common
 from fleet.broker._amqp_admin import NOT_FOUND, Admin
+from fleet.broker._amqp_confirms import Outgoing
 from fleet.broker._amqp_consumer import RabbitMQConsumer
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
 from fleet.broker._amqp_listener import RabbitMQListener
 from fleet.broker._amqp_params import Endpoint, parse
-from fleet.broker._amqp_publisher import Outgoing, Publisher
+from fleet.broker._amqp_publisher import Publisher
 from fleet.broker._amqp_queues import reason_of, urgent_lane, user_headers
 from fleet.errors import BrokerError
 from fleet.queues import QueueSpec
