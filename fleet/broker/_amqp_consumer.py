@@ -32,11 +32,8 @@ Design, and why it loses nothing:
   at least once anyway, and the worker's claim is a compare-and-set in the state
   store, so a copy of an invocation already claimed (or finished) is acked and dropped
   without running.
-- Delivery counts: quorum queues count returns in `x-delivery-count`; copies carry the
-  deliveries made before them in `x-fleet-prior`; `delivery_count` = prior + returns +
-  1. Classic queues count nothing, so a redelivered classic message (its consumer died)
-  is copied with prior + 1 before anyone sees it. A delivery past the queue's delivery
-  limit (when this process declared the queue) is dead-lettered, not handed out.
+- Delivery counts and the delivery limit: see `fleet.broker._amqp_arrivals`, which
+  sorts the deliveries as they arrive.
 - Dead letters: `dead_letter` publishes a copy to `q.dlx` with `x-fleet-reason`,
   `x-fleet-queue` and `x-fleet-at` headers (RabbitMQ's own reject-dead-lettering cannot
   carry a reason), waits for the confirm, then acks the original. A queue declared
@@ -69,33 +66,27 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
-import pika
 from pika.channel import Channel
-from pika.spec import Basic
 
-from fleet.broker import Consumer, Delivery, Message
+from fleet.broker import Consumer, Delivery
 from fleet.broker._amqp_admin import NOT_FOUND
-from fleet.broker._amqp_holding import Holding, Lane, Tag
+from fleet.broker._amqp_arrivals import URGENT_WAIT, Arrivals
+from fleet.broker._amqp_holding import Lane
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
-from fleet.broker._amqp_queues import PRIOR, urgent_lane, user_headers
+from fleet.broker._amqp_queues import urgent_lane
 from fleet.errors import BrokerError
 
 if TYPE_CHECKING:
     from fleet.broker.rabbitmq import RabbitMQBroker
 
 log = logging.getLogger(__name__)
-URGENT_WAIT = 0.5
-"""Longest normal deliveries are held back for urgent ones known to be waiting."""
-_Arrival = tuple[Lane, int, bool, pika.BasicProperties, bytes]
-"""(lane, delivery tag, redelivered, properties, body) of a delivery."""
 
 
-class RabbitMQConsumer(Holding, Consumer):
+class RabbitMQConsumer(Arrivals, Consumer):
     """See the module docstring. Belongs to one thread, except `wakeup`."""
 
     def __init__(self, broker: RabbitMQBroker, queues: tuple[str, ...], prefetch: int) -> None:
@@ -109,12 +100,7 @@ class RabbitMQConsumer(Holding, Consumer):
         self.ack_batch = max(1, self.prefetch // 2)  # acks kept back hold prefetch credit
         lanes = [Lane(urgent_lane(q), q, True) for q in queues if self._infos[q].urgent]
         self._lanes = lanes + [Lane(q, q, False) for q in queues]
-        self._urgent: deque[tuple[float, Delivery]] = deque()
-        self._normal: deque[tuple[float, Delivery]] = deque()
-        self._incoming: deque[_Arrival] = deque()
         self._consuming = False
-        self._expect_urgent = 0
-        self._urgent_until = 0.0
         self._wake = threading.Event()
         self._closed = False
         self._next_connect = 0.0
@@ -213,70 +199,6 @@ class RabbitMQConsumer(Holding, Consumer):
         for lane in lanes:
             fast.pop(lane.consumer_tag, None)  # pika rejects what comes after the cancel
             link.call(channel, "basic_cancel", lane.consumer_tag, timeout=timeout)
-
-    # -- arrivals -----------------------------------------------------------------------
-
-    def _on_message_of(self, lane: Lane) -> Callable[..., None]:
-        def on_message(
-            _channel: Channel, method: Basic.Deliver, props: pika.BasicProperties, body: bytes
-        ) -> None:
-            self._arrived(lane, method.delivery_tag, bool(method.redelivered), props, body)
-
-        return on_message
-
-    def _arrived(
-        self, lane: Lane, tag: int, redelivered: bool, props: pika.BasicProperties, body: bytes
-    ) -> None:
-        # Inside pika's I/O loop: only record; `_sort` acts after the drive
-        # (publishing from here would re-enter the loop).
-        self._held[tag] = lane
-        self._incoming.append((lane, tag, redelivered, props, body))
-
-    def _sort(self) -> None:
-        """Buffer what arrived; copy classic redeliveries; dead-letter over-limit ones."""
-        while self._incoming:
-            lane, delivery_tag, redelivered, props, body = self._incoming.popleft()
-            headers = props.headers or {}
-            prior = int(headers.get(PRIOR, 0) or 0)
-            returns = headers.get("x-delivery-count")
-            classic_retry = returns is None and redelivered
-            count = prior + (int(returns) if returns is not None else int(classic_retry)) + 1
-            message = Message(
-                lane.queue, body, props.correlation_id or "", props.priority or 0,
-                user_headers(headers),
-            )  # fmt: skip
-            tag = Tag(self._generation, delivery_tag, lane.name, props)
-            delivery = Delivery(message, tag, count)
-            spec = self._infos[lane.queue].spec
-            if classic_retry:
-                self._copy([delivery])  # count the lost delivery before anyone sees it
-            elif spec is not None and spec.delivery_limit and count > spec.delivery_limit:
-                self.dead_letter(delivery, f"delivery limit {spec.delivery_limit} exceeded")
-            else:
-                buffer = self._urgent if lane.urgent else self._normal
-                buffer.append((time.monotonic(), delivery))
-
-    def _ready(self, max_messages: int) -> bool:
-        if max_messages <= 0:
-            return False
-        if self._urgent:
-            return True
-        if not self._normal:
-            return False
-        return self._expect_urgent <= 0 or time.monotonic() >= self._urgent_until
-
-    def _take(self, max_messages: int) -> list[Delivery]:
-        out: list[Delivery] = []
-        while self._urgent and len(out) < max_messages:
-            out.append(self._urgent.popleft()[1])
-            self._expect_urgent -= 1
-        if self._ready(max_messages):
-            while self._normal and len(out) < max_messages:
-                out.append(self._normal.popleft()[1])
-        for delivery in out:
-            assert isinstance(delivery.tag, Tag)
-            self._out.add(delivery.tag.delivery_tag)
-        return out
 
     # -- receiving ----------------------------------------------------------------------
 
