@@ -31,21 +31,17 @@ Contract:
   and producers results with) always has one: the modules of the app's registered
   tasks plus the setting `codec_modules`. `get_codec(name)` with no `trusted` allows
   any importable module: use it only on data you wrote yourself.
-The mapping of non-native types to tagged payloads lives in `fleet._codec_types`.
+The mapping of non-native types to tagged payloads lives in `fleet._codec_types`, and
+their layout in msgpack and JSON in `fleet._codec_wire`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import math
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import msgpack
+from collections.abc import Sequence
 
 from fleet._codec_types import (
     BUILD,
@@ -53,14 +49,10 @@ from fleet._codec_types import (
     Undecodable,
     Unencodable,
     builders,
-    reduce,
     type_name,
 )
+from fleet._codec_wire import json_hook, msgpack_pack, msgpack_unpacker, to_json
 from fleet.errors import ConfigError, SerializationError
-
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-"""The range msgpack encodes natively; other ints travel as a tagged big integer."""
-_TAG = "__fleet__"
 
 
 class ArgumentEncodingError(SerializationError):
@@ -116,63 +108,6 @@ def _decode_error(codec: str, exc: Exception) -> SerializationError:
     return SerializationError(f"the {codec} codec cannot decode the data: {detail}")
 
 
-# msgpack extension codes are wire format: never renumber, only append.
-_EXT_BIGINT = 1
-_EXT_NAMES = (
-    "tuple set frozenset datetime date time timedelta uuid decimal enum dataclass namedtuple"
-)
-_EXT_CODES = {tag: code for code, tag in enumerate(_EXT_NAMES.split(), start=2)}
-_EXT_TAGS = {code: tag for tag, code in _EXT_CODES.items()}
-
-
-def _bigint_ext(n: int) -> msgpack.ExtType:
-    return msgpack.ExtType(_EXT_BIGINT, n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True))
-
-
-_MSGPACK_NATIVE = frozenset({str, bytes, float, list, dict})
-
-
-def _msgpack_default(o: object) -> object:
-    while True:
-        if type(o) is int:  # out of range when it comes from the packer itself
-            return o if _INT_MIN <= o <= _INT_MAX else _bigint_ext(o)
-        tag, payload = reduce(o)
-        if tag is not None:
-            return msgpack.ExtType(_EXT_CODES[tag], _msgpack_pack(payload))
-        # A lossy replacement must be packable as is: the packer calls `default` once.
-        o = payload
-        if type(o) in _MSGPACK_NATIVE:
-            return o
-
-
-def _msgpack_pack(value: object) -> bytes:
-    # A fresh Packer costs ~0.1us, and a packer is not reentrant: nested values are
-    # packed from inside `default` while the outer one is busy. A small first buffer
-    # (it grows) matters: two live 256 KiB default buffers cost ~12us in malloc.
-    packer = msgpack.Packer(
-        default=_msgpack_default, strict_types=True, use_bin_type=True, buf_size=1024
-    )
-    data: bytes = packer.pack(value)
-    return data
-
-
-def _msgpack_unpacker(build: dict[str, Callable[[Any], object]]) -> Callable[[bytes], object]:
-    """An unpack function whose extension types are built by `build`."""
-
-    def ext(code: int, data: bytes) -> object:
-        if code == _EXT_BIGINT:
-            return int.from_bytes(data, "big", signed=True)
-        tag = _EXT_TAGS.get(code)
-        if tag is None:
-            raise Undecodable(f"unknown msgpack extension type {code}")
-        return build[tag](unpack(data))
-
-    def unpack(data: bytes) -> object:
-        return msgpack.unpackb(data, ext_hook=ext, raw=False, strict_map_key=False)
-
-    return unpack
-
-
 class MsgpackCodec(Codec):
     """msgpack with extension types for the values in the module docstring (default)."""
 
@@ -180,11 +115,11 @@ class MsgpackCodec(Codec):
 
     def __init__(self, trusted: TrustedModules | None = None) -> None:
         super().__init__(trusted)
-        self._unpack = _msgpack_unpacker(BUILD if trusted is None else builders(trusted))
+        self._unpack = msgpack_unpacker(BUILD if trusted is None else builders(trusted))
 
     def encode(self, value: object) -> bytes:
         try:
-            return _msgpack_pack(value)
+            return msgpack_pack(value)
         except Exception as exc:
             raise _encode_error(self.name, value, exc) from exc
 
@@ -193,50 +128,6 @@ class MsgpackCodec(Codec):
             return self._unpack(data)
         except Exception as exc:
             raise _decode_error(self.name, exc) from exc
-
-
-def _to_json(o: object) -> object:
-    if o is None or type(o) is str or type(o) is bool:
-        return o
-    if type(o) is int:
-        return o if _INT_MIN <= o <= _INT_MAX else {_TAG: "int", "v": hex(o)}
-    if type(o) is float:
-        return o if math.isfinite(o) else {_TAG: "float", "v": repr(o)}
-    if type(o) is list:
-        return [_to_json(x) for x in o]
-    if type(o) is dict:
-        if _TAG not in o and all(type(k) is str for k in o):
-            return {k: _to_json(v) for k, v in o.items()}
-        return {_TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in o.items()]}
-    if isinstance(o, bytes | bytearray | memoryview):
-        return {_TAG: "bytes", "v": base64.b64encode(o).decode("ascii")}
-    tag, payload = reduce(o)
-    if tag is None:
-        return _to_json(payload)
-    return {_TAG: tag, "v": _to_json(payload)}
-
-
-_JSON_ONLY: dict[str, Callable[[Any], object]] = {
-    "dict": lambda v: {k: x for k, x in v},
-    "bytes": base64.b64decode,
-    "int": lambda v: int(v, 16),
-    "float": float,
-}
-
-
-def _json_hook(build: dict[str, Callable[[Any], object]]) -> Callable[[dict[str, Any]], object]:
-    """A json object hook whose tagged values are built by `build`."""
-    table = {**build, **_JSON_ONLY}
-
-    def hook(d: dict[str, Any]) -> object:
-        tag = d.get(_TAG)
-        if tag is None:
-            return d
-        if tag not in table:
-            raise Undecodable(f"unknown tag {tag!r} in JSON data")
-        return table[tag](d["v"])
-
-    return hook
 
 
 class JsonCodec(Codec):
@@ -251,12 +142,12 @@ class JsonCodec(Codec):
 
     def __init__(self, trusted: TrustedModules | None = None) -> None:
         super().__init__(trusted)
-        self._hook = _json_hook(BUILD if trusted is None else builders(trusted))
+        self._hook = json_hook(BUILD if trusted is None else builders(trusted))
 
     def encode(self, value: object) -> bytes:
         try:
             text = json.dumps(
-                _to_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+                to_json(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False
             )
             return text.encode("utf-8")
         except Exception as exc:
