@@ -11,20 +11,8 @@ Contract:
 - Every thread gets its own connection (WAL journal, `synchronous=NORMAL`); connections
   of threads that ended are closed when the next one opens, and `close()` closes all of
   them. A process that forks gets fresh connections.
-- Writers on one host take turns through an `flock` on `<file>-writer`, held around
-  each write attempt, so a writer that waits for another is woken by the kernel the
-  moment it is done, instead of polling SQLite (in W1 the producer spent ~5% of its
-  time in those pauses). One thread per process waits there at a time (each thread
-  has its own descriptor); the others poll SQLite as below, so that a release never
-  wakes a crowd (many paused invocations' threads writing at once, as in W4, ran 30%
-  slower when all of them waited on the lock). Nothing is held between attempts or
-  after an error; a process that dies releases it with its descriptors; where the
-  file cannot be opened, writers just poll SQLite.
-- Locks are waited for here, not by SQLite's busy handler (which sleeps 1, 2, 5, 10 ms:
-  a p99 of ~9 ms with four processes at 1,200 round trips/s on the dev VM, against
-  ~1.5 ms with the short jittered pauses used here), up to `busy_timeout` seconds. The
-  pauses start at 30 us (a write lock is held for ~50 us); a thread that ever waited
-  asks Linux for timers without the default 50 us of slack, so that they stay short.
+- Writers on one host take turns through a lock file, and a busy file is waited out
+  with short jittered pauses, up to `busy_timeout` seconds: see `fleet._sqlite_locking`.
 - WAL checkpoints (which fsync) run on a background thread per `Database`, woken by
   writes and at most every `CHECKPOINT_DELAY` seconds, so they stay off the hot path;
   an idle process never wakes for them. `wal_autocheckpoint` stays on, at a high mark,
@@ -45,32 +33,26 @@ Contract:
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import logging
 import math
 import os
-import random
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleet._sqlite_locking import Locking
 from fleet.errors import ConfigError, FleetError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT = 30.0
-_FIRST_PAUSE = 0.00003
-_LAST_PAUSE = 0.004
 CHECKPOINT_DELAY = 1.0
 """Seconds between background WAL checkpoints while writes keep coming."""
 _AUTOCHECKPOINT_PAGES = 20_000
-_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _pid = os.getpid()
 """This process's id, kept up to date across forks (`os.getpid()` is a system call, and
 `Database.connection` runs once per statement)."""
@@ -133,13 +115,6 @@ def path_from_url(url: str, setting: str) -> Path:
     return Path(os.path.realpath(path))
 
 
-def is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return (code & 0xFF) in _BUSY_CODES
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
 class Tx:
     """What `write`/`read` hand to their function: a connection that counts."""
 
@@ -158,7 +133,7 @@ class Tx:
         return self.conn.executemany(sql, rows)
 
 
-class Database:
+class Database(Locking):
     """Per-thread connections to one SQLite file, with a schema made sure of once."""
 
     def __init__(
@@ -264,26 +239,6 @@ class Database:
         self._local.writer = (_pid, fd)
         return fd
 
-    def _exclusive(self, attempt: Callable[[], T]) -> Callable[[], T]:
-        """`attempt`, run holding the host's writer lock (see the module docstring)."""
-
-        def locked() -> T:
-            fd = self._writer()
-            if fd < 0 or not self._gate.acquire(blocking=False):
-                return attempt()  # another thread of this process is in line: poll
-            try:
-                # Taken inside the try, and the finally's first call releases it: an
-                # asynchronous exception (a cancelled task) cannot leave it held.
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                    return attempt()
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-            finally:
-                self._gate.release()
-
-        return locked
-
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run `fn` in one write transaction (BEGIN IMMEDIATE), retried while busy."""
 
@@ -370,32 +325,6 @@ class Database:
                 return
             self._stop.wait(CHECKPOINT_DELAY)  # coalesce: one checkpoint per delay at most
 
-    def _retry(self, attempt: Callable[[], T]) -> T:
-        # SQLite's own busy handler sleeps 1, 2, 5, 10, ... ms, and several processes
-        # contending for a lock held ~20 us then see waits of 100+ ms. Waiting here with
-        # short, jittered, growing pauses keeps the tail near the lock's real hold time.
-        deadline = 0.0
-        pause = _FIRST_PAUSE
-        while True:
-            try:
-                return attempt()
-            except sqlite3.Error as exc:
-                if not is_busy(exc):
-                    raise self.error(f"sqlite database {str(self.path)!r}: {exc}") from exc
-                now = time.monotonic()
-                if not deadline:
-                    deadline = now + self.busy_timeout
-                elif now >= deadline:
-                    raise self.error(
-                        f"sqlite database {str(self.path)!r} stayed locked for "
-                        f"{self.busy_timeout:g} s: {exc}"
-                    ) from exc
-                if not getattr(self._local, "precise", False):
-                    self._local.precise = True
-                    precise_timers()
-                time.sleep(pause * (0.5 + random.random()))
-                pause = min(pause * 2.0, _LAST_PAUSE)
-
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -414,18 +343,6 @@ class Database:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-_PR_SET_TIMERSLACK = 29
-
-
-def precise_timers() -> None:
-    """Let this thread's sleeps end on time (Linux: 1 us of timer slack instead of 50)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_TIMERSLACK, 1000, 0, 0, 0)
-    except (OSError, AttributeError):  # not Linux: sleeps are merely longer
-        pass
 
 
 def placeholders(values: Iterable[object]) -> str:
