@@ -47,6 +47,7 @@ from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, pl
 from fleet._urls import redact
 from fleet.broker import Broker, DeadLetter, Message, QueueStats, _common
 from fleet.broker._sqlite_consumer import SQLiteConsumer, SQLiteListener
+from fleet.broker._sqlite_schema import BURY, INSERT, MESSAGE_COLS, SCHEMA, message_row
 from fleet.errors import BrokerError, PublishError
 from fleet.queues import QueueSpec
 
@@ -62,57 +63,6 @@ thread may be paused for a garbage collection or a GIL hand-off (5-10 ms), and a
 given up costs that waiter up to its fallback period (1 s)."""
 NOTIFY_GIVE_UP = 1.0
 """Seconds a receiver that let a notification time out gets no patience."""
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS fleet_messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
-    body BLOB NOT NULL,
-    invocation_id TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    headers TEXT,
-    delivery_count INTEGER NOT NULL DEFAULT 0,
-    visible_at REAL NOT NULL DEFAULT 0,
-    holder TEXT,
-    created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS fleet_messages_ready
-    ON fleet_messages (queue, priority DESC, id) WHERE holder IS NULL;
-CREATE INDEX IF NOT EXISTS fleet_messages_held
-    ON fleet_messages (visible_at) WHERE holder IS NOT NULL;
-CREATE TABLE IF NOT EXISTS fleet_dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    queue TEXT NOT NULL,
-    body BLOB NOT NULL,
-    invocation_id TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    headers TEXT,
-    delivery_count INTEGER NOT NULL DEFAULT 0,
-    reason TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS fleet_dead_letters_queue ON fleet_dead_letters (queue, id);
-CREATE TABLE IF NOT EXISTS fleet_queues (name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS fleet_listeners (
-    address TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    seen REAL NOT NULL,
-    PRIMARY KEY (address, queue)
-);
-CREATE INDEX IF NOT EXISTS fleet_listeners_queue ON fleet_listeners (queue);
-"""
-
-_INSERT = (
-    "INSERT INTO fleet_messages (queue, body, invocation_id, priority, headers,"
-    " delivery_count, visible_at, created) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
-)
-_BURY = (
-    "INSERT INTO fleet_dead_letters (queue, body, invocation_id, priority, headers,"
-    " delivery_count, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_MESSAGE_COLS = "queue, body, invocation_id, priority, headers, delivery_count"
 
 
 class SQLiteBroker(Broker):
@@ -195,11 +145,11 @@ class SQLiteBroker(Broker):
                 self._publish_limited(messages, limited)
             else:
                 now = time.time()
-                rows = [_row(m, 0, now) for m in messages]
+                rows = [message_row(m, 0, now) for m in messages]
                 if len(rows) == 1:  # one statement is a transaction of its own
-                    self.db.rowcount(_INSERT, rows[0])
+                    self.db.rowcount(INSERT, rows[0])
                 else:
-                    self.db.write(lambda tx: tx.executemany(_INSERT, rows))
+                    self.db.write(lambda tx: tx.executemany(INSERT, rows))
         except PublishError:
             raise
         except BrokerError as exc:
@@ -212,7 +162,7 @@ class SQLiteBroker(Broker):
         commit. Queues with a `max_length` need `publish` (it counts them first)."""
         _common.check_messages(messages)
         now = time.time()
-        tx.executemany(_INSERT, [_row(m, 0, now) for m in messages])
+        tx.executemany(INSERT, [message_row(m, 0, now) for m in messages])
 
     def _publish_limited(self, messages: Sequence[Message], limited: list[str]) -> None:
         def tx_fn(tx: Tx) -> _common.Overflow:
@@ -232,19 +182,19 @@ class SQLiteBroker(Broker):
                 dropped = tx.execute(
                     f"DELETE FROM fleet_messages WHERE id IN (SELECT id FROM fleet_messages"
                     f" WHERE queue = ? AND holder IS NULL ORDER BY id LIMIT ?)"
-                    f" RETURNING {_MESSAGE_COLS}",
+                    f" RETURNING {MESSAGE_COLS}",
                     (queue, n),
                 ).fetchall()
                 self._bury(tx, [(*row, reason, now) for row in dropped])
-            self._bury(tx, [(*_row(m, 0, now)[:6], why, now) for m, why in plan.dead])
-            tx.executemany(_INSERT, [_row(m, 0, now) for m in plan.accept])
+            self._bury(tx, [(*message_row(m, 0, now)[:6], why, now) for m, why in plan.dead])
+            tx.executemany(INSERT, [message_row(m, 0, now) for m in plan.accept])
             return plan
 
         plan = self.db.write(tx_fn)
         if plan.refused:
             if plan.refused_dead:
                 now = time.time()
-                rows = [(*_row(m, 0, now)[:6], why, now) for m, why in plan.refused_dead]
+                rows = [(*message_row(m, 0, now)[:6], why, now) for m, why in plan.refused_dead]
                 self.db.write(lambda tx: self._bury(tx, rows))
             raise plan.error(self.spec)
 
@@ -256,7 +206,7 @@ class SQLiteBroker(Broker):
             if not self.spec(row[0]).dead_letter:
                 log.warning("dropped message %s of queue %r: %s", row[2], row[0], row[6])
         if keep:
-            tx.executemany(_BURY, keep)
+            tx.executemany(BURY, keep)
 
     # -- doorbells ------------------------------------------------------------------
 
@@ -371,9 +321,7 @@ class SQLiteBroker(Broker):
 
         def tx_fn(tx: Tx) -> int:
             now = time.time()
-            sql = (
-                f"DELETE FROM fleet_dead_letters WHERE queue = ?{{}} RETURNING id, {_MESSAGE_COLS}"
-            )
+            sql = f"DELETE FROM fleet_dead_letters WHERE queue = ?{{}} RETURNING id, {MESSAGE_COLS}"
             if ids is None:
                 rows = tx.execute(sql.format(""), (queue,)).fetchall()
             else:
@@ -382,7 +330,7 @@ class SQLiteBroker(Broker):
                     where = f" AND id IN ({placeholders(part)})"
                     rows += tx.execute(sql.format(where), (queue, *part)).fetchall()
             rows.sort()
-            tx.executemany(_INSERT, [(*row[1:6], 0, now) for row in rows])
+            tx.executemany(INSERT, [(*row[1:6], 0, now) for row in rows])
             return len(rows)
 
         moved = self.db.write(tx_fn)
@@ -403,16 +351,3 @@ class SQLiteBroker(Broker):
 
     def __repr__(self) -> str:
         return f"SQLiteBroker({self.url!r})"
-
-
-def _row(m: Message, count: int, now: float) -> tuple[Any, ...]:
-    """A fleet_messages row for `_INSERT` (its first six columns match `_MESSAGE_COLS`)."""
-    return (
-        m.queue,
-        bytes(m.body),
-        m.invocation_id,
-        m.priority,
-        _common.headers_json(m.headers),
-        count,
-        now,
-    )

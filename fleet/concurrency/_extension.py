@@ -49,11 +49,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from fleet.codec import Codec, get_codec
+from fleet.concurrency._call import Call, refuse_diff
 from fleet.concurrency._held import RATE_REASON, RUNNING_REASON
-from fleet.concurrency._key import bound_arguments, digest
 from fleet.concurrency._options import NO_POLICY, OPTIONS, Mode, Policy, RateLimit, policy_of
 from fleet.concurrency._store import LimitStore, Memo
-from fleet.errors import ExtensionError
 from fleet.extensions import (
     Applied,
     AppliedChange,
@@ -67,7 +66,6 @@ from fleet.extensions import (
 from fleet.status import FINAL, OWNED, Status
 
 log = logging.getLogger("fleet.concurrency")
-_MISSING = object()
 SLACK = 0.05
 """Seconds (at most; 5% of a shorter period) a deferred invocation may start after its
 reservation: reservations are spaced as if the period were that much longer, so the
@@ -91,34 +89,6 @@ def _reserved(memo: str) -> float | None:
         return float(memo[5:])
     except ValueError:
         return None
-
-
-class _Call:
-    """One call's arguments, decoded once and only if a key needs them."""
-
-    def __init__(self, ext: ConcurrencyExtension, task: str, data: bytes | None, codec: str):
-        self.ext, self.task, self.data, self.codec_name = ext, task, data, codec
-        self._named: dict[str, object] | None = None
-
-    @property
-    def codec(self) -> Codec:
-        return self.ext.codec(self.codec_name)
-
-    def named(self) -> dict[str, object]:
-        if self._named is None:
-            data = self.data if self.data is not None else b""
-            self._named = bound_arguments(
-                self.codec, self.ext.resolve(data), self.ext.signature(self.task)
-            )
-        return self._named
-
-    def key(self, mode: Mode, names: Sequence[str] = (), exclude: Sequence[str] = ()) -> str:
-        if mode is Mode.TASK or (mode is Mode.KEYS and not names):
-            return f"{self.task}:*"
-        named = self.named()
-        if mode is Mode.ARGUMENTS:
-            names = [n for n in named if n not in exclude]
-        return digest(self.task, self.codec, named, names)
 
 
 class ConcurrencyExtension(Extension):
@@ -205,7 +175,7 @@ class ConcurrencyExtension(Extension):
         remembered: list[tuple[str, str]] = []
         try:
             for i, invocation_id in enumerate(batch.ids):
-                call = _Call(self, batch.task, batch.args[i], batch.codec)
+                call = Call(self, batch.task, batch.args[i], batch.codec)
                 idem = keys[i] if i < len(keys) else ""
                 reuse = self._publish_one(policy, call, invocation_id, idem, now, won, remembered)
                 if reuse is not None:
@@ -223,7 +193,7 @@ class ConcurrencyExtension(Extension):
     def _publish_one(
         self,
         policy: Policy,
-        call: _Call,
+        call: Call,
         invocation_id: str,
         idem: str,
         now: float,
@@ -269,7 +239,7 @@ class ConcurrencyExtension(Extension):
         if check and owner_value != value:
             if owner_data is None:
                 owner_data = self.load_args(owner)
-            self._refuse_diff(call, owner, policy, owner_data)
+            refuse_diff(call, owner, policy, owner_data)
         return Reuse(invocation_id, owner, f"registration_concurrency {reg.mode.value}")
 
     def _own(self, memo_key: str, holder: str, now: float, ttl: float, won: _Won) -> str:
@@ -298,25 +268,6 @@ class ConcurrencyExtension(Extension):
             return memo.at <= now - self.grace
         return final_is_stale and status in FINAL
 
-    def _refuse_diff(self, call: _Call, owner: str, policy: Policy, data: bytes | None) -> None:
-        """Raise naming the non-key arguments in which `call` differs from `owner`'s
-        (all of them when `owner`'s arguments cannot be loaded)."""
-        keys = set(policy.key_arguments)
-        mine = call.named()
-        if data is None:
-            differ = sorted(set(mine) - keys)
-        else:
-            theirs = _Call(self, call.task, data, call.codec_name).named()
-            differ = sorted(
-                n
-                for n in (set(mine) | set(theirs)) - keys
-                if mine.get(n, _MISSING) != theirs.get(n, _MISSING)
-            )
-        raise ExtensionError(
-            f"task {call.task!r}: invocation {owner!r} has the same key arguments "
-            f"{sorted(keys)!r} but different {differ!r} (on_diff_non_key_args='raise')"
-        )
-
     # -- before_claim -----------------------------------------------------------------
 
     def before_claim(self, claims: ClaimBatch) -> Sequence[Hold]:
@@ -331,7 +282,7 @@ class ConcurrencyExtension(Extension):
         return holds
 
     def _claim_one(self, policy: Policy, claim: Claim, now: float) -> Hold | None:
-        call = _Call(self, claim.task, claim.args, claim.codec)
+        call = Call(self, claim.task, claim.args, claim.codec)
         run = policy.running
         if run.enabled:
             key = "run:" + call.key(run.mode, policy.key_arguments)
@@ -407,7 +358,7 @@ class ConcurrencyExtension(Extension):
                 extra={"invocation_id": change.invocation_id, "task": change.task},
             )
             return
-        call = _Call(self, change.task, data, change.codec or "msgpack")
+        call = Call(self, change.task, data, change.codec or "msgpack")
         now = self.clock()
         if releases:
             key = "run:" + call.key(run.mode, policy.key_arguments)

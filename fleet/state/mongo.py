@@ -71,28 +71,14 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from bson.errors import BSONError
-from pymongo import MongoClient, ReplaceOne, UpdateOne
+from pymongo import MongoClient, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import (
-    BulkWriteError,
-    ConfigurationError,
-    ConnectionFailure,
-    DuplicateKeyError,
-    PyMongoError,
-)
+from pymongo.errors import BulkWriteError, ConfigurationError, ConnectionFailure, PyMongoError
 
 from fleet._urls import redact, scrub, secrets_of
 from fleet.errors import ConfigError, DuplicateInvocationError, FleetError, StateError
-from fleet.state import (
-    BLOB_GRACE,
-    Change,
-    Expired,
-    InvocationRecord,
-    Query,
-    RunnerRecord,
-    StateStore,
-)
+from fleet.state import BLOB_GRACE, Change, Expired, InvocationRecord, Query, StateStore
 from fleet.state import _mongo_blobs as blobs
 from fleet.state import _mongo_docs as docs
 from fleet.state._mongo_conn import (
@@ -102,16 +88,16 @@ from fleet.state._mongo_conn import (
     parse_options,
     replica_settings,
 )
+from fleet.state._mongo_runners import MongoRunners
 from fleet.state._mongo_schema import Names, ensure
 from fleet.state._mongo_triggers import MongoTriggers
 from fleet.status import FINAL, Status
 
 Doc = dict[str, Any]
 _UNSURE_MAX = 10_000
-_NOW_MS = {"$toLong": "$$NOW"}
 
 
-class MongoStateStore(StateStore, MongoTriggers):
+class MongoStateStore(MongoRunners, StateStore, MongoTriggers):
     """See the module docstring."""
 
     SETTINGS: ClassVar[tuple[str, ...]] = ("connect_timeout", "retention")
@@ -330,21 +316,7 @@ class MongoStateStore(StateStore, MongoTriggers):
         with self._errors("purge"):
             return int(self._col("invocations").delete_many({}).deleted_count)
 
-    # -- runners, leases, blobs ---------------------------------------------------------
-
-    def beat(self, runners: Sequence[RunnerRecord]) -> None:
-        if not runners:
-            return
-        now = time.time()
-        requests = [
-            ReplaceOne({"_id": r.id}, docs.runner_doc(r, now), upsert=True) for r in runners
-        ]
-        with self._errors("beat"):
-            self._col("runners").bulk_write(requests, ordered=False)
-
-    def runners(self) -> list[RunnerRecord]:
-        with self._errors("runners"):
-            return [docs.runner_from(d) for d in self._col("runners").find({}, sort=[("_id", 1)])]
+    # -- due times, blobs, expiry -------------------------------------------------------
 
     def clear_due(self, ids: Sequence[str]) -> None:
         if not ids:
@@ -352,26 +324,6 @@ class MongoStateStore(StateStore, MongoTriggers):
         flt = {"_id": {"$in": list(dict.fromkeys(ids))}, "status": Status.PENDING.value}
         with self._errors("clear_due"):
             self._col("invocations").update_many(flt, {"$set": {"due": None}})
-
-    def forget_runners(self, before: float) -> int:
-        with self._errors("forget_runners"):
-            return int(self._col("runners").delete_many({"beat": {"$lt": before}}).deleted_count)
-
-    def lease(self, name: str, holder: str, ttl: float) -> bool:
-        if not holder:
-            raise StateError(f"lease {name!r} needs a holder")
-        flt = {"_id": name, "$or": [{"holder": holder}, {"$expr": {"$lte": ["$expires", _NOW_MS]}}]}
-        update = [{"$set": {"holder": holder, "expires": {"$add": [_NOW_MS, ttl * 1000.0]}}}]
-        with self._errors("lease"):
-            try:
-                self._col("leases").update_one(flt, update, upsert=True)
-            except DuplicateKeyError:
-                return False  # it exists, and it is someone else's and unexpired
-            return True
-
-    def release(self, name: str, holder: str) -> None:
-        with self._errors("release"):
-            self._col("leases").delete_one({"_id": name, "holder": holder})
 
     def put_blobs(self, values: Sequence[tuple[str, bytes]]) -> None:
         if values:

@@ -44,12 +44,10 @@ from typing import TYPE_CHECKING
 
 from fleet._urls import secrets_of
 from fleet.broker import Consumer
-from fleet.errors import (
-    HardTimeLimitExceeded,
-)
 from fleet.state import RunnerRecord
 from fleet.worker import _same_host, recovery
 from fleet.worker._early import EarlyArrivals
+from fleet.worker._hard_limit import on_hard_limit
 from fleet.worker.baton import Baton
 from fleet.worker.child import import_task_modules
 from fleet.worker.committer import Committer
@@ -368,37 +366,6 @@ class WorkerProcess:
         running.interrupt()
 
     def _hard_limit(self, invocation_id: str) -> None:
-        """Fail (or retry) an invocation past its hard limit and free its slot.
-
-        Runs on a thread of its own (`Watchdog`). In a process of `fleet worker`
-        (`exit_on_hard_limit`), its thread may be stuck where no exception reaches it, so
-        the process is replaced without charging the other invocations it runs: it stops
-        taking work, lets them finish within `shutdown_grace` (whatever is left is
-        requeued with its attempt given back), and exits with `EXIT_HARD_LIMIT`
-        (`child_main`); the supervisor starts a new one at once.
-        """
-        running = self.in_hand.get(invocation_id)
-        task = self.intake.resolve(running.envelope) if running is not None else None
-        if running is None or task is None:
-            return
-        running.cancelled = True
-        running.why = "it ran past its hard time limit (failure committed by the watchdog)"
-        limit = task.options.hard_time_limit
-        log.error(
-            "%s %s: hard time limit of %ss exceeded%s",
-            task.name,
-            invocation_id,
-            limit,
-            "; replacing the process once its other invocations finish"
-            if self.exit_on_hard_limit
-            else "",
-            extra={"invocation_id": invocation_id, "task": task.name},
-        )
-        if self.exit_on_hard_limit:
-            self.hung.add(invocation_id)
-            self.stop()  # first: take no new work even if the commit below waits
-        exc = HardTimeLimitExceeded(f"{task.name} ran past its hard time limit of {limit}s")
-        change = self.executor.failure(running.envelope, task, running.envelope.attempt + 1, exc)
-        self.committer.put(change, running.envelope.reply_to, task.name)
-        running.interrupt()  # reaches the thread if it ever runs Python code again
-        self._task_done()  # the drain may be waiting only for this one
+        """Fail (or retry) an invocation past its hard limit and free its slot (see
+        `fleet.worker._hard_limit`)."""
+        on_hard_limit(self, invocation_id)
