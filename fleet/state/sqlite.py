@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fleet._sqlite import Database, Tx, chunks, float_options, path_from_url, placeholders
+from fleet._sqlite_group import GroupWriter
 from fleet._urls import redact
 from fleet.errors import DuplicateInvocationError, StateError
 from fleet.state import (
@@ -87,6 +88,7 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         self.url = redact(url)
         path = path_from_url(url, "state_url")
         self.db = Database(path, tables.SCHEMA + TRIGGER_SCHEMA, StateError, opts["busy_timeout"])
+        self._group = GroupWriter(self.db)
         self._sql: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
         if not any(row[1] == "stored" for row in self.db.query("PRAGMA table_info(fleet_blobs)")):
             self.db.write(tables.add_stored_column)
@@ -112,16 +114,6 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
         if not records:
             return
         rows = [tables.row(r) for r in records]
-        if len(rows) == 1 and also is None:
-            try:
-                self.db.write_one(_INSERT, rows[0])
-            except StateError as exc:
-                if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                    raise DuplicateInvocationError(
-                        f"cannot register: invocation id {records[0].id!r} is already registered"
-                    ) from exc.__cause__
-                raise
-            return
 
         def tx_fn(tx: Tx) -> None:
             try:
@@ -133,7 +125,18 @@ class SQLiteStateStore(StateStore, SQLiteTriggers):
             if also is not None:
                 also(tx)
 
-        self.db.write(tx_fn)
+        def alone() -> None:
+            try:
+                self.db.write_one(_INSERT, rows[0])
+            except StateError as exc:
+                if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                    raise DuplicateInvocationError(
+                        f"cannot register: invocation id {records[0].id!r} is already registered"
+                    ) from exc.__cause__
+                raise
+
+        # Concurrent registrations of this process share one transaction (group commit).
+        self._group.write(tx_fn, alone if len(rows) == 1 and also is None else None)
 
     @staticmethod
     def _duplicate(tx: Tx, records: Sequence[InvocationRecord]) -> str:
