@@ -34,7 +34,8 @@ class Plan:
     w1_tasks: int = 2000
     w1_warmup: int = 200
     w2_calls: int = 200
-    w2_warmup: int = 20
+    w2_warmup: int = 200
+    """As many as W1's: every system's pools are past their first second when timed."""
     w3_tasks: int = 40
     w3_sleep: float = 0.25
     w4_n: int = 15
