@@ -10,10 +10,9 @@ that a worker can refuse a codec other than its setting `codec`). `unpack` raise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgpack
 
+from fleet._value import value
 from fleet.errors import SerializationError
 from fleet.extensions import hold_memo
 from fleet.state import ErrorInfo, InvocationRecord
@@ -27,7 +26,7 @@ write the record while the message is on its way (see `fleet._submit`); one whos
 took more than half of this publishes the message again."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Envelope:
     """One invocation as a message body."""
 
@@ -90,7 +89,7 @@ def unpack(body: bytes) -> Envelope:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outcome:
     """How an invocation ended, as a waiter learns it."""
 

@@ -12,9 +12,9 @@ invocation someone else now holds. Pure: no I/O, no clocks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 
+from fleet._value import value
 from fleet.errors import InvalidTransitionError
 
 
@@ -107,7 +107,7 @@ def sources(dst: Status) -> frozenset[Status]:
     return frozenset(src for src, dsts in TRANSITIONS.items() if dst in dsts)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HistoryEntry:
     """One recorded status change of an invocation."""
 

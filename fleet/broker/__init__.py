@@ -34,9 +34,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Protocol
 
+from fleet._value import value
 from fleet.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ URGENT = 1
 """Priority of a message someone is already waiting for (served before normal work)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Message:
     """One invocation on its way to a worker."""
 
@@ -58,7 +59,7 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delivery:
     """A message as a consumer received it; hand it back to ack or dead-letter."""
 
@@ -69,7 +70,7 @@ class Delivery:
     """How many times this message has been delivered, this time included."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DeadLetter:
     """A message that was set aside, and why."""
 
@@ -82,7 +83,7 @@ class DeadLetter:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class QueueStats:
     name: str
     ready: int

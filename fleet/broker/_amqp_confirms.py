@@ -19,12 +19,12 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pika
 from pika.channel import Channel
 from pika.spec import Basic
 
+from fleet._value import value
 from fleet.broker._amqp_link import Link, LinkError
 
 WINDOW = 2000
@@ -32,7 +32,7 @@ WINDOW = 2000
 NACKED = "nacked by RabbitMQ (queue full with overflow reject-publish, or a broker error)"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Outgoing:
     """One message on its way out: where to, what, with which properties."""
 

@@ -37,6 +37,7 @@ from typing import Any
 import pika
 from pika.channel import Channel
 
+from fleet._value import value
 from fleet.broker import Delivery
 from fleet.broker._amqp_confirms import ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
@@ -49,7 +50,7 @@ ACK_DELAY = 0.02
 """Longest an ack waits to share a frame (and a socket write) with later ones."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Tag:
     """`Delivery.tag` of the RabbitMQ broker."""
 

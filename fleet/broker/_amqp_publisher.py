@@ -44,11 +44,11 @@ import random
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import pika
 
+from fleet._value import value
 from fleet.broker import URGENT, Message
 from fleet.broker._amqp_confirms import NACKED, ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
@@ -97,7 +97,7 @@ class _Pooled:
         return self.confirms.alive and self.plain.is_open
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class _Sent:
     """An attempt whose messages are on the wire, on a checked-out connection."""
 

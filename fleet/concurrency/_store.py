@@ -26,10 +26,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet._value import value
 from fleet.concurrency._options import RateLimit
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Grant:
     """What `acquire` did."""
 
@@ -43,7 +44,7 @@ class Grant:
     """Other waiters this call handed a permit to (an expired one freed): wake them."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Memo:
     """A remembered key: who owns it, and since when."""
 
@@ -56,7 +57,7 @@ class Memo:
     """0: never."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Permits:
     """The permits of one key, for inspection (`fleet status`, tests)."""
 

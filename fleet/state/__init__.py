@@ -32,9 +32,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING
 
+from fleet._value import value
 from fleet.errors import ConfigError
 from fleet.status import OWNED, HistoryEntry, Status, check
 
@@ -61,7 +62,7 @@ def blob_key(data: bytes | None) -> str | None:
     return bytes(data[len(BLOB_MARK) :]).decode("utf-8", "replace")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Expired:
     """What one `StateStore.expire` call deleted."""
 
@@ -69,7 +70,7 @@ class Expired:
     blobs: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ErrorInfo:
     """An exception as it crosses processes."""
 
@@ -81,7 +82,7 @@ class ErrorInfo:
     """The exception's args, encoded with msgpack when they can be (to rebuild it)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InvocationRecord:
     """Everything the store knows about one invocation."""
 
@@ -112,7 +113,7 @@ class InvocationRecord:
     updated: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Change:
     """One compare-and-set status change; see `StateStore.apply`."""
 
@@ -151,7 +152,7 @@ class Change:
         return self.by if self.to in OWNED else ""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Query:
     """A selection of invocations; every given field must match."""
 
@@ -166,7 +167,7 @@ class Query:
     limit: int = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RunnerRecord:
     """A heartbeat: one supervisor or worker process, as it last reported itself."""
 

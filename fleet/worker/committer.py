@@ -34,10 +34,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from fleet import _transitions
 from fleet._envelope import Outcome, join_notes, pack_outcome
+from fleet._value import value
 from fleet._waiter import Waiter
 from fleet.broker import Broker
 from fleet.extensions import Dispatcher
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Commit:
     change: Change
     reply_to: str
