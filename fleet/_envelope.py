@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import msgpack
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.errors import SerializationError
 from fleet.extensions import hold_memo
 from fleet.state import ErrorInfo, InvocationRecord
@@ -26,7 +26,7 @@ write the record while the message is on its way (see `fleet._submit`); one whos
 took more than half of this publishes the message again."""
 
 
-@value
+@value_class
 class Envelope:
     """One invocation as a message body."""
 
@@ -89,7 +89,7 @@ def unpack(body: bytes) -> Envelope:
     )
 
 
-@value
+@value_class
 class Outcome:
     """How an invocation ended, as a waiter learns it."""
 

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.status import Status
 
 if TYPE_CHECKING:
     from fleet.state import ErrorInfo
 
 
-@value
+@value_class
 class PublishBatch:
     """Input of `before_publish`: calls of one task about to be registered and published."""
 
@@ -38,7 +38,7 @@ class PublishBatch:
     """Per id, the caller's idempotency key ('' for none); () when no call has one."""
 
 
-@value
+@value_class
 class Reuse:
     """A `before_publish` decision: do not register `invocation_id`; its caller gets
     `existing` instead (an equivalent invocation, a cached result, an idempotency key's
@@ -49,7 +49,7 @@ class Reuse:
     reason: str
 
 
-@value
+@value_class
 class Claim:
     """One invocation a worker is about to claim."""
 
@@ -63,7 +63,7 @@ class Claim:
     """The `Hold.memo` of the hold it comes back from ('' if none)."""
 
 
-@value
+@value_class
 class Hold:
     """A `before_claim` decision: do not run `invocation_id` now (BLOCKED until `until`)."""
 
@@ -91,7 +91,7 @@ def hold_memo(note: str) -> str:
     return tail[:-1] if sep and head and tail.endswith("]") else ""
 
 
-@value
+@value_class
 class ClaimBatch:
     """Input of `before_claim`."""
 
@@ -100,7 +100,7 @@ class ClaimBatch:
     now: float
 
 
-@value
+@value_class
 class Call:
     """Input of `around_call`: the task function about to run."""
 
@@ -114,7 +114,7 @@ class Call:
     `around_publish` added, e.g. a trace context). Untrusted input from a queue."""
 
 
-@value
+@value_class
 class Publish:
     """Input of `around_publish`: calls of one task being registered and published."""
 
@@ -126,7 +126,7 @@ class Publish:
     every message of the batch (e.g. a W3C `traceparent`)."""
 
 
-@value
+@value_class
 class AppliedChange:
     """One status change that took effect in the state store."""
 
@@ -151,7 +151,7 @@ class AppliedChange:
     """The history note of the change (for BLOCKED: the `Hold.reason`); '' if none."""
 
 
-@value
+@value_class
 class Applied:
     """Input of `after_change`: the changes of one `state.apply` that took effect."""
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from fleet import _context, _values
 from fleet._envelope import Envelope, pack
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.broker import URGENT, Message
 from fleet.codec import call_key, encode_call
 from fleet.signing import signer
@@ -39,7 +39,7 @@ def new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
 
 
-@value
+@value_class
 class Prepared:
     """Encoded calls of one task: their messages, and their records on demand."""
 

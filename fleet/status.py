@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.errors import InvalidTransitionError
 
 
@@ -107,7 +107,7 @@ def sources(dst: Status) -> frozenset[Status]:
     return frozenset(src for src, dsts in TRANSITIONS.items() if dst in dsts)
 
 
-@value
+@value_class
 class HistoryEntry:
     """One recorded status change of an invocation."""
 

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING, Protocol
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ URGENT = 1
 """Priority of a message someone is already waiting for (served before normal work)."""
 
 
-@value
+@value_class
 class Message:
     """One invocation on its way to a worker."""
 
@@ -59,7 +59,7 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@value
+@value_class
 class Delivery:
     """A message as a consumer received it; hand it back to ack or dead-letter."""
 
@@ -70,7 +70,7 @@ class Delivery:
     """How many times this message has been delivered, this time included."""
 
 
-@value
+@value_class
 class DeadLetter:
     """A message that was set aside, and why."""
 
@@ -83,7 +83,7 @@ class DeadLetter:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-@value
+@value_class
 class QueueStats:
     name: str
     ready: int

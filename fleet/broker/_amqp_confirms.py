@@ -24,7 +24,7 @@ import pika
 from pika.channel import Channel
 from pika.spec import Basic
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.broker._amqp_link import Link, LinkError
 
 WINDOW = 2000
@@ -32,7 +32,7 @@ WINDOW = 2000
 NACKED = "nacked by RabbitMQ (queue full with overflow reject-publish, or a broker error)"
 
 
-@value
+@value_class
 class Outgoing:
     """One message on its way out: where to, what, with which properties."""
 

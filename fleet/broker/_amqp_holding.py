@@ -37,7 +37,7 @@ from typing import Any
 import pika
 from pika.channel import Channel
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.broker import Delivery
 from fleet.broker._amqp_confirms import ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
@@ -50,7 +50,7 @@ ACK_DELAY = 0.02
 """Longest an ack waits to share a frame (and a socket write) with later ones."""
 
 
-@value
+@value_class
 class Tag:
     """`Delivery.tag` of the RabbitMQ broker."""
 

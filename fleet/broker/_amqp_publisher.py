@@ -48,7 +48,7 @@ from typing import Protocol
 
 import pika
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.broker import URGENT, Message
 from fleet.broker._amqp_confirms import NACKED, ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
@@ -97,7 +97,7 @@ class _Pooled:
         return self.confirms.alive and self.plain.is_open
 
 
-@value
+@value_class
 class _Sent:
     """An attempt whose messages are on the wire, on a checked-out connection."""
 

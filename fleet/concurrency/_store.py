@@ -26,11 +26,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.concurrency._options import RateLimit
 
 
-@value
+@value_class
 class Grant:
     """What `acquire` did."""
 
@@ -44,7 +44,7 @@ class Grant:
     """Other waiters this call handed a permit to (an expired one freed): wake them."""
 
 
-@value
+@value_class
 class Memo:
     """A remembered key: who owns it, and since when."""
 
@@ -57,7 +57,7 @@ class Memo:
     """0: never."""
 
 
-@value
+@value_class
 class Permits:
     """The permits of one key, for inspection (`fleet status`, tests)."""
 

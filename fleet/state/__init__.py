@@ -35,7 +35,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import field
 from typing import TYPE_CHECKING
 
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet.errors import ConfigError
 from fleet.status import OWNED, HistoryEntry, Status, check
 
@@ -62,7 +62,7 @@ def blob_key(data: bytes | None) -> str | None:
     return bytes(data[len(BLOB_MARK) :]).decode("utf-8", "replace")
 
 
-@value
+@value_class
 class Expired:
     """What one `StateStore.expire` call deleted."""
 
@@ -70,7 +70,7 @@ class Expired:
     blobs: int = 0
 
 
-@value
+@value_class
 class ErrorInfo:
     """An exception as it crosses processes."""
 
@@ -82,7 +82,7 @@ class ErrorInfo:
     """The exception's args, encoded with msgpack when they can be (to rebuild it)."""
 
 
-@value
+@value_class
 class InvocationRecord:
     """Everything the store knows about one invocation."""
 
@@ -113,7 +113,7 @@ class InvocationRecord:
     updated: float = 0.0
 
 
-@value
+@value_class
 class Change:
     """One compare-and-set status change; see `StateStore.apply`."""
 
@@ -152,7 +152,7 @@ class Change:
         return self.by if self.to in OWNED else ""
 
 
-@value
+@value_class
 class Query:
     """A selection of invocations; every given field must match."""
 
@@ -167,7 +167,7 @@ class Query:
     limit: int = 1000
 
 
-@value
+@value_class
 class RunnerRecord:
     """A heartbeat: one supervisor or worker process, as it last reported itself."""
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 
 from fleet import _transitions
 from fleet._envelope import Outcome, join_notes, pack_outcome
-from fleet._value import value
+from fleet._value_class import value_class
 from fleet._waiter import Waiter
 from fleet.broker import Broker
 from fleet.extensions import Dispatcher
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 
 
-@value
+@value_class
 class Commit:
     change: Change
     reply_to: str
