@@ -87,6 +87,11 @@ def _digest(namespace: str) -> str:
     return hashlib.sha256(namespace.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
+def address_of(namespace: str, name: str) -> str:
+    """The abstract address of the doorbell `name` in `namespace` (Linux only)."""
+    return f"@fleet/{_digest(namespace)}/{name}"
+
+
 def _socket_dir() -> Path:
     base = Path("/tmp") if Path("/tmp").is_dir() else Path(tempfile.gettempdir())
     return base / f"fleet-{os.getuid() if hasattr(os, 'getuid') else 0}"
@@ -107,7 +112,7 @@ class Doorbell:
         self.abstract = abstract_supported() if abstract is None else abstract
         self._path: Path | None = None
         if self.abstract:
-            self.address = f"@fleet/{digest}/{name}"
+            self.address = address_of(namespace, name)
         else:
             folder = _socket_dir() / digest
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -156,6 +161,10 @@ class Doorbell:
         except (BlockingIOError, InterruptedError):
             pass
         return payloads
+
+    def fileno(self) -> int:
+        """The receiving socket, for a caller that polls it with others (then `drain`)."""
+        return self._sock.fileno()
 
     def wakeup(self) -> None:
         """Make a blocked `wait` return now. Safe from any thread, and after close."""

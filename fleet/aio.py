@@ -143,7 +143,7 @@ class _AsyncRuntime:
     """One event loop's aio-pika connection, publisher and result listener."""
 
     def __init__(self, app: Fleet) -> None:
-        from fleet.broker._amqp_listener import address
+        from fleet.broker._amqp_local import address
 
         self.app = app
         self.pid = os.getpid()

@@ -77,6 +77,7 @@ from fleet.broker._amqp_admin import NOT_FOUND
 from fleet.broker._amqp_arrivals import URGENT_WAIT, Arrivals
 from fleet.broker._amqp_holding import Lane
 from fleet.broker._amqp_link import ChannelError, Link, LinkError
+from fleet.broker._amqp_local import deliver
 from fleet.broker._amqp_queues import urgent_lane
 from fleet.errors import BrokerError
 
@@ -300,6 +301,9 @@ class RabbitMQConsumer(Arrivals, Consumer):
     # -- waking and closing -------------------------------------------------------------
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> bool:
+        notes = deliver(notes)  # those to listeners on this host go directly
+        if not notes:
+            return True
         channel = self._channel
         if self._link is None or channel is None or not channel.is_open:
             return False

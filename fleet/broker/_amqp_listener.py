@@ -15,6 +15,9 @@ Contract:
 - A lost connection is reopened with exponential backoff and jitter inside `receive`,
   which returns [] meanwhile: notifications sent during the outage are lost, never
   the ability to receive later ones.
+- Workers on the same host skip RabbitMQ (`fleet.broker._amqp_local`): the listener
+  also binds the address's doorbell, watched by the same poll as the connection (and
+  alone while the connection is down), so `receive` returns both kinds alike.
 """
 
 from __future__ import annotations
@@ -22,26 +25,22 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from pika.adapters.select_connection import PollEvents
 from pika.channel import Channel
 
 from fleet.broker import Listener
 from fleet.broker._amqp_link import Link, LinkError
+from fleet.broker._amqp_local import address, bell
 from fleet.errors import BrokerError
 
 if TYPE_CHECKING:
     from fleet.broker._amqp_params import Endpoint
 
 log = logging.getLogger(__name__)
-
-
-def address() -> str:
-    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())[:60]
-    return f"fleet.reply.{host}.{os.getpid()}.{os.urandom(4).hex()}"
 
 
 class RabbitMQListener(Listener):
@@ -58,7 +57,13 @@ class RabbitMQListener(Listener):
         self._closed = False
         self._backoff = 0.1
         self._next_connect = 0.0
-        self._connect()
+        self._bell = bell(self.address)
+        try:
+            self._connect()
+        except BaseException:
+            if self._bell is not None:
+                self._bell.close()
+            raise
 
     def _connect(self) -> None:
         link = Link(self._endpoint, f"fleet listener pid {os.getpid()}")
@@ -66,6 +71,8 @@ class RabbitMQListener(Listener):
             channel: Channel = link.channel()
             link.call(channel, "queue_declare", self.address, exclusive=True, auto_delete=True)
             link.call(channel, "basic_consume", self.address, self._on_message, auto_ack=True)
+            if self._bell is not None:
+                link.ioloop.add_handler(self._bell.fileno(), self._on_bell, PollEvents.READ)
         except BaseException:
             link.close(0.5)
             raise
@@ -73,6 +80,10 @@ class RabbitMQListener(Listener):
 
     def _on_message(self, _channel: Channel, _method: Any, _props: Any, body: bytes) -> None:
         self._items.append(body)
+
+    def _on_bell(self, _fd: int, _events: int) -> None:
+        if self._bell is not None:
+            self._items.extend(self._bell.drain())
 
     def _reconnect(self) -> bool:
         if time.monotonic() < self._next_connect:
@@ -109,7 +120,11 @@ class RabbitMQListener(Listener):
             if link is None:
                 if not self._reconnect():
                     wait = max(0.0, self._next_connect - now)
-                    self._wake.wait(wait if left is None else min(wait, left))
+                    wait = wait if left is None else min(wait, left)
+                    if self._bell is None:
+                        self._wake.wait(wait)
+                    else:  # same-host notifications still arrive
+                        self._items.extend(self._bell.wait(wait))
                 continue
             try:
                 link.drive(lambda: bool(self._items), left, interruptible=True)
@@ -121,6 +136,8 @@ class RabbitMQListener(Listener):
 
     def wakeup(self) -> None:
         self._wake.set()
+        if self._bell is not None:
+            self._bell.wakeup()
         link = self._link
         if link is not None:
             link.wake()
@@ -130,3 +147,5 @@ class RabbitMQListener(Listener):
         link, self._link = self._link, None
         if link is not None:
             link.close()
+        if self._bell is not None:
+            self._bell.close()

@@ -52,6 +52,7 @@ from fleet._value_class import value_class
 from fleet.broker import URGENT, Message
 from fleet.broker._amqp_confirms import NACKED, ConfirmChannel, Outgoing
 from fleet.broker._amqp_link import Link, LinkError
+from fleet.broker._amqp_local import deliver
 from fleet.broker._amqp_params import Endpoint
 from fleet.broker._amqp_queues import QueueInfo, urgent_lane
 from fleet.errors import BrokerError, PublishError
@@ -290,6 +291,7 @@ class Publisher:
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> None:
         """Best-effort transient messages to listener queues; never raises."""
+        notes = deliver(notes)  # those to listeners on this host go directly
         if not notes:
             return
         transient = pika.BasicProperties(delivery_mode=1)

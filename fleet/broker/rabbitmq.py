@@ -27,7 +27,8 @@ Contract, beyond `fleet.broker` (the parts live in private modules, each documen
   counts, explicit dead letters with `x-fleet-reason`; its docstring states why this
   loses nothing.
 - Notifications (`fleet.broker._amqp_listener`): one exclusive queue per listener,
-  transient messages, no confirms.
+  transient messages, no confirms; to a listener on the same host, a Unix datagram
+  instead (`fleet.broker._amqp_local`).
 - Dead letters: `dead_letters` peeks at `q.dead` (basic.get, then the channel closes so
   RabbitMQ puts them back in order); the reason comes from `x-fleet-reason` or
   RabbitMQ's `x-death` ('expired', 'delivery limit N exceeded', 'max length ...').
