@@ -301,15 +301,16 @@ class RabbitMQConsumer(Arrivals, Consumer):
     # -- waking and closing -------------------------------------------------------------
 
     def notify(self, notes: Sequence[tuple[str, bytes]]) -> bool:
+        channel = self._channel
+        if self._link is None or channel is None or not channel.is_open:
+            return False  # the publisher takes them all (delivering directly what it can)
         notes = deliver(notes)  # those to listeners on this host go directly
         if not notes:
             return True
-        channel = self._channel
-        if self._link is None or channel is None or not channel.is_open:
-            return False
         try:
             self._link.connection.publish_transient(channel, notes)
-        except Exception:  # the publisher's connection takes them instead
+        except Exception:  # the publisher's connection takes them instead (a waiter
+            # that hears of an outcome twice keeps it once)
             log.debug("notifications on the consumer's connection failed", exc_info=True)
             return False
         return True
