@@ -78,8 +78,8 @@ def bell(address: str) -> _doorbell.Doorbell | None:
         return None
 
 
-_bells: dict[str, str | None] = {}
-"""Listener address -> doorbell address (None: not on this host); a few callers each."""
+_RINGS = _doorbell.address_of(_NAMESPACE, "")
+"""What every listener's doorbell address starts with; its name follows."""
 
 
 def deliver(notes: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
@@ -89,14 +89,12 @@ def deliver(notes: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
     rest: list[tuple[str, bytes]] = []
     for note in notes:
         target, payload = note
-        ring = _bells.get(target, "")
-        if ring == "":
-            name = bell_name(target)
-            ring = None if name is None else _doorbell.address_of(_NAMESPACE, name)
-            if len(_bells) > 10_000:  # addresses of long-gone callers
-                _bells.clear()
-            _bells[target] = ring
-        if ring is None or len(payload) > _doorbell.MAX_PAYLOAD or not _sent(ring, payload):
+        name = bell_name(target)
+        if (
+            name is None
+            or len(payload) > _doorbell.MAX_PAYLOAD
+            or not _sent(_RINGS + name, payload)
+        ):
             rest.append(note)
     return rest
 

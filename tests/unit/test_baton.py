@@ -24,6 +24,12 @@ def baton(freed: list[int]) -> Baton:
     return Baton(lambda: freed.append(threading.get_ident()), patience=0.01, quiet=0.05)
 
 
+@pytest.fixture
+def patient(freed: list[int]) -> Baton:
+    """A baton whose standby never takes a lend over."""
+    return Baton(lambda: freed.append(threading.get_ident()), patience=NEVER, quiet=0.05)
+
+
 def test_one_holder_at_a_time(baton: Baton) -> None:
     assert baton.take()
     assert not baton.take()
@@ -37,8 +43,8 @@ def test_one_holder_at_a_time(baton: Baton) -> None:
     assert baton.take()
 
 
-def test_short_lend_comes_back_without_waking_anyone(freed: list[int]) -> None:
-    baton = Baton(lambda: freed.append(threading.get_ident()), patience=NEVER, quiet=0.05)
+def test_short_lend_comes_back_without_waking_anyone(patient: Baton, freed: list[int]) -> None:
+    baton = patient
     assert baton.take()
     for _ in range(100):
         baton.lend()
@@ -57,10 +63,10 @@ def test_long_lend_is_taken_over_by_the_standby(baton: Baton, freed: list[int]) 
     assert baton.take()  # and whoever on_free woke can drive
 
 
-def test_pass_on_frees_at_once_in_the_lenders_thread(freed: list[int]) -> None:
-    # With the fixture's 10 ms patience, a slow start of the other thread let the standby
-    # free the baton first (seen in CI); here only pass_on can free it.
-    baton = Baton(lambda: freed.append(threading.get_ident()), patience=NEVER, quiet=0.05)
+def test_pass_on_frees_at_once_in_the_lenders_thread(patient: Baton, freed: list[int]) -> None:
+    # With a 10 ms patience, a slow start of the other thread let the standby free the
+    # baton first (seen in CI); here only pass_on can free it.
+    baton = patient
     assert baton.take()
     baton.lend()
     other = threading.Thread(target=baton.pass_on)  # not the lender: no effect
