@@ -12,8 +12,11 @@ Contract:
 - Between attempts it waits on its doorbell for at most `poll_interval` seconds; a ring
   from a publisher, `wakeup()` or the timeout ends the wait. `receive(0, timeout)` (a
   worker with no free slot) takes nothing and waits for `wakeup()` or the timeout only.
-- `ack`, `release` and `dead_letter` touch only rows this consumer still holds; `close`
-  releases all of them at once and unregisters the consumer's address.
+- `ack`, `release` and `dead_letter` touch only rows this consumer still holds, matched
+  by id and invocation id: a message id can be used again once the newest message is
+  deleted (`fleet.broker._sqlite_schema`), so a delivery whose hold expired never acks
+  another message that got its id. `close` releases all of them at once and unregisters
+  the consumer's address.
 - The consumer's row in `fleet_listeners` is refreshed (`seen`) at most every
   `SEEN_INTERVAL` seconds, and put back if a publisher removed it.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fleet import _doorbell
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SEEN_INTERVAL = 5.0
 _COLUMNS = "id, queue, body, invocation_id, priority, headers, delivery_count, created"
+_HELD_ONE = "holder = ? AND id = ? AND invocation_id = ?"
 
 
 class SQLiteConsumer(Consumer):
@@ -166,13 +170,13 @@ class SQLiteConsumer(Consumer):
             return [], False
         rows.sort(key=lambda r: (-r[4], r[0]))
         out: list[Delivery] = []
-        doomed: list[tuple[int, str]] = []
+        doomed: list[tuple[int, str, str]] = []
         for id_, queue, body, inv, priority, headers, count, created in rows:
             spec = broker.spec(queue)
             if spec.delivery_limit is not None and count > spec.delivery_limit:
-                doomed.append((id_, _common.delivery_limit_reason(spec.delivery_limit)))
+                doomed.append((id_, inv, _common.delivery_limit_reason(spec.delivery_limit)))
             elif spec.message_ttl is not None and now - created > spec.message_ttl:
-                doomed.append((id_, _common.EXPIRED))
+                doomed.append((id_, inv, _common.EXPIRED))
             else:
                 message = Message(queue, bytes(body), inv, priority, _common.headers_from(headers))
                 out.append(Delivery(message, id_, count))
@@ -191,15 +195,16 @@ class SQLiteConsumer(Consumer):
             log.info("consumer %s: %d expired deliveries made ready again", self.id, len(rows))
             self._broker.ring({r[0] for r in rows})
 
-    def _bury(self, tx: Tx, doomed: Sequence[tuple[int, str]], now: float, held: bool) -> int:
-        """Move rows this consumer holds to the dead letters; return how many."""
+    def _bury(self, tx: Tx, doomed: Sequence[tuple[int, str, str]], now: float, held: bool) -> int:
+        """Move rows this consumer holds (id, invocation id, reason) to the dead letters;
+        return how many."""
         rows: list[tuple[Any, ...]] = []
-        for id_, reason in doomed:
+        for id_, invocation_id, reason in doomed:
             # fetchall: a RETURNING statement must run to completion before COMMIT.
             for found in tx.execute(
-                "DELETE FROM fleet_messages WHERE id = ? AND holder = ? RETURNING queue, body,"
+                f"DELETE FROM fleet_messages WHERE {_HELD_ONE} RETURNING queue, body,"
                 " invocation_id, priority, headers, delivery_count",
-                (id_, self.id),
+                (self.id, id_, invocation_id),
             ).fetchall():
                 count = found[5] - 1 if held else found[5]  # deliveries actually made
                 rows.append((*found[:5], count, reason, now))
@@ -207,40 +212,51 @@ class SQLiteConsumer(Consumer):
         return len(rows)
 
     def ack(self, deliveries: Sequence[Delivery]) -> None:
-        ids = self._ids(deliveries)
-        for part in chunks(ids):
-            self._db.rowcount(
-                f"DELETE FROM fleet_messages WHERE holder = ? AND id IN ({placeholders(part)})",
-                (self.id, *part),
-            )
+        for where, params in self._held(deliveries):
+            self._db.rowcount(f"DELETE FROM fleet_messages WHERE {where}", params)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        (id_,) = self._ids([delivery])
+        ((id_, invocation_id),) = self._tags([delivery])
+        doomed = [(id_, invocation_id, str(reason))]
         now = time.time()
-        if not self._db.write(lambda tx: self._bury(tx, [(id_, str(reason))], now, held=False)):
+        if not self._db.write(lambda tx: self._bury(tx, doomed, now, held=False)):
             log.debug("consumer %s: delivery %r is no longer held", self.id, delivery.tag)
 
     def release(self, deliveries: Sequence[Delivery]) -> None:
-        ids = self._ids(deliveries)
         queues: set[str] = set()
-        for part in chunks(ids):
+        for where, params in self._held(deliveries):
             rows = self._db.modify(
                 "UPDATE fleet_messages SET holder = NULL, visible_at = 0"
-                f" WHERE holder = ? AND id IN ({placeholders(part)}) RETURNING queue",
-                (self.id, *part),
+                f" WHERE {where} RETURNING queue",
+                params,
             )
             queues.update(r[0] for r in rows)
         if queues:
             self._broker.ring(queues)
 
+    def _held(self, deliveries: Sequence[Delivery]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+        """A WHERE clause and its parameters for each chunk of `deliveries`: the rows
+        this consumer holds with their ids and invocation ids. The ids find the rows
+        (primary key); the invocation ids make sure they are the same messages."""
+        for part in chunks(self._tags(deliveries), 300):
+            if len(part) == 1:
+                yield _HELD_ONE, (self.id, *part[0])
+                continue
+            cases = " WHEN ? THEN ?" * len(part)
+            yield (
+                f"holder = ? AND id IN ({placeholders(part)})"
+                f" AND invocation_id = CASE id{cases} END",
+                (self.id, *(i for i, _ in part), *(x for tag in part for x in tag)),
+            )
+
     @staticmethod
-    def _ids(deliveries: Sequence[Delivery]) -> list[int]:
-        ids = []
+    def _tags(deliveries: Sequence[Delivery]) -> list[tuple[int, str]]:
+        tags = []
         for delivery in deliveries:
             if type(delivery.tag) is not int:
                 raise BrokerError(f"not a delivery of the SQLite broker: {delivery!r}")
-            ids.append(delivery.tag)
-        return ids
+            tags.append((delivery.tag, delivery.message.invocation_id))
+        return tags
 
     def wakeup(self) -> None:
         self._woken = True
