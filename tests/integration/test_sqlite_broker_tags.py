@@ -108,3 +108,14 @@ def test_a_file_made_with_autoincrement_ids_keeps_working(tmp_path: Path) -> Non
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM fleet_messages").fetchone() == (0,)
     broker.close()
+
+
+def test_many_at_once_in_several_statements(reused: Reused) -> None:
+    """More deliveries than one statement matches: one transaction, stale one spared."""
+    broker, holder = reused.broker, reused.holder
+    broker.publish([Message(QUEUE, b"m", f"inv-{i}") for i in range(120)])
+    many = take(holder, 120)
+    holder.release([*many[:60], reused.stale])
+    assert broker.stats(QUEUE).ready == 60
+    holder.ack([reused.stale, *many[60:], reused.other])
+    assert reused.rows() == [("inv-new", holder.id)] + [(f"inv-{i}", None) for i in range(60)]
