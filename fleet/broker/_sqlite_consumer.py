@@ -44,6 +44,9 @@ _COLUMNS = "id, queue, body, invocation_id, priority, headers, delivery_count, c
 _HELD_ONE = "holder = ? AND id = ? AND invocation_id = ?"
 _ACK = "DELETE FROM fleet_messages WHERE {}"
 _RELEASE = "UPDATE fleet_messages SET holder = NULL, visible_at = 0 WHERE {} RETURNING queue"
+_BURY_HELD = _ACK.format(_HELD_ONE) + (
+    " RETURNING queue, body, invocation_id, priority, headers, delivery_count"
+)
 _CHUNK = 50
 """Deliveries per statement of `_held`: its CASE is searched once per row, so a
 chunk costs O(n^2) comparisons; 50 keeps that at a few microseconds."""
@@ -206,11 +209,7 @@ class SQLiteConsumer(Consumer):
         rows: list[tuple[Any, ...]] = []
         for id_, invocation_id, reason in doomed:
             # fetchall: a RETURNING statement must run to completion before COMMIT.
-            for found in tx.execute(
-                f"DELETE FROM fleet_messages WHERE {_HELD_ONE} RETURNING queue, body,"
-                " invocation_id, priority, headers, delivery_count",
-                (self.id, id_, invocation_id),
-            ).fetchall():
+            for found in tx.execute(_BURY_HELD, (self.id, id_, invocation_id)).fetchall():
                 count = found[5] - 1 if held else found[5]  # deliveries actually made
                 rows.append((*found[:5], count, reason, now))
         self._broker._bury(tx, rows)
