@@ -163,7 +163,8 @@ class Listener(ABC):
 
 
 class Publishing(Protocol):
-    """A publish under way (`Broker.begin_publish`); used by the thread that began it."""
+    """A publish under way (`Broker.begin_publish`); used by one thread at a time: the
+    one that began it, or one it was handed to (`fleet._pipeline`)."""
 
     def wait(self) -> None:
         """Return once every message was taken durably; else raise `PublishError`."""
@@ -206,6 +207,11 @@ class Broker(ABC):
     def begin_publish(self, messages: Sequence[Message]) -> Publishing:
         """Start a `publish` that `wait()` finishes (see the module docstring)."""
         return _Deferred(self, messages)
+
+    def begin_publish_now(self, messages: Sequence[Message]) -> Publishing | None:
+        """`begin_publish`, if it sends at once without waiting on the broker (no
+        connection to open, no queue to look up); else None, and nothing was sent."""
+        return None
 
     @abstractmethod
     def consumer(self, queues: Sequence[str], prefetch: int) -> Consumer:

@@ -78,6 +78,8 @@ class Queues(Protocol):
         self, names: Sequence[str], deadline: float | None = None
     ) -> Mapping[str, QueueInfo]: ...
 
+    def known(self, names: Sequence[str]) -> Mapping[str, QueueInfo] | None: ...
+
     def forget(self, name: str) -> None: ...
 
 
@@ -106,7 +108,8 @@ class _Sent:
 
 
 class Publishing:
-    """A publish under way (`Publisher.begin`); belongs to the thread that began it."""
+    """A publish under way (`Publisher.begin`); used by one thread at a time (its
+    checked-out connection goes with it)."""
 
     def __init__(
         self,
@@ -157,9 +160,13 @@ class Publisher:
 
     # -- connections --------------------------------------------------------------------
 
-    def _checkout(self, deadline: float) -> _Pooled:
+    def _fresh(self, pooled: _Pooled) -> bool:
+        """Whether `pooled` can be trusted without asking RabbitMQ (see the contract)."""
         heartbeat = self.endpoint.params.heartbeat or 0
         stale = heartbeat / 2 if heartbeat else float("inf")
+        return pooled.alive and time.monotonic() - pooled.link.last_used < stale
+
+    def _checkout(self, deadline: float) -> _Pooled:
         while True:
             with self._lock:
                 if self._closed:
@@ -167,7 +174,7 @@ class Publisher:
                 pooled = self._idle.pop() if self._idle else None
             if pooled is None:
                 break
-            if pooled.alive and time.monotonic() - pooled.link.last_used < stale:
+            if self._fresh(pooled):
                 return pooled
             pooled.link.close(0.2)
         delay = 0.05
@@ -200,6 +207,19 @@ class Publisher:
         ids = [self.message_id() for _ in messages]
         return Publishing(self, messages, ids, self._send(messages, ids) if messages else {})
 
+    def begin_now(self, messages: Sequence[Message]) -> Publishing | None:
+        """`begin`, if sending is all it takes: every queue known already and a fresh
+        connection idle in the pool. Else None, and nothing was sent or waited for."""
+        infos = self._queues.known(sorted({m.queue for m in messages}))
+        if infos is None or not messages:
+            return None
+        with self._lock:
+            if self._closed or not self._idle or not self._fresh(self._idle[-1]):
+                return None  # `begin` would connect (and wait, if RabbitMQ is away)
+            pooled = self._idle.pop()
+        ids = [self.message_id() for _ in messages]
+        return Publishing(self, messages, ids, self._put(pooled, messages, ids, infos))
+
     def _send(self, messages: Sequence[Message], ids: Sequence[str]) -> _Sent | dict[int, str]:
         """The sending half of an attempt: the messages on the wire, or {position:
         reason} for all of them."""
@@ -209,6 +229,16 @@ class Publisher:
             pooled = self._checkout(deadline)
         except BrokerError as exc:
             return dict.fromkeys(range(len(messages)), str(exc))
+        return self._put(pooled, messages, ids, infos)
+
+    def _put(
+        self,
+        pooled: _Pooled,
+        messages: Sequence[Message],
+        ids: Sequence[str],
+        infos: Mapping[str, QueueInfo],
+    ) -> _Sent | dict[int, str]:
+        """Write `messages` on `pooled`'s confirm channel (see `_send`)."""
         items = []
         for message, message_id in zip(messages, ids, strict=True):
             key = message.queue
