@@ -19,7 +19,10 @@ Contract:
 - Driving: one thread at a time calls the listener's `receive`. While a thread that
   runs no task (a producer's caller) waits, the listener thread parks and such a
   waiting thread drives instead, one at a time, handing over when its own results are
-  in; outcomes learned otherwise meanwhile (`deliver`) wake it. Task threads of a
+  in; outcomes learned otherwise meanwhile (`deliver`) wake it. The listener thread
+  takes the listener back `LINGER` seconds after the last such wait ended, so a caller
+  that calls and waits in a loop drives every wait without waking it (two wake-ups of
+  that thread per call otherwise: to take over, then to park again). Task threads of a
   worker (a paused invocation) never drive, since a cancel request the listener hands
   to the worker may interrupt exactly such a thread: while only they wait, the
   listener thread drives as before.
@@ -50,7 +53,8 @@ log = logging.getLogger(__name__)
 FALLBACK_CHUNK = 250
 """Ids read per state-store query of the fallback, notifications drained between."""
 LINGER = 0.004
-"""Seconds the listener pauses after notifications that nobody waits for yet. Short
+"""Seconds the listener pauses after notifications that nobody waits for yet, and that
+the parked listener thread leaves the listener to the next waiting caller. Short
 enough that the datagrams a same-host RabbitMQ listener's doorbell queues meanwhile
 (`fleet.broker._amqp_local`; Linux queues 10 by default) rarely overflow to RabbitMQ
 at W1's rate: 1-4% did at 4 ms, 24-39% at 20 ms."""
@@ -86,6 +90,10 @@ class Waiter:
         """True while the listener thread may be blocked without a timeout (nobody waited)."""
         self._parked = False
         """True while the listener thread leaves the listener to waiting threads."""
+        self._left = float("-inf")
+        """When the last driving thread stopped waiting (monotonic)."""
+        self._untimed = False
+        """True while the parked listener thread waits with no timeout (see `_run`)."""
         self._drivers = 0
         """Waiting threads that may drive the listener (not task threads, which a cancel
         request handled by the listener could interrupt)."""
@@ -145,7 +153,7 @@ class Waiter:
                         if i not in self._watched:
                             self._outcomes.pop(i, None)
                 if not self._drivers:
-                    self._park.notify()  # the listener thread takes over again
+                    self._handed_back()
 
     def wait_any(self, ids: Sequence[str], timeout: float | None = None) -> list[Outcome]:
         """Block until at least one id has an outcome; return those that have one."""
@@ -170,7 +178,14 @@ class Waiter:
                     if i not in self._waiting:
                         self._since.pop(i, None)
                 if not self._drivers:
-                    self._park.notify()  # the listener thread takes over again
+                    self._handed_back()
+
+    def _handed_back(self) -> None:
+        """The last thread that may drive stops waiting: the listener thread takes over
+        `LINGER` seconds later unless another comes (`_run`)."""
+        self._left = time.monotonic()
+        if self._untimed:  # else it wakes by itself once `LINGER` has passed
+            self._park.notify()
 
     def _block(self, left: float | None, drives: bool) -> None:
         """Wait for news, with the lock held: drive the listener when it is free (the
@@ -236,11 +251,17 @@ class Waiter:
     def _run(self) -> None:
         while not self._closed:
             with self._cond:
-                while self._drivers and not self._closed:
+                while not self._closed:
+                    now = time.monotonic()
+                    recent = now - self._left < LINGER  # another wait may follow at once
+                    if not self._drivers and not recent:
+                        break
                     if not self._parked:
                         self._parked = True
                         self._cond.notify_all()  # a waiting thread may drive now
-                    self._park.wait()
+                    self._untimed = not recent
+                    self._park.wait(self._left + LINGER - now if recent else None)
+                    self._untimed = False
                 self._parked = False
                 busy = bool(self._waiting)
                 self._asleep = not busy

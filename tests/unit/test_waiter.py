@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -230,3 +231,33 @@ def test_callers_take_turns_driving(
         thread.join(10)
     assert all(len(box) == 1 for _, box in callers)
     assert set(listener.receivers) <= {t.ident for t, _ in callers} | {hub._thread.ident}
+
+
+def test_a_caller_that_waits_again_at_once_keeps_driving(
+    waiter: tuple[Waiter, FakeListener, RecordingEvent],
+) -> None:
+    """A caller that calls and waits in a loop drives every wait, and the listener
+    thread stays parked in between: it takes the listener back only `LINGER` seconds
+    after the last wait, instead of taking over and parking again around every call."""
+    hub, listener, _ = waiter
+    ids = [uuid.uuid4().hex for _ in range(40)]
+    later = uuid.uuid4().hex
+    hub.watch([*ids, later])
+
+    def calls() -> None:
+        for i in ids:
+            time.sleep(LINGER / 20)  # the caller's own work between calls: a submit
+            listener.inbox.put(note(i))
+            wait_all(hub, [i])
+
+    caller, _ = in_thread(calls)
+    caller.join(10)
+    assert not caller.is_alive()
+    listener.inbox.put(note(later))  # nobody waits now: the listener thread takes it
+    wait_until(lambda: hub.peek(later) is not None, "the listener thread to take over", 10)
+    assert listener.receivers[-1] == hub._thread.ident
+    entered = []
+    while not listener.entered.empty():
+        entered.append(listener.entered.get())
+    # A parked thread that ran late (a loaded machine) may take over a few times.
+    assert entered.count(hub._thread.ident) <= 10, entered.count(hub._thread.ident)
