@@ -119,7 +119,10 @@ class Pipeline:
         try:
             publishing = self._runtime.broker.begin_publish_now(messages)
         except Exception:
-            log.warning("publishing pipeline: sending on the caller's thread failed; queued")
+            log.warning(
+                "publishing pipeline: sending on the caller's thread failed; queued",
+                exc_info=True,
+            )
         finally:  # an interrupt is raised once the messages are the thread's
             with self._cond:
                 if publishing is None:

@@ -10,6 +10,8 @@ Contract, for every implementation:
   caller can work while the broker confirms: by default nothing is sent before `wait()`
   (which is `publish`), while the RabbitMQ broker sends at once, so its messages may
   reach a consumer before `wait()` returns, and even when the publish is abandoned.
+  `begin_publish_now` is `begin_publish` only when it sends at once without waiting on
+  the broker; otherwise (and by default) it returns None and sends nothing.
 - A `Consumer` delivers each message to one consumer at a time. A delivery that is
   neither acked nor dead-lettered (the consumer died, closed, or released it) is
   delivered again, and its `delivery_count` grows; past the queue's delivery limit it is

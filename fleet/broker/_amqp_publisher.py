@@ -23,7 +23,9 @@ Contract:
   thus invisible to callers (apart from the delay). `begin(messages)` returns once the
   first attempt's messages are on the socket, with a `Publishing` whose `wait()` does
   the rest (`publish` is `begin(...).wait()`) and whose `abandon()` collects the first
-  attempt's confirms without retrying or raising.
+  attempt's confirms without retrying or raising. `begin_now(messages)` is `begin` when
+  sending is all it takes (every queue known, a fresh connection idle in the pool); else
+  it returns None at once, having sent nothing: it never connects or declares.
 - Connections are pooled: each caller thread checks one out for the whole call (pika
   connections are not thread-safe), so concurrent callers never wait on each other;
   at most `pool_size` idle ones are kept. A connection idle for more than half its
