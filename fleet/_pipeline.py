@@ -1,8 +1,8 @@
 """Publishing in the background: a call returns once its record is durable.
 
 Job: for one process and app (one per `Runtime`), take the messages of invocations
-whose records are already written (`put`) and publish them with publisher confirms,
-awaited by one thread, in batches: every message handed over while the previous batch
+whose records are already written (`put`) and publish them from one thread, with
+publisher confirms, in batches: every message handed over while the previous batch
 waited for its confirms goes out in the next one. Callers never wait for RabbitMQ.
 
 Contract (setting `publish_confirm = "background"`, brokers that send at once):
@@ -18,16 +18,6 @@ Contract (setting `publish_confirm = "background"`, brokers that send at once):
   - the process dies (SIGKILL, power loss) before either: the record keeps its
     deadline, and the leader's recovery publishes it when it passes
     (`fleet.worker.recovery`). A call that returned is never lost.
-- Sent from the caller's thread when nothing is ahead: a `put` that finds the thread
-  idle (nothing queued, nothing sending or awaiting confirms) puts its messages on the
-  socket itself (`Broker.begin_publish_now`) and hands the thread only the wait for
-  their confirms, so a lone call's message leaves without a thread hand-off. That
-  send never waits on RabbitMQ: when it would have to (no fresh idle connection, a
-  queue not looked up yet) it sends nothing, and the messages are queued as below.
-  Every other `put` queues its messages for the thread's next batch, which goes out
-  after the confirms of what is ahead of it: a thread's calls leave in the order it
-  made them. If the send raises, its messages are queued for the thread all the same
-  (an interrupt such as `KeyboardInterrupt` is raised again once they are).
 - `flush(timeout)` returns once everything handed over was settled (confirmed or
   failed). `close` flushes (`Runtime.close`, and at interpreter exit: this module
   registers its exit hook after `fleet._followup`'s, so it runs first and the
@@ -44,13 +34,12 @@ import os
 import threading
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fleet import _followup, _records
 from fleet._waiter import outcome_of
-from fleet.broker import Message, Publishing
+from fleet.broker import Message
 from fleet.errors import PublishError
 
 if TYPE_CHECKING:
@@ -96,9 +85,6 @@ class Pipeline:
         self.pid = os.getpid()
         self._cond = threading.Condition()
         self._todo: list[tuple[Message, str]] = []
-        self._begun: list[tuple[Publishing, list[tuple[Message, str]]]] = []
-        self._sending = 0
-        """Sends begun on a caller's thread and not yet settled."""
         self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="fleet-publish", daemon=True)
@@ -106,39 +92,16 @@ class Pipeline:
 
     def put(self, messages: Sequence[Message], task: str) -> None:
         """Publish `messages` (of invocations of `task`, already registered) soon."""
-        entries = [(m, task) for m in messages]
         with self._cond:
             if self._closed:
                 raise RuntimeError("publishing pipeline closed")
-            if self._todo or self._busy or self._sending:
-                self._todo.extend(entries)
-                self._cond.notify_all()
-                return
-            self._sending += 1  # nothing ahead: this thread sends, the pipeline waits
-        publishing: Publishing | None = None
-        try:
-            publishing = self._runtime.broker.begin_publish_now(messages)
-        except Exception:
-            log.warning(
-                "publishing pipeline: sending on the caller's thread failed; queued",
-                exc_info=True,
-            )
-        finally:  # an interrupt is raised once the messages are the thread's
-            with self._cond:
-                if publishing is None:
-                    self._sending -= 1
-                    self._todo.extend(entries)
-                else:
-                    self._begun.append((publishing, entries))
-                self._cond.notify_all()
-
-    def _settled(self) -> bool:
-        return not self._todo and not self._busy and not self._sending
+            self._todo.extend((m, task) for m in messages)
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything handed over is settled; False if `timeout` passed."""
         with self._cond:
-            return self._cond.wait_for(self._settled, timeout)
+            return self._cond.wait_for(lambda: not self._todo and not self._busy, timeout)
 
     def close(self, timeout: float = 60.0) -> None:
         if not self.flush(timeout):
@@ -154,48 +117,35 @@ class Pipeline:
     def _run(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._begun or self._todo or self._closed)
-                begun, self._begun = self._begun, []
-                if not begun and not self._todo:
+                self._cond.wait_for(lambda: self._todo or self._closed)
+                if not self._todo:
                     return
-                if begun:  # what callers sent goes first: their confirms, then the batch
-                    batch: list[tuple[Message, str]] = []
-                else:
-                    batch, self._todo = self._todo, []
+                batch, self._todo = self._todo, []
                 self._busy = True
             try:
-                for publishing, entries in begun:
-                    self._settle(entries, publishing.wait)
-                if batch:
-                    self._publish(batch)
+                self._publish(batch)
             except Exception:  # never let the thread die: the records stay recoverable
-                left = len(batch) + sum(len(entries) for _, entries in begun)
-                log.exception("publishing pipeline: %d message(s) left to recovery", left)
+                log.exception("publishing pipeline: %d message(s) left to recovery", len(batch))
             finally:
                 with self._cond:
                     self._busy = False
-                    self._sending -= len(begun)
                     self._cond.notify_all()
 
     def _publish(self, batch: list[tuple[Message, str]]) -> None:
         by_queue: dict[str, list[tuple[Message, str]]] = defaultdict(list)
         for entry in batch:
             by_queue[entry[0].queue].append(entry)
-        broker = self._runtime.broker
-        for entries in by_queue.values():
-            self._settle(entries, partial(broker.publish, [m for m, _ in entries]))
-
-    def _settle(self, entries: list[tuple[Message, str]], confirm: Callable[[], None]) -> None:
-        """Wait for `confirm` (it returns once the messages of `entries` are confirmed);
-        then follow their invocations up, or fail them."""
-        try:
-            confirm()
-        except PublishError as exc:
-            self._failed(entries, exc)
-            return
+        runtime = self._runtime
         app = self._app()
-        if app is not None:
-            _followup.of(app).published([m for m, _ in entries])
+        for entries in by_queue.values():
+            messages = [m for m, _ in entries]
+            try:
+                runtime.broker.publish(messages)
+            except PublishError as exc:
+                self._failed(entries, exc)
+                continue
+            if app is not None:
+                _followup.of(app).published(messages)
 
     def _failed(self, entries: list[tuple[Message, str]], exc: PublishError) -> None:
         """Fail the invocations (PENDING -> FAILED) and wake whoever waits on them."""

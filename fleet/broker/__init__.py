@@ -10,8 +10,6 @@ Contract, for every implementation:
   caller can work while the broker confirms: by default nothing is sent before `wait()`
   (which is `publish`), while the RabbitMQ broker sends at once, so its messages may
   reach a consumer before `wait()` returns, and even when the publish is abandoned.
-  `begin_publish_now` is `begin_publish` only when it sends at once without waiting on
-  the broker; otherwise (and by default) it returns None and sends nothing.
 - A `Consumer` delivers each message to one consumer at a time. A delivery that is
   neither acked nor dead-lettered (the consumer died, closed, or released it) is
   delivered again, and its `delivery_count` grows; past the queue's delivery limit it is
@@ -165,8 +163,7 @@ class Listener(ABC):
 
 
 class Publishing(Protocol):
-    """A publish under way (`Broker.begin_publish`); used by one thread at a time: the
-    one that began it, or one it was handed to (`fleet._pipeline`)."""
+    """A publish under way (`Broker.begin_publish`); used by the thread that began it."""
 
     def wait(self) -> None:
         """Return once every message was taken durably; else raise `PublishError`."""
@@ -209,11 +206,6 @@ class Broker(ABC):
     def begin_publish(self, messages: Sequence[Message]) -> Publishing:
         """Start a `publish` that `wait()` finishes (see the module docstring)."""
         return _Deferred(self, messages)
-
-    def begin_publish_now(self, messages: Sequence[Message]) -> Publishing | None:
-        """`begin_publish`, if it sends at once without waiting on the broker (no
-        connection to open, no queue to look up); else None, and nothing was sent."""
-        return None
 
     @abstractmethod
     def consumer(self, queues: Sequence[str], prefetch: int) -> Consumer:

@@ -180,9 +180,8 @@ class Admin:
         """`QueueInfo` for each name (see the module docstring); connection failures are
         retried with backoff until `deadline` (a `time.monotonic()` value)."""
         infos = self._infos
-        known = self.known(names)
-        if known is not None:
-            return known
+        if all(n in infos for n in names):
+            return {n: infos[n] for n in names}
         delay = 0.05
         while True:
             try:
@@ -196,13 +195,6 @@ class Admin:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-    def known(self, names: Sequence[str]) -> dict[str, QueueInfo] | None:
-        """`QueueInfo` for each name if all are known already (no I/O), else None."""
-        infos = self._infos
-        if all(n in infos for n in names):
-            return {n: infos[n] for n in names}
-        return None
 
     def _learn(self, name: str) -> QueueInfo:
         if self.counts(name) is None:

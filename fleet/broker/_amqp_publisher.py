@@ -23,9 +23,7 @@ Contract:
   thus invisible to callers (apart from the delay). `begin(messages)` returns once the
   first attempt's messages are on the socket, with a `Publishing` whose `wait()` does
   the rest (`publish` is `begin(...).wait()`) and whose `abandon()` collects the first
-  attempt's confirms without retrying or raising. `begin_now(messages)` is `begin` when
-  sending is all it takes (every queue known, a fresh connection idle in the pool); else
-  it returns None at once, having sent nothing: it never connects or declares.
+  attempt's confirms without retrying or raising.
 - Connections are pooled: each caller thread checks one out for the whole call (pika
   connections are not thread-safe), so concurrent callers never wait on each other;
   at most `pool_size` idle ones are kept. A connection idle for more than half its
@@ -80,8 +78,6 @@ class Queues(Protocol):
         self, names: Sequence[str], deadline: float | None = None
     ) -> Mapping[str, QueueInfo]: ...
 
-    def known(self, names: Sequence[str]) -> Mapping[str, QueueInfo] | None: ...
-
     def forget(self, name: str) -> None: ...
 
 
@@ -110,8 +106,7 @@ class _Sent:
 
 
 class Publishing:
-    """A publish under way (`Publisher.begin`); used by one thread at a time (its
-    checked-out connection goes with it)."""
+    """A publish under way (`Publisher.begin`); belongs to the thread that began it."""
 
     def __init__(
         self,
@@ -162,13 +157,9 @@ class Publisher:
 
     # -- connections --------------------------------------------------------------------
 
-    def _fresh(self, pooled: _Pooled) -> bool:
-        """Whether `pooled` can be trusted without asking RabbitMQ (see the contract)."""
+    def _checkout(self, deadline: float) -> _Pooled:
         heartbeat = self.endpoint.params.heartbeat or 0
         stale = heartbeat / 2 if heartbeat else float("inf")
-        return pooled.alive and time.monotonic() - pooled.link.last_used < stale
-
-    def _checkout(self, deadline: float) -> _Pooled:
         while True:
             with self._lock:
                 if self._closed:
@@ -176,7 +167,7 @@ class Publisher:
                 pooled = self._idle.pop() if self._idle else None
             if pooled is None:
                 break
-            if self._fresh(pooled):
+            if pooled.alive and time.monotonic() - pooled.link.last_used < stale:
                 return pooled
             pooled.link.close(0.2)
         delay = 0.05
@@ -209,19 +200,6 @@ class Publisher:
         ids = [self.message_id() for _ in messages]
         return Publishing(self, messages, ids, self._send(messages, ids) if messages else {})
 
-    def begin_now(self, messages: Sequence[Message]) -> Publishing | None:
-        """`begin`, if sending is all it takes: every queue known already and a fresh
-        connection idle in the pool. Else None, and nothing was sent or waited for."""
-        infos = self._queues.known(sorted({m.queue for m in messages}))
-        if infos is None or not messages:
-            return None
-        with self._lock:
-            if self._closed or not self._idle or not self._fresh(self._idle[-1]):
-                return None  # `begin` would connect (and wait, if RabbitMQ is away)
-            pooled = self._idle.pop()
-        ids = [self.message_id() for _ in messages]
-        return Publishing(self, messages, ids, self._put(pooled, messages, ids, infos))
-
     def _send(self, messages: Sequence[Message], ids: Sequence[str]) -> _Sent | dict[int, str]:
         """The sending half of an attempt: the messages on the wire, or {position:
         reason} for all of them."""
@@ -231,16 +209,6 @@ class Publisher:
             pooled = self._checkout(deadline)
         except BrokerError as exc:
             return dict.fromkeys(range(len(messages)), str(exc))
-        return self._put(pooled, messages, ids, infos)
-
-    def _put(
-        self,
-        pooled: _Pooled,
-        messages: Sequence[Message],
-        ids: Sequence[str],
-        infos: Mapping[str, QueueInfo],
-    ) -> _Sent | dict[int, str]:
-        """Write `messages` on `pooled`'s confirm channel (see `_send`)."""
         items = []
         for message, message_id in zip(messages, ids, strict=True):
             key = message.queue

@@ -114,10 +114,6 @@ class RabbitMQBroker(Broker):
         self._start()
         return self.publisher.begin(messages)
 
-    def begin_publish_now(self, messages: Sequence[Message]) -> Publishing | None:
-        _common.check_messages(messages)
-        return self.publisher.begin_now(messages) if self._started else None
-
     def consumer(self, queues: Sequence[str], prefetch: int) -> RabbitMQConsumer:
         _common.check_prefetch(prefetch)
         self._start()

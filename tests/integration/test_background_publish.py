@@ -4,9 +4,7 @@ durable; the confirm is awaited by a thread of the process (fleet._pipeline).
 The guarantee "a call that returned is never lost" rests on the record written before
 the return plus recovery: killing the producer right after a call returned, before any
 message was published, still runs the invocation. A publish that fails for good makes
-the invocation FAILED, seen on its handle. A lone call's message leaves from the
-caller's thread (the pipeline thread only awaits its confirm), but only when that
-needs nothing from RabbitMQ but the send.
+the invocation FAILED, seen on its handle.
 """
 
 from __future__ import annotations
@@ -15,18 +13,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from fleet import Status, _pipeline
-from fleet.broker import Message
-from fleet.broker.rabbitmq import RabbitMQBroker
+from fleet import Status
 from fleet.errors import FleetError
-from fleet.queues import QueueSpec
 from fleet.state import Query
 from fleet.testing.rabbitmq import RabbitMQServer
 from fleet.testing.worker import running_worker
@@ -92,7 +86,6 @@ quick = app.task(rabbitmq_tasks.quick)
 broker = app.runtime().broker
 never = threading.Event()
 broker.publish = lambda messages: never.wait()  # the confirm never comes back
-broker.begin_publish_now = lambda messages: None  # nor is anything sent by the caller
 invocation = quick(41)
 print(invocation.id, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)  # right after the call returned
@@ -129,62 +122,3 @@ def test_producer_killed_right_after_a_call_returned_the_invocation_still_runs(
         assert quick.name == app.record(invocation_id).task
     finally:
         app.close()
-
-
-def test_a_lone_call_is_sent_before_it_returns_and_later_ones_queue_behind_it(
-    rabbitmq: RabbitMQServer, tmp_path: Path, unique_name: Callable[[str], str]
-) -> None:
-    queue = unique_name("lone")
-    app = make_app(rabbitmq.url, tmp_path, queue)
-    quick = app.task(rabbitmq_tasks.quick)
-    runtime = app.runtime()
-    broker = runtime.broker
-    held = threading.Event()
-
-    class Held(_pipeline.Pipeline):
-        """A pipeline whose thread does nothing until `held` is set."""
-
-        def _run(self) -> None:
-            held.wait()
-            super()._run()
-
-    try:
-        quick(1)  # through the ordinary pipeline: a connection is pooled, the queue known
-        wait_until(lambda: broker.stats(queue).ready == 1, "the first message")
-        _pipeline.close(runtime)
-        pipeline = _pipeline._by_runtime[runtime] = Held(app, runtime)
-        quick(2)  # its message is on the wire when the call returns
-        wait_until(lambda: broker.stats(queue).ready == 2, "the lone call's message")
-        quick(3)  # the confirm of 2 is not in yet: queued for the thread
-        assert len(pipeline._todo) == 1 and broker.stats(queue).ready == 2
-        held.set()
-        assert pipeline.flush(timeout=30)
-        assert broker.stats(queue).ready == 3
-    finally:
-        held.set()
-        app.close()
-
-
-def test_sending_on_the_callers_thread_never_waits_for_rabbitmq(
-    rabbitmq: RabbitMQServer, unique_name: Callable[[str], str]
-) -> None:
-    queue = unique_name("now")
-    broker = RabbitMQBroker(rabbitmq.url)
-    try:
-        broker.declare([QueueSpec(queue)])
-        message = Message(queue, b"x", "inv-1")
-        publisher = broker.publisher
-        assert publisher.begin_now([message]) is None  # no connection to send on yet
-        broker.publish([message])  # leaves one in the pool
-        unknown = Message(unique_name("unknown"), b"x", "inv-2")
-        assert publisher.begin_now([unknown]) is None  # would have to look the queue up
-        publishing = publisher.begin_now([message])
-        assert publishing is not None
-        publishing.wait()
-        assert broker.stats(queue).ready == 2
-        publisher._idle[-1].link.close(0.2)  # the pooled connection died
-        assert publisher.begin_now([message]) is None
-        broker.publish([message])  # the ordinary path replaces it
-        assert broker.stats(queue).ready == 3
-    finally:
-        broker.close()
