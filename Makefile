@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python -m bench.monitor_list
 	$(BIN)/python -m bench.monitor_indexes
 	$(BIN)/python -m bench.monitor_worker
+	$(BIN)/python -m bench.embedded_bounds
 
 clean:
 	rm -rf build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache $(STAMP)

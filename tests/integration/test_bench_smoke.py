@@ -6,9 +6,12 @@ processes, a results file with the measured rows).
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from bench import embedded_bounds
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,3 +146,36 @@ def test_quick_metrics_bench_writes_its_rows(tmp_path: Path) -> None:
         "Embedded W1 slowdown with Prometheus metrics (%)",
     ):
         assert row in text
+
+
+def _invocations(db: Path) -> int:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return int(conn.execute("SELECT count(*) FROM fleet_invocations").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_embedded_bounds_parts_measure_what_they_name(tmp_path: Path) -> None:
+    """bench/embedded_bounds.py: each part writes where it says, and a drain run
+    finishes its whole backlog (small sizes; rates only have to be there)."""
+    floor = embedded_bounds.commit_floor(tmp_path, 50)
+    assert floor["rate"] > 0 and floor["cpu"] > 0
+    assert _invocations(tmp_path / "floor.db") == 50
+
+    for shared, files in ((True, 1), (False, 2)):
+        folder = tmp_path / f"producers-{shared}"
+        folder.mkdir()
+        sample = embedded_bounds.producers(folder, 100, 2, shared)
+        assert sample["rate"] > 0 and sample["cpu"] > 0
+        dbs = sorted(folder.glob("*.db"))
+        assert len(dbs) == files, dbs
+        # each producer: one warm-up call, then the measured ones
+        assert sum(_invocations(db) for db in dbs) == 2 * 101
+
+    folder = tmp_path / "drain"
+    folder.mkdir()
+    sample = embedded_bounds.drain(folder, 300, 4)
+    assert sample["rate"] > 0 and sample["cpu"] > 0
+    (db,) = folder.glob("*.db")
+    assert embedded_bounds.finished(str(db)) == 300
