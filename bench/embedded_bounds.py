@@ -7,6 +7,9 @@ run instead of guessed:
 - `commit floor`: one raw `sqlite3` transaction per call inserting an invocation row
   and a message row into fleet's own schema, with fleet's pragmas (WAL,
   synchronous=NORMAL): what a durable call costs with no Python framework around it.
+  Once with one connection, once with two of one process taking turns: SQLite drops a
+  connection's page cache whenever another one committed, so the second shows what
+  reading the pages again costs, without any wait for the write lock.
 - `lone producer`: `noop(i)` on the embedded default, nothing consuming: the whole
   call path (encode, record and message in one commit, doorbell) in one process.
 - `two producers, one file` / `two files`: two such processes at once, sharing one
@@ -45,18 +48,23 @@ from fleet.status import Status
 Sample = dict[str, float]
 
 
-def commit_floor(folder: Path, n: int) -> Sample:
-    """Raw sqlite3: one transaction (invocation row + message row) per call."""
-    db = sqlite3.connect(folder / "floor.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(STATE_SCHEMA)
-    db.executescript(BROKER_SCHEMA)
+def commit_floor(folder: Path, n: int, connections: int = 1) -> Sample:
+    """Raw sqlite3: one transaction (invocation row + message row) per call, made by
+    `connections` connections of this process in turn."""
+    dbs = []
+    for _ in range(connections):
+        db = sqlite3.connect(folder / "floor.db", isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        dbs.append(db)
+    dbs[0].executescript(STATE_SCHEMA)
+    dbs[0].executescript(BROKER_SCHEMA)
     body = b"\x92\x00\x80" * 20
     began, cpu = time.perf_counter(), time.process_time()
     for i in range(n):
         now = time.time()
         iid = f"{time.time_ns():016x}{i:020x}"
+        db = dbs[i % connections]
         db.execute("BEGIN IMMEDIATE")
         db.execute(
             "INSERT INTO fleet_invocations (id, task, queue, args, codec, status, created,"
@@ -70,7 +78,8 @@ def commit_floor(folder: Path, n: int) -> Sample:
         )
         db.execute("COMMIT")
     sample = _rates(n, time.perf_counter() - began, time.process_time() - cpu)
-    db.close()
+    for db in dbs:
+        db.close()
     return sample
 
 
@@ -183,7 +192,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     parts: dict[str, Any] = {
-        "commit floor (raw sqlite3, one process)": lambda d: commit_floor(d, args.calls),
+        "commit floor (raw sqlite3, one connection)": lambda d: commit_floor(d, args.calls),
+        "commit floor, two connections taking turns": lambda d: commit_floor(d, args.calls, 2),
         "lone producer (fleet, nothing consuming)": lambda d: producers(d, args.calls, 1, True),
         "two producers, one file (each)": lambda d: producers(d, args.calls, 2, True),
         "two producers, two files (each)": lambda d: producers(d, args.calls, 2, False),

@@ -159,9 +159,12 @@ def _invocations(db: Path) -> int:
 def test_embedded_bounds_parts_measure_what_they_name(tmp_path: Path) -> None:
     """bench/embedded_bounds.py: each part writes where it says, and a drain run
     finishes its whole backlog (small sizes; rates only have to be there)."""
-    floor = embedded_bounds.commit_floor(tmp_path, 50)
-    assert floor["rate"] > 0 and floor["cpu"] > 0
-    assert _invocations(tmp_path / "floor.db") == 50
+    for connections in (1, 2):
+        folder = tmp_path / f"floor-{connections}"
+        folder.mkdir()
+        floor = embedded_bounds.commit_floor(folder, 50, connections)
+        assert floor["rate"] > 0 and floor["cpu"] > 0
+        assert _invocations(folder / "floor.db") == 50
 
     for shared, files in ((True, 1), (False, 2)):
         folder = tmp_path / f"producers-{shared}"
