@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -114,12 +115,28 @@ def producers(folder: Path, n: int, count: int, shared: bool) -> Sample:
     their rates and CPU per call."""
     envs = [_env(folder)] * count if shared else [_env(folder) for _ in range(count)]
     children = [_child(["produce", str(n)], env) for env in envs]
-    samples = [_result(c) for c in children]
+    try:
+        samples = [_result(c) for c in children]
+    finally:
+        _stop(children)
     return {k: statistics.fmean(s[k] for s in samples) for k in ("rate", "cpu")}
 
 
 def drain(folder: Path, n: int, threads: int) -> Sample:
-    return _result(_child(["drain", str(n), str(threads), str(folder)], _env(folder)))
+    child = _child(["drain", str(n), str(threads), str(folder)], _env(folder))
+    try:
+        return _result(child)
+    finally:
+        _stop([child])
+
+
+def _stop(children: list[subprocess.Popen[str]]) -> None:
+    """SIGTERM the children still running (after one failed or timed out); a drain
+    child then stops its worker pool on the way out."""
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+            child.wait(30)
 
 
 # -- children (their backends come from FLEET__* in the environment) ---------------------
@@ -168,6 +185,8 @@ def finished(db: str) -> int:
 
 
 def _run_child(argv: list[str]) -> None:
+    # SIGTERM from the parent (`_stop`) unwinds, so a drain stops its pool on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     kind, n = argv[0], int(argv[1])
     sample = _produce(n) if kind == "produce" else _drain(n, int(argv[2]), Path(argv[3]))
     print(json.dumps(sample), flush=True)
