@@ -1,7 +1,8 @@
-"""`python -m bench --quick` on the embedded stack: it runs and writes its report.
+"""`python -m bench --quick` on the embedded stack: it runs and writes its report; and
+the parts of `python -m bench.embedded_bounds`, small.
 
 Speed is never asserted here: only that the harness works end to end (real worker
-processes, a results file with the measured rows).
+processes, a results file with the measured rows, the rows each part wrote).
 """
 
 from __future__ import annotations
